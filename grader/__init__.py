@@ -1,0 +1,34 @@
+"""Grade students' PyTorch notebooks against hidden reference solutions.
+
+The public API is small and cheap to import (no torch in this process):
+
+    from grader import grade_submission, GradeConfig
+    report = grade_submission("submit.ipynb", GradeConfig())
+
+Student code always runs in a separate worker process (see ``grader.runner``).
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+__all__ = ["GradeConfig", "Report", "CheckResult", "grade_submission"]
+__version__ = "0.1.0"
+
+if TYPE_CHECKING:  # pragma: no cover
+    from grader.config import GradeConfig
+    from grader.grading import grade_submission
+    from grader.result import CheckResult, Report
+
+
+def __getattr__(name: str) -> Any:
+    # Lazy so that `python -m grader.worker` and `grade --help` stay light.
+    if name == "GradeConfig":
+        from grader.config import GradeConfig
+        return GradeConfig
+    if name == "grade_submission":
+        from grader.grading import grade_submission
+        return grade_submission
+    if name in ("Report", "CheckResult"):
+        from grader import result
+        return getattr(result, name)
+    raise AttributeError(f"module 'grader' has no attribute {name!r}")

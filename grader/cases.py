@@ -1,0 +1,269 @@
+"""Assignments and their cases, read from ``assignments/<name>/cases.toml``.
+
+The file is data an instructor edits (see docs/cases.md). Every key is checked: a typo
+is a ``CaseFileError`` naming the file, the case and the key, never a silent default.
+"""
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from grader.errors import CaseFileError
+
+#: The checks a case may ask for, and what each needs from the case.
+CHECKS: dict[str, str] = {
+    "shape": "every output is present with the reference's shape",
+    "match": "outputs equal the reference's within tolerance",
+    "mask": "masked attention weights are ~0 and every row sums to 1",
+    "mask_invariance": "outputs don't change when masked keys/values are perturbed",
+    "grad": "parameter gradients of a seeded loss equal the reference's",
+    "raises": "constructing the module raises the declared exception",
+    "params": "parameter names and shapes equal the template's",
+    "param_count": "the number of parameters equals the reference's",
+}
+CALLS = ("forward", "unroll")
+MASK_KINDS = ("padding", "causal")
+
+_ASSIGNMENT_KEYS = {"name", "title", "reference", "rtol", "atol", "timeout"}
+_TARGET_KEYS = {"args", "returns", "keys", "attention", "key_args", "mask_rank", "loss", "final"}
+_CASE_KEYS = {"id", "name", "target", "init", "inputs", "mask", "checks", "points", "seed",
+              "call", "compare", "rtol", "atol", "raises", "hint", "visibility"}
+
+
+@dataclass(frozen=True)
+class Target:
+    """How to call one graded class and name what it returns."""
+
+    name: str
+    args: tuple[str, ...]
+    #: a tuple of names (forward returns a tuple), "dict" (a dict with ``keys``), or one name
+    returns: tuple[str, ...] | str
+    keys: tuple[str, ...] = ()
+    attention: str | None = None
+    key_args: tuple[str, ...] = ()
+    mask_rank: int | None = None
+    loss: tuple[str, ...] = ()
+    #: the output that ``mask_invariance`` compares (the module's result)
+    final: str | None = None
+
+    @property
+    def output_names(self) -> tuple[str, ...]:
+        """Names of the outputs in the order the reference returns them."""
+        if self.returns == "dict":
+            return self.keys
+        if isinstance(self.returns, str):
+            return (self.returns,)
+        return self.returns
+
+
+@dataclass(frozen=True)
+class Case:
+    """One graded test: build ``target`` with ``init``, feed seeded inputs, run ``checks``."""
+
+    id: str
+    name: str
+    target: str
+    checks: tuple[str, ...]
+    points: float
+    init: dict[str, Any] = field(default_factory=dict)
+    #: input name -> shape (list of ints), or a tuple of shapes for a tuple input such as (h, c)
+    inputs: dict[str, Any] = field(default_factory=dict)
+    mask: dict[str, Any] | None = None
+    seed: int = 0
+    call: str = "forward"
+    compare: tuple[str, ...] = ()
+    rtol: float = 1e-4
+    atol: float = 1e-5
+    raises: str | None = None
+    hint: str = ""
+    visibility: str = "visible"
+
+
+@dataclass(frozen=True)
+class Assignment:
+    """An assignment: its graded classes, reference file and cases."""
+
+    name: str
+    title: str
+    folder: Path
+    reference: Path
+    targets: dict[str, Target]
+    cases: tuple[Case, ...]
+    timeout: float | None = None
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        """The graded class names, in case order of first use."""
+        return tuple(self.targets)
+
+    @property
+    def max_score(self) -> float:
+        """Total points of all cases."""
+        return sum(c.points for c in self.cases)
+
+    @property
+    def cases_file(self) -> Path:
+        """The ``cases.toml`` this assignment was read from."""
+        return self.folder / "cases.toml"
+
+
+def load_assignment(folder: Path, root: Path) -> Assignment:
+    """Read ``folder/cases.toml``; ``root`` is the course folder holding ``reference/``."""
+    path = folder / "cases.toml"
+    where = str(path)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as e:
+        raise CaseFileError(where, "file", f"not valid TOML: {e}") from None
+    _only(data, {"assignment", "targets", "cases"}, where, "top level")
+    head = _table(data, "assignment", where, "top level")
+    _only(head, _ASSIGNMENT_KEYS, where, "[assignment]")
+    name = _get(head, "name", str, where, "[assignment]")
+    if name != folder.name:
+        raise CaseFileError(where, "[assignment]", f"name = {name!r} but the folder is {folder.name!r}")
+    rtol = float(head.get("rtol", 1e-4))
+    atol = float(head.get("atol", 1e-5))
+    ref_name = _get(head, "reference", str, where, "[assignment]")
+    reference = root / "reference" / ref_name
+    targets = {t: _target(t, spec, where) for t, spec in _table(data, "targets", where, "top level").items()}
+    raw_cases = data.get("cases")
+    if not isinstance(raw_cases, list) or not raw_cases:
+        raise CaseFileError(where, "top level", "no [[cases]] tables; add at least one case")
+    cases = []
+    seen: set[str] = set()
+    for i, raw in enumerate(raw_cases, start=1):
+        case = _case(raw, i, targets, where, rtol, atol)
+        if case.id in seen:
+            raise CaseFileError(where, f"case {case.id!r}", "duplicate id; every case needs its own")
+        seen.add(case.id)
+        cases.append(case)
+    timeout = head.get("timeout")
+    return Assignment(name, str(head.get("title", name)), folder, reference, targets, tuple(cases),
+                      float(timeout) if timeout is not None else None)
+
+
+def _target(name: str, spec: Any, where: str) -> Target:
+    ctx = f"[targets.{name}]"
+    if not isinstance(spec, dict):
+        raise CaseFileError(where, ctx, "must be a table")
+    _only(spec, _TARGET_KEYS, where, ctx)
+    args = tuple(_get(spec, "args", list, where, ctx))
+    returns = spec.get("returns")
+    if isinstance(returns, list):
+        returns = tuple(returns)
+    elif not isinstance(returns, str):
+        raise CaseFileError(where, ctx, "returns must be a list of output names, \"dict\", or one name")
+    keys = tuple(spec.get("keys", ()))
+    if returns == "dict" and not keys:
+        raise CaseFileError(where, ctx, "returns = \"dict\" needs keys = [...] listing the dict's keys")
+    t = Target(name, args, returns, keys, spec.get("attention"), tuple(spec.get("key_args", ())),
+               spec.get("mask_rank"), tuple(spec.get("loss", ())), spec.get("final"))
+    for key in (t.attention, t.final, *t.loss):
+        if key is not None and key not in t.output_names:
+            raise CaseFileError(where, ctx, f"{key!r} is not one of the outputs {list(t.output_names)}")
+    return t
+
+
+def _case(raw: Any, i: int, targets: dict[str, Target], where: str, rtol: float, atol: float) -> Case:
+    if not isinstance(raw, dict):
+        raise CaseFileError(where, f"case #{i}", "must be a table")
+    cid = raw.get("id")
+    ctx = f"case {cid!r}" if isinstance(cid, str) else f"case #{i}"
+    _only(raw, _CASE_KEYS, where, ctx)
+    cid = _get(raw, "id", str, where, ctx)
+    if not cid or "/" in cid:
+        raise CaseFileError(where, ctx, "id must be non-empty and must not contain '/'")
+    target_name = _get(raw, "target", str, where, ctx)
+    if target_name not in targets:
+        raise CaseFileError(where, ctx, f"target {target_name!r} is not declared; known: {sorted(targets)}")
+    target = targets[target_name]
+    checks = tuple(_get(raw, "checks", list, where, ctx))
+    for c in checks:
+        if c not in CHECKS:
+            raise CaseFileError(where, ctx, f"unknown check {c!r}; known checks: {', '.join(CHECKS)}")
+    points = raw.get("points")
+    if not isinstance(points, (int, float)) or points < 0:
+        raise CaseFileError(where, ctx, "points must be a number >= 0")
+    inputs = raw.get("inputs", {})
+    if not isinstance(inputs, dict):
+        raise CaseFileError(where, ctx, "inputs must be a table of name = shape")
+    for arg, shape in inputs.items():
+        if arg not in target.args:
+            raise CaseFileError(where, ctx, f"input {arg!r} is not an argument of {target_name}; "
+                                f"arguments: {list(target.args)}")
+        if not _is_shape(shape) and not (isinstance(shape, list) and shape and all(_is_shape(s) for s in shape)):
+            raise CaseFileError(where, ctx, f"input {arg!r}: {shape!r} is not a shape (a list of positive ints) "
+                                "or a list of shapes")
+    mask = raw.get("mask")
+    if mask is not None:
+        mask = _mask(mask, where, ctx)
+    call = raw.get("call", "forward")
+    if call not in CALLS:
+        raise CaseFileError(where, ctx, f"call must be one of {CALLS}, not {call!r}")
+    needs = {"mask": mask is not None and target.attention is not None,
+             "mask_invariance": mask is not None and bool(target.key_args) and target.final is not None,
+             "grad": True, "raises": "raises" in raw}
+    for c in checks:
+        if not needs.get(c, True):
+            raise CaseFileError(where, ctx, f"check {c!r} needs " + {
+                "mask": "a mask and a target with attention = ...",
+                "mask_invariance": "a mask and a target with key_args = [...] and final = ...",
+                "raises": "raises = \"SomeError\""}[c])
+    needing_inputs = [c for c in checks if c in ("shape", "match", "mask", "mask_invariance", "grad")]
+    if needing_inputs and not inputs:
+        raise CaseFileError(where, ctx, f"checks {needing_inputs} need inputs = {{ name = [shape], ... }}")
+    compare = tuple(raw.get("compare", ()))
+    for key in compare:
+        if key not in target.output_names and call == "forward":
+            raise CaseFileError(where, ctx, f"compare: {key!r} is not an output of {target_name}")
+    visibility = raw.get("visibility", "visible")
+    if visibility not in ("visible", "hidden"):
+        raise CaseFileError(where, ctx, "visibility must be \"visible\" or \"hidden\"")
+    return Case(
+        id=cid, name=str(raw.get("name", cid)), target=target_name, checks=checks, points=float(points),
+        init=dict(raw.get("init", {})), inputs=dict(inputs), mask=mask, seed=int(raw.get("seed", 0)),
+        call=call, compare=compare, rtol=float(raw.get("rtol", rtol)), atol=float(raw.get("atol", atol)),
+        raises=raw.get("raises"), hint=str(raw.get("hint", "")), visibility=visibility,
+    )
+
+
+def _mask(mask: Any, where: str, ctx: str) -> dict[str, Any]:
+    if isinstance(mask, str):
+        mask = {"kind": mask}
+    if not isinstance(mask, dict):
+        raise CaseFileError(where, ctx, "mask must be \"causal\" or a table like { kind = \"padding\", lengths = [...] }")
+    _only(mask, {"kind", "lengths"}, where, f"{ctx}, mask")
+    kind = mask.get("kind")
+    if kind not in MASK_KINDS:
+        raise CaseFileError(where, f"{ctx}, mask", f"kind must be one of {MASK_KINDS}, not {kind!r}")
+    if kind == "padding" and not _is_shape(mask.get("lengths")):
+        raise CaseFileError(where, f"{ctx}, mask", "padding needs lengths = [...] (one positive int per batch row)")
+    return dict(mask)
+
+
+def _is_shape(x: Any) -> bool:
+    return isinstance(x, list) and bool(x) and all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in x)
+
+
+def _only(table: dict, allowed: set[str], where: str, ctx: str) -> None:
+    for key in table:
+        if key not in allowed:
+            raise CaseFileError(where, ctx, f"unknown key {key!r}; allowed: {', '.join(sorted(allowed))}")
+
+
+def _table(data: dict, key: str, where: str, ctx: str) -> dict:
+    value = data.get(key)
+    if not isinstance(value, dict):
+        raise CaseFileError(where, ctx, f"missing table [{key}]")
+    return value
+
+
+def _get(table: dict, key: str, kind: type, where: str, ctx: str) -> Any:
+    if key not in table:
+        raise CaseFileError(where, ctx, f"missing key {key!r}")
+    value = table[key]
+    if not isinstance(value, kind):
+        raise CaseFileError(where, ctx, f"{key} must be a {kind.__name__}, not {type(value).__name__}")
+    return value

@@ -1,0 +1,257 @@
+"""Verdicts: compare a student's outputs with the reference's, in the trusted parent.
+
+Pure functions over numpy arrays and plain records; nothing here runs student code.
+``evaluate_case`` turns one case's captured run into a ``CheckResult``: ``error`` when
+the student's code could not run, ``failed`` when it ran and gave a wrong answer.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Callable
+
+import numpy as np
+
+from grader.cases import Case, Target
+from grader.result import CheckResult
+
+Tensors = dict[str, np.ndarray]
+#: How close masked attention weights must be to 0, and rows' sums to 1.
+MASKED_WEIGHT_TOL = 1e-6
+ROW_SUM_TOL = 1e-4
+
+
+def evaluate_case(case: Case, target: Target, ref: Tensors, ref_record: dict[str, Any],
+                  stu: Tensors, stu_record: dict[str, Any] | None, unavailable: str | None = None) -> CheckResult:
+    """Classify one case. ``unavailable`` explains a missing record (class not found, worker died)."""
+    def result(status: str, reason: str, details: str = "") -> CheckResult:
+        if case.hint and status != "passed":
+            details = (details + "\n" if details else "") + f"Hint: {case.hint}"
+        return CheckResult(case.id, case.name, case.target, status, case.points if status == "passed" else 0.0,
+                           case.points, reason, details, case.visibility,
+                           float(stu_record.get("duration", 0.0)) if stu_record else 0.0)
+
+    if stu_record is None:
+        return result("error", unavailable or "not run")
+    if stu_record["status"] == "error":
+        err = stu_record["error"]
+        if case.raises and stu_record.get("phase") == "build":
+            if case.raises in err["mro"]:
+                return result("passed", f"raised {err['type']} as required")
+            return result("failed", f"raised {err['type']} ({err['message']}), expected {case.raises}")
+        reason = describe_student_error(err, stu_record.get("phase"), case.target)
+        return result("error", reason, err.get("traceback", ""))
+    if case.raises:
+        return result("failed", f"{case.target}({_kwargs(case.init)}) did not raise {case.raises}")
+    problems: list[str] = []
+    for check in case.checks:
+        problems += CHECK_FUNCTIONS[check](case, target, ref, ref_record, stu, stu_record)
+    if not problems:
+        return result("passed", "")
+    return result("failed", problems[0], "\n".join(problems))
+
+
+def describe_student_error(err: dict[str, Any], phase: str | None, target: str) -> str:
+    """'RuntimeError in cell 7, line 21 (forward): <message>' for a captured exception."""
+    where = ""
+    if err.get("label"):
+        where = f" in {err['label']}, line {err['line']}"
+        if err.get("function") and err["function"] != "<module>":
+            where += f" ({err['function']})"
+        if err.get("code"):
+            where += f": `{err['code']}`"
+    message = " ".join(err["message"].split())
+    during = {"build": f"while building {target}", "load_params": "while loading the reference's parameters",
+              "forward": "", "backward": "during backward", "perturbed forward": ""}.get(phase or "", "")
+    lead = f"{err['type']}{where}"
+    if not err.get("student_error", True):
+        return f"{message}" if not where else f"{message} ({where.strip()})"
+    return f"{lead}{' ' + during if during else ''} — {message}" if message else f"{lead} {during}".strip()
+
+
+def check_shape(case: Case, target: Target, ref: Tensors, ref_record: dict, stu: Tensors, stu_record: dict) -> list[str]:
+    """Every output the reference returns is present with the same shape."""
+    problems = []
+    for name in _outputs(ref, "out/"):
+        if "out/" + name not in stu:
+            where = "the returned dict" if target.returns == "dict" else "the outputs"
+            problems.append(f"`{name}` is missing from {where}")
+            continue
+        problems += _shape_problem(name, ref["out/" + name], stu["out/" + name])
+    return problems
+
+
+def check_match(case: Case, target: Target, ref: Tensors, ref_record: dict, stu: Tensors, stu_record: dict) -> list[str]:
+    """Outputs equal the reference's within the case's tolerance, in data-flow order."""
+    names = list(case.compare) or _outputs(ref, "out/")
+    problems = []
+    for name in names:
+        exp, got = ref.get("out/" + name), stu.get("out/" + name)
+        if got is None:
+            problems.append(f"`{name}` is missing, so it cannot be compared")
+            continue
+        problems += _value_problem(name, exp, got, case)
+    return problems
+
+
+def check_mask(case: Case, target: Target, ref: Tensors, ref_record: dict, stu: Tensors, stu_record: dict) -> list[str]:
+    """Masked attention weights are ~0 and each row of weights sums to 1."""
+    name = target.attention
+    att = stu.get("out/" + name)
+    if att is None:
+        return [f"`{name}` is missing, so the mask cannot be checked"]
+    exp = ref["out/" + name]
+    if att.shape != exp.shape:
+        return _shape_problem(name, exp, att)
+    att = att.astype(np.float64)
+    mask = np.broadcast_to(ref["in/mask"], att.shape)
+    problems = []
+    leaked = np.where(mask == 0, np.abs(att), 0.0)
+    if leaked.max() > MASKED_WEIGHT_TOL:
+        idx = np.unravel_index(np.argmax(leaked), att.shape)
+        problems.append(f"masked positions get attention: `{name}`{_index(idx)} = {att[idx]:.4g} where mask == 0 "
+                        "(expected ≈ 0; fill the masked scores with -1e9 before the softmax)")
+    sums = att.sum(axis=-1)
+    worst = np.abs(sums - 1.0)
+    if worst.max() > ROW_SUM_TOL:
+        idx = np.unravel_index(np.argmax(worst), sums.shape)
+        problems.append(f"rows of `{name}` must sum to 1 over the keys (last dim); row{_index(idx)} sums to "
+                        f"{sums[idx]:.4g} (is the softmax over dim=-1?)")
+    return problems
+
+
+def check_mask_invariance(case: Case, target: Target, ref: Tensors, ref_record: dict, stu: Tensors,
+                          stu_record: dict) -> list[str]:
+    """Changing the last key/value changes no output row whose query cannot see that key."""
+    name = target.final
+    base, pert, att = stu.get("out/" + name), stu.get("pout/" + name), ref["out/" + target.attention]
+    if base is None or pert is None:
+        return [f"`{name}` is missing, so masking cannot be checked"]
+    if base.shape != ref["out/" + name].shape:
+        return _shape_problem(name, ref["out/" + name], base)
+    rows = np.broadcast_to(ref["in/mask"], att.shape)[..., -1] == 0  # queries that must not see the last key
+    while rows.ndim > base.ndim - 1:  # multi-head: a row of x is unaffected only if masked in every head
+        rows = rows.all(axis=1)
+    changed = np.abs(base.astype(np.float64) - pert.astype(np.float64)).max(axis=-1) > case.atol + case.rtol
+    leaked = changed & rows
+    if leaked.any():
+        idx = tuple(int(i) for i in np.argwhere(leaked)[0])
+        return [f"`{name}` changed at row{_index(idx)} when only a masked key/value was changed "
+                "(masked positions must not influence the output)"]
+    return []
+
+
+def check_grad(case: Case, target: Target, ref: Tensors, ref_record: dict, stu: Tensors, stu_record: dict) -> list[str]:
+    """Every parameter's gradient of the seeded loss equals the reference's."""
+    problems = []
+    for name in _outputs(ref, "grad/"):
+        got = stu.get("grad/" + name)
+        if got is None:
+            problems.append(f"parameter `{name}` received no gradient (is it used in forward?)")
+            continue
+        problems += _value_problem(f"gradient of {name}", ref["grad/" + name], got, case, grad=True)
+    return problems
+
+
+def check_params(case: Case, target: Target, ref: Tensors, ref_record: dict, stu: Tensors, stu_record: dict) -> list[str]:
+    """Parameter names and shapes equal the template's."""
+    exp, got = ref_record.get("params", {}), stu_record.get("params", {})
+    problems = []
+    for k, shape in exp.items():
+        if k not in got:
+            problems.append(f"parameter `{k}` {shape} is missing")
+        elif got[k] != shape:
+            problems.append(f"parameter `{k}` has shape {got[k]}, expected {shape}")
+    problems += [f"unexpected parameter `{k}` {s}" for k, s in got.items() if k not in exp]
+    return problems
+
+
+def check_param_count(case: Case, target: Target, ref: Tensors, ref_record: dict, stu: Tensors,
+                      stu_record: dict) -> list[str]:
+    """The total number of parameters equals the reference's."""
+    exp = sum(math.prod(s) for s in ref_record.get("params", {}).values())
+    got = sum(math.prod(s) for s in stu_record.get("params", {}).values())
+    return [] if exp == got else [f"{case.target}({_kwargs(case.init)}) has {got:,} parameters, expected {exp:,}"]
+
+
+def _check_raises(*_: Any) -> list[str]:
+    return []  # decided in evaluate_case from the build phase's outcome
+
+
+CHECK_FUNCTIONS: dict[str, Callable[..., list[str]]] = {
+    "shape": check_shape, "match": check_match, "mask": check_mask, "mask_invariance": check_mask_invariance,
+    "grad": check_grad, "raises": _check_raises, "params": check_params, "param_count": check_param_count,
+}
+
+
+def _outputs(tensors: Tensors, prefix: str) -> list[str]:
+    return [k[len(prefix):] for k in tensors if k.startswith(prefix)]
+
+
+def _shape_problem(name: str, exp: np.ndarray, got: np.ndarray) -> list[str]:
+    if exp.shape == got.shape:
+        return []
+    msg = f"`{name}` has shape {list(got.shape)}, expected {list(exp.shape)}"
+    if len(exp.shape) != len(got.shape):
+        msg += f" ({len(got.shape)} dims instead of {len(exp.shape)})"
+    else:
+        dims = [i for i, (a, b) in enumerate(zip(exp.shape, got.shape)) if a != b]
+        msg += f" (dim{'s' if len(dims) > 1 else ''} {', '.join(map(str, dims))} differ{'' if len(dims) > 1 else 's'})"
+    return [msg]
+
+
+def _value_problem(name: str, exp: np.ndarray, got: np.ndarray, case: Case, grad: bool = False) -> list[str]:
+    if exp.shape != got.shape:
+        return _shape_problem(name, exp, got)
+    if got.dtype.kind not in "fiub":
+        return [f"`{name}` has dtype {got.dtype}, expected a real tensor"]
+    e, g = exp.astype(np.float64), got.astype(np.float64)
+    bad = ~np.isclose(g, e, rtol=case.rtol, atol=case.atol, equal_nan=False)
+    if not bad.any():
+        return []
+    diff = np.where(np.isfinite(g), np.abs(g - e), np.inf)
+    idx = np.unravel_index(int(np.argmax(np.where(bad, diff, -1))), e.shape) if e.ndim else ()
+    label = name if grad else f"`{name}`"
+    msg = (f"{label} differs from the reference: max abs diff {float(diff[bad].max()):.3g} at{_index(idx)} "
+           f"(expected {e[idx]:.5g}, got {g[idx]:.5g}; {int(bad.sum())} of {bad.size} values off)")
+    if not np.isfinite(g).all():
+        msg += "; it contains NaN or inf"
+    scale = explain_scale(e, g, case)
+    if scale:
+        msg += f"; {scale}"
+    return [msg]
+
+
+def explain_scale(exp: np.ndarray, got: np.ndarray, case: Case) -> str:
+    """When ``got`` is a constant multiple of ``exp``, say so, and name the known causes."""
+    if not (np.isfinite(got).all() and np.abs(exp).max() > 0):
+        return ""
+    c = float((got * exp).sum() / (exp * exp).sum())
+    if abs(c - 1) < 1e-3 or not np.allclose(got, c * exp, rtol=1e-3, atol=1e-6):
+        return ""
+    text = f"your values are {c:.4g}× the expected ones"
+    for cause, factor in _known_factors(case).items():
+        if math.isclose(c, factor, rel_tol=1e-3):
+            return f"{text} — {cause}"
+    return text
+
+
+def _known_factors(case: Case) -> dict[str, float]:
+    init = case.init
+    factors: dict[str, float] = {}
+    if "d_feat" in init and "n_head" in init:
+        d_feat, d_head = init["d_feat"], init["d_feat"] // init["n_head"]
+        factors["that is what dividing by √d_feat instead of √d_head gives (divide the scores by √d_head, "
+                "the size of one head)"] = math.sqrt(d_head / d_feat)
+        factors["the scores are not scaled at all (divide by √d_head)"] = math.sqrt(d_head)
+    k = case.inputs.get("K")
+    if k and isinstance(k[0], int):
+        factors["the scores are not scaled at all (divide by √d_K)"] = math.sqrt(k[-1])
+    return factors
+
+
+def _index(idx: tuple) -> str:
+    return f" [{', '.join(str(int(i)) for i in idx)}]" if idx else ""
+
+
+def _kwargs(init: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v!r}" for k, v in init.items())

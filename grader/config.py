@@ -1,0 +1,46 @@
+"""One frozen configuration for a grading run; the CLI builds it, the library reads it."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+def default_root() -> Path:
+    """The course folder holding ``assignments/`` and ``reference/``.
+
+    ``$GRADER_ROOT`` if set; else the checkout this package lives in (a development or
+    editable install); else the current directory.
+    """
+    env = os.environ.get("GRADER_ROOT")
+    if env:
+        return Path(env).resolve()
+    here = Path(__file__).resolve().parent.parent
+    if (here / "assignments").is_dir():
+        return here
+    return Path.cwd()
+
+
+def default_cache_dir() -> Path:
+    """Where reference outputs are cached: ``$GRADER_CACHE``, else the XDG cache folder."""
+    env = os.environ.get("GRADER_CACHE")
+    if env:
+        return Path(env)
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "grader"
+
+
+@dataclass(frozen=True)
+class GradeConfig:
+    """Options of one grading run.
+
+    ``assignment``: force the assignment instead of reading the notebook metadata or
+    inferring it from the classes defined. ``timeout``: wall-clock seconds allowed for
+    all of a submission's code. ``use_cache``: reuse the reference's cached outputs.
+    """
+
+    assignment: str | None = None
+    root: Path = field(default_factory=default_root)
+    cache_dir: Path = field(default_factory=default_cache_dir)
+    timeout: float = 120.0
+    use_cache: bool = True
