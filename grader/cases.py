@@ -27,7 +27,7 @@ CALLS = ("forward", "unroll")
 MASK_KINDS = ("padding", "causal")
 
 _ASSIGNMENT_KEYS = {"name", "title", "reference", "rtol", "atol", "timeout"}
-_TARGET_KEYS = {"args", "returns", "keys", "attention", "key_args", "mask_rank", "loss", "final"}
+_TARGET_KEYS = {"args", "returns", "keys", "attention", "key_args", "mask_rank", "loss", "final", "flow"}
 _CASE_KEYS = {"id", "name", "target", "init", "inputs", "mask", "checks", "points", "seed",
               "call", "compare", "rtol", "atol", "raises", "hint", "visibility"}
 
@@ -47,6 +47,8 @@ class Target:
     loss: tuple[str, ...] = ()
     #: the output that ``mask_invariance`` compares (the module's result)
     final: str | None = None
+    #: outputs in data-flow order, so a report names the first that diverges (default: as returned)
+    flow: tuple[str, ...] = ()
 
     @property
     def output_names(self) -> tuple[str, ...]:
@@ -159,8 +161,9 @@ def _target(name: str, spec: Any, where: str) -> Target:
     if returns == "dict" and not keys:
         raise CaseFileError(where, ctx, "returns = \"dict\" needs keys = [...] listing the dict's keys")
     t = Target(name, args, returns, keys, spec.get("attention"), tuple(spec.get("key_args", ())),
-               spec.get("mask_rank"), tuple(spec.get("loss", ())), spec.get("final"))
-    for key in (t.attention, t.final, *t.loss):
+               spec.get("mask_rank"), tuple(spec.get("loss", ())), spec.get("final"),
+               tuple(spec.get("flow", ())))
+    for key in (t.attention, t.final, *t.loss, *t.flow):
         if key is not None and key not in t.output_names:
             raise CaseFileError(where, ctx, f"{key!r} is not one of the outputs {list(t.output_names)}")
     return t

@@ -12,19 +12,22 @@ from typing import Any, Callable
 import numpy as np
 
 from grader.cases import Case, Target
+from grader.protocol import UNROLL_OUTPUTS
 from grader.result import CheckResult
 
 Tensors = dict[str, np.ndarray]
 #: How close masked attention weights must be to 0, and rows' sums to 1.
 MASKED_WEIGHT_TOL = 1e-6
 ROW_SUM_TOL = 1e-4
+#: Scores at or below this are a mask fill (-1e9, -inf, finfo.min): all count as equal.
+MASK_FILL_FLOOR = -1e8
 
 
 def evaluate_case(case: Case, target: Target, ref: Tensors, ref_record: dict[str, Any],
                   stu: Tensors, stu_record: dict[str, Any] | None, unavailable: str | None = None) -> CheckResult:
     """Classify one case. ``unavailable`` explains a missing record (class not found, worker died)."""
     def result(status: str, reason: str, details: str = "") -> CheckResult:
-        if case.hint and status != "passed":
+        if case.hint and status != "passed" and stu_record is not None:
             details = (details + "\n" if details else "") + f"Hint: {case.hint}"
         return CheckResult(case.id, case.name, case.target, status, case.points if status == "passed" else 0.0,
                            case.points, reason, details, case.visibility,
@@ -71,7 +74,7 @@ def describe_student_error(err: dict[str, Any], phase: str | None, target: str) 
 def check_shape(case: Case, target: Target, ref: Tensors, ref_record: dict, stu: Tensors, stu_record: dict) -> list[str]:
     """Every output the reference returns is present with the same shape."""
     problems = []
-    for name in _outputs(ref, "out/"):
+    for name in _output_order(case, target, ref):
         if "out/" + name not in stu:
             where = "the returned dict" if target.returns == "dict" else "the outputs"
             problems.append(f"`{name}` is missing from {where}")
@@ -82,7 +85,7 @@ def check_shape(case: Case, target: Target, ref: Tensors, ref_record: dict, stu:
 
 def check_match(case: Case, target: Target, ref: Tensors, ref_record: dict, stu: Tensors, stu_record: dict) -> list[str]:
     """Outputs equal the reference's within the case's tolerance, in data-flow order."""
-    names = list(case.compare) or _outputs(ref, "out/")
+    names = list(case.compare) or _output_order(case, target, ref)
     problems = []
     for name in names:
         exp, got = ref.get("out/" + name), stu.get("out/" + name)
@@ -143,7 +146,8 @@ def check_mask_invariance(case: Case, target: Target, ref: Tensors, ref_record: 
 def check_grad(case: Case, target: Target, ref: Tensors, ref_record: dict, stu: Tensors, stu_record: dict) -> list[str]:
     """Every parameter's gradient of the seeded loss equals the reference's."""
     problems = []
-    for name in _outputs(ref, "grad/"):
+    order = [k for k in ref_record.get("params", {}) if "grad/" + k in ref]
+    for name in order + [k for k in _outputs(ref, "grad/") if k not in order]:
         got = stu.get("grad/" + name)
         if got is None:
             problems.append(f"parameter `{name}` received no gradient (is it used in forward?)")
@@ -187,6 +191,13 @@ def _outputs(tensors: Tensors, prefix: str) -> list[str]:
     return [k[len(prefix):] for k in tensors if k.startswith(prefix)]
 
 
+def _output_order(case: Case, target: Target, ref: Tensors) -> list[str]:
+    """The reference's outputs in data-flow order (the order the target declares them)."""
+    declared = (target.flow or target.output_names) if case.call == "forward" else UNROLL_OUTPUTS
+    present = _outputs(ref, "out/")
+    return [n for n in declared if n in present] + [n for n in present if n not in declared]
+
+
 def _shape_problem(name: str, exp: np.ndarray, got: np.ndarray) -> list[str]:
     if exp.shape == got.shape:
         return []
@@ -206,6 +217,7 @@ def _value_problem(name: str, exp: np.ndarray, got: np.ndarray, case: Case, grad
         return [f"`{name}` has dtype {got.dtype}, expected a real tensor"]
     e, g = exp.astype(np.float64), got.astype(np.float64)
     bad = ~np.isclose(g, e, rtol=case.rtol, atol=case.atol, equal_nan=False)
+    bad &= ~((e <= MASK_FILL_FLOOR) & (g <= MASK_FILL_FLOOR))  # -1e9 and -inf both mean "masked"
     if not bad.any():
         return []
     diff = np.where(np.isfinite(g), np.abs(g - e), np.inf)
@@ -223,7 +235,9 @@ def _value_problem(name: str, exp: np.ndarray, got: np.ndarray, case: Case, grad
 
 def explain_scale(exp: np.ndarray, got: np.ndarray, case: Case) -> str:
     """When ``got`` is a constant multiple of ``exp``, say so, and name the known causes."""
-    if not (np.isfinite(got).all() and np.abs(exp).max() > 0):
+    live = (exp > MASK_FILL_FLOOR) & (got > MASK_FILL_FLOOR)  # masked entries carry no scale
+    exp, got = exp[live], got[live]
+    if not (exp.size and np.isfinite(got).all() and np.abs(exp).max() > 0):
         return ""
     c = float((got * exp).sum() / (exp * exp).sum())
     if abs(c - 1) < 1e-3 or not np.allclose(got, c * exp, rtol=1e-3, atol=1e-6):

@@ -20,7 +20,7 @@ from grader.protocol import call_spec, statement_payload
 from grader.reference import ReferenceRun, reference_outputs
 from grader.result import CheckResult, Report
 from grader.runner import ISOLATION, Worker, WorkerRun
-from grader.slicing import Slice, parse_units, slice_for
+from grader.slicing import Slice, UnitSyntaxError, parse_units, slice_for
 from grader.submission import Submission, read_submission
 
 
@@ -49,8 +49,8 @@ def grade_submission(path: str | Path, config: GradeConfig | None = None) -> Rep
         if run.internal:
             raise InternalError(f"the grader's worker failed:\n{run.internal}")
         checks = _evaluate(assignment, reference, run, sliced)
-    notes = list(sliced.notes)
-    notes += [e.describe() for e in parsed.syntax_errors if not _explains_missing(e.describe(), sliced)]
+    notes = [detail for _, detail in sliced.missing.values()] + list(sliced.notes)
+    notes += [e.describe() for e in parsed.syntax_errors if not _explains_missing(e, sliced)]
     notes += [f"{describe_student_error(e, None, '')} (this statement was skipped)" for e in run.exec_errors]
     if run.stopped:
         notes.append(f"Your code {run.stopped}" + (f" while running case {run.running!r}" if run.running else "")
@@ -70,7 +70,7 @@ def _evaluate(assignment: Assignment, reference: ReferenceRun, run: WorkerRun, s
     for case in assignment.cases:
         record = run.calls.get(case.id)
         tensors = load_file(record["file"]) if record and record.get("file") else {}
-        unavailable = sliced.missing.get(case.target)
+        unavailable = sliced.missing[case.target][0] if case.target in sliced.missing else None
         if record is None and unavailable is None:
             if run.stopped and run.running == case.id:
                 unavailable = f"your code {run.stopped} while running this case"
@@ -83,8 +83,8 @@ def _evaluate(assignment: Assignment, reference: ReferenceRun, run: WorkerRun, s
     return checks
 
 
-def _explains_missing(description: str, sliced: Slice) -> bool:
-    return any(description in why for why in sliced.missing.values())
+def _explains_missing(error: UnitSyntaxError, sliced: Slice) -> bool:
+    return any(error.describe() in detail for _, detail in sliced.missing.values())
 
 
 def _unreadable(path: Path, assignment: Assignment | None, reason: str, start: float) -> Report:

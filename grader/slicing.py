@@ -76,8 +76,8 @@ class Slice:
     statements: tuple[Statement, ...]
     #: graded name -> the statement defining it (absent when not found)
     definitions: dict[str, Statement] = field(default_factory=dict)
-    #: graded name -> why it is missing, in the student's terms
-    missing: dict[str, str] = field(default_factory=dict)
+    #: graded name -> why it is missing: (a short reason for a table row, the full explanation)
+    missing: dict[str, tuple[str, str]] = field(default_factory=dict)
     #: remarks worth showing (e.g. a later broken redefinition was ignored)
     notes: tuple[str, ...] = ()
 
@@ -193,12 +193,16 @@ def slice_for(parsed: ParsedSource, names: list[str] | tuple[str, ...]) -> Slice
     return Slice(chosen, definitions, missing, tuple(notes))
 
 
-def _why_missing(parsed: ParsedSource, name: str) -> str:
+def _why_missing(parsed: ParsedSource, name: str) -> tuple[str, str]:
     for err in reversed(parsed.syntax_errors):
         if re.search(rf"^\s*class\s+{re.escape(name)}\b", err.unit.source, re.M):
-            return err.describe()
-    return (f"{name} is not defined in the submission; define `class {name}(nn.Module)` "
-            "at the top level of a cell, with exactly this name")
+            where = f"{err.unit.label}, line {err.lineno}"
+            short = (f"not implemented yet ({where} is a blank)" if "FILL IN" in err.text
+                     else f"{name} has a SyntaxError ({where})")
+            return short, f"{name}: {err.describe()}"
+    return (f"{name} is not defined",
+            f"{name} is not defined in the submission; define `class {name}(nn.Module)` at the top level "
+            "of a cell, with exactly this name")
 
 
 def _broken_redefinition(parsed: ParsedSource, name: str, s: Statement) -> UnitSyntaxError | None:

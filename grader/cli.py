@@ -1,0 +1,111 @@
+"""The ``grade`` command: parse arguments, build one config, call the library, render, exit.
+
+Kept light: importing this module imports click only, so ``grade --help`` is instant.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from grader.exitcodes import ExitCode
+
+FORMAT_CHOICES = ("rich", "json", "gradescope", "junit", "csv")
+
+
+class _DefaultCommandGroup(click.Group):
+    """``grade FILE ...`` runs the default command; ``grade batch ...`` etc. run subcommands."""
+
+    default_command = "submission"
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if args and args[0] not in self.commands and args[0] not in ("--help", "-h", "--version"):
+            args = [self.default_command, *args]
+        return super().parse_args(ctx, args)
+
+    def format_usage(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        formatter.write_usage("grade", "SUBMISSION [OPTIONS]")
+
+    def format_help_text(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        formatter.write_paragraph()
+        with formatter.indentation():
+            formatter.write_text(
+                "Grade SUBMISSION (a .ipynb notebook or a .py file) against the assignment's hidden "
+                "reference and print a scored report. Run `grade submission --help` for all options.")
+        with formatter.section("Exit codes"):
+            formatter.write_dl([("0", "every check passed"), ("1", "some check failed, or the file could not be graded"),
+                                ("2", "usage error"), ("3", "internal error of the grader")])
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        sub = [(n, c) for n, c in self.commands.items() if n != self.default_command]
+        if sub:
+            with formatter.section("Other commands"):
+                formatter.write_dl([(n, c.get_short_help_str()) for n, c in sub])
+        cmd = self.commands[self.default_command]
+        with formatter.section("Options for grading one submission"):
+            formatter.write_dl([p.get_help_record(ctx) for p in cmd.params if p.get_help_record(ctx)])
+
+
+@click.group(cls=_DefaultCommandGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="grader", prog_name="grade")
+def main() -> None:
+    """Grade students' PyTorch notebooks."""
+
+
+@main.command("submission")
+@click.argument("submission", type=click.Path(path_type=Path))
+@click.option("--assignment", "-a", metavar="NAME", help="Assignment to grade against (default: from the "
+              "notebook's metadata, else inferred from the classes it defines).")
+@click.option("--format", "fmt", type=click.Choice(FORMAT_CHOICES), default="rich", show_default=True,
+              help="Report format.")
+@click.option("-o", "--output", type=click.Path(path_type=Path, dir_okay=False), metavar="FILE",
+              help="Write the report in the chosen format to FILE (the table still goes to the terminal).")
+@click.option("--timeout", type=click.FloatRange(min=1), metavar="SECONDS",
+              help="Wall-clock limit for all of the submission's code [default: 120].")
+@click.option("--root", type=click.Path(path_type=Path, file_okay=False, exists=True),
+              help="Course folder holding assignments/ and reference/ [default: $GRADER_ROOT or this checkout].")
+@click.option("--no-cache", is_flag=True, help="Recompute the reference's outputs instead of reusing the cache.")
+def grade_one(submission: Path, assignment: str | None, fmt: str, output: Path | None, timeout: float | None,
+              root: Path | None, no_cache: bool) -> None:
+    """Grade one SUBMISSION (.ipynb or .py) and print its report."""
+    from grader.config import GradeConfig
+
+    overrides: dict = {"assignment": assignment, "use_cache": not no_cache}
+    if timeout is not None:
+        overrides["timeout"] = timeout
+    if root is not None:
+        overrides["root"] = root.resolve()
+    config = GradeConfig(**overrides)
+    sys.exit(run_and_report(submission, config, fmt, output))
+
+
+def run_and_report(submission: Path, config: "GradeConfig", fmt: str, output: Path | None) -> int:  # noqa: F821
+    """Grade, render, and choose the exit code: the one place exceptions become exit codes."""
+    from grader.errors import GraderError, UsageError
+    from grader.grading import grade_submission
+    from grader.render import render, rich_renderable
+
+    try:
+        report = grade_submission(submission, config)
+    except UsageError as e:
+        click.echo(f"grade: error: {e}", err=True)
+        return ExitCode.USAGE_ERROR
+    except (GraderError, Exception) as e:  # a grader bug is never a student's zero
+        click.echo(f"grade: internal error (a problem with the grader, not with the submission): {e}", err=True)
+        if not isinstance(e, GraderError):
+            import traceback
+            traceback.print_exc()
+        return ExitCode.INTERNAL_ERROR
+    if output is not None:
+        output.write_text(render(report, fmt), encoding="utf-8")
+    if fmt == "rich" or output is not None:
+        from rich.console import Console
+        Console(highlight=False).print(rich_renderable(report))
+    else:
+        click.echo(render(report, fmt), nl=False)
+    return ExitCode.OK if report.all_passed else ExitCode.CHECKS_FAILED
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,30 @@
+"""Shared fixtures: one reference cache for the whole test session, and the repo's paths."""
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SUBMISSIONS = ROOT / "tests" / "submissions"
+
+# One cache per session: the reference runs once per assignment, not once per test.
+os.environ.setdefault("GRADER_CACHE", tempfile.mkdtemp(prefix="grader-test-cache-"))
+os.environ["GRADER_ROOT"] = str(ROOT)
+
+
+def run_grade(*args: str, timeout: float = 120) -> "subprocess.CompletedProcess[str]":
+    """Run the `grade` command as a user would, in a subprocess."""
+    import subprocess
+
+    return subprocess.run([sys.executable, "-m", "grader", *args], capture_output=True, text=True,
+                          timeout=timeout, cwd=ROOT, env={**os.environ, "COLUMNS": "160"})
+
+
+@pytest.fixture
+def grade_cli():
+    """The `grade` command as a function returning CompletedProcess."""
+    return run_grade

@@ -1,0 +1,51 @@
+"""Behaviour as data: every submission in tests/submissions/ against its expected outcome.
+
+Each entry of expected.toml names the cases that must fail or error; all others must
+pass. This is how we prove the reference gets full marks, each template gets 0 without
+a traceback, correct variants in other styles get full marks, and each known bug loses
+points on exactly the cases it should.
+"""
+from __future__ import annotations
+
+import tomllib
+
+import pytest
+
+from conftest import ROOT, SUBMISSIONS
+from grader import grade_submission
+from grader.render import render
+
+EXPECTED = tomllib.loads((SUBMISSIONS / "expected.toml").read_text(encoding="utf-8"))
+
+
+def test_every_submission_has_an_expectation():
+    files = {str(p.relative_to(ROOT)) for p in SUBMISSIONS.rglob("*") if p.suffix in (".py", ".ipynb")
+             and p.parent != SUBMISSIONS}
+    missing = sorted(files - set(EXPECTED))
+    assert not missing, f"add these to tests/submissions/expected.toml: {missing}"
+
+
+@pytest.mark.parametrize("relpath", sorted(EXPECTED))
+def test_submission_outcome(relpath):
+    spec = EXPECTED[relpath]
+    report = grade_submission(ROOT / relpath)
+    assert report.problem is None
+    statuses = {c.case_id: c.status for c in report.checks}
+    if spec.get("all"):
+        expected = {cid: spec["all"] for cid in statuses}
+    else:
+        unknown = set(spec.get("failed", [])) | set(spec.get("errors", []))
+        assert unknown <= set(statuses), f"expected.toml names unknown cases: {unknown - set(statuses)}"
+        expected = {cid: "passed" for cid in statuses}
+        expected.update({cid: "failed" for cid in spec.get("failed", [])})
+        expected.update({cid: "error" for cid in spec.get("errors", [])})
+    wrong = {cid: f"{statuses[cid]} (expected {expected[cid]}): "
+                  f"{next(c.reason for c in report.checks if c.case_id == cid)}"
+             for cid in statuses if statuses[cid] != expected[cid]}
+    assert not wrong, "\n".join(f"{k}: {v}" for k, v in wrong.items())
+    assert report.score == sum(c.max_score for c in report.checks if c.status == "passed")
+    text = render(report, "rich")
+    assert "Traceback" not in text and "grader/" not in text
+    for c in report.checks:
+        if c.status != "passed":
+            assert c.reason, f"{c.case_id} lost points without a reason"
