@@ -63,17 +63,21 @@ def main() -> None:
               help="Write the report in the chosen format to FILE (the table still goes to the terminal).")
 @click.option("--timeout", type=click.FloatRange(min=1), metavar="SECONDS",
               help="Wall-clock limit for all of the submission's code [default: 120].")
+@click.option("--case-timeout", type=click.FloatRange(min=1), metavar="SECONDS",
+              help="Wall-clock limit for the top-level code and for each case [default: 30].")
 @click.option("--root", type=click.Path(path_type=Path, file_okay=False, exists=True),
               help="Course folder holding assignments/ and reference/ [default: $GRADER_ROOT or this checkout].")
 @click.option("--no-cache", is_flag=True, help="Recompute the reference's outputs instead of reusing the cache.")
 def grade_one(submission: Path, assignment: str | None, fmt: str, output: Path | None, timeout: float | None,
-              root: Path | None, no_cache: bool) -> None:
+              case_timeout: float | None, root: Path | None, no_cache: bool) -> None:
     """Grade one SUBMISSION (.ipynb or .py) and print its report."""
     from grader.config import GradeConfig
 
     overrides: dict = {"assignment": assignment, "use_cache": not no_cache}
     if timeout is not None:
         overrides["timeout"] = timeout
+    if case_timeout is not None:
+        overrides["case_timeout"] = case_timeout
     if root is not None:
         overrides["root"] = root.resolve()
     config = GradeConfig(**overrides)

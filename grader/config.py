@@ -36,11 +36,13 @@ class GradeConfig:
 
     ``assignment``: force the assignment instead of reading the notebook metadata or
     inferring it from the classes defined. ``timeout``: wall-clock seconds allowed for
-    all of a submission's code. ``use_cache``: reuse the reference's cached outputs.
+    all of a submission's code; ``case_timeout``: for its top-level code or any one case.
+    ``use_cache``: reuse the reference's cached outputs.
     """
 
     assignment: str | None = None
     root: Path = field(default_factory=default_root)
     cache_dir: Path = field(default_factory=default_cache_dir)
     timeout: float = 120.0
+    case_timeout: float = 30.0
     use_cache: bool = True

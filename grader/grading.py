@@ -1,13 +1,18 @@
 """``grade_submission``: read, slice, run in a worker, check, and build the report.
 
-One bad case never stops the others; a submission that cannot be read still gets a
-report (score 0 and the reason). Only grader bugs raise (``InternalError``) and usage
-mistakes (``UsageError``).
+One bad case never stops the others: when the submission's code crashes or hangs in a
+case, that case is an error and the remaining cases run again in a fresh worker. A
+submission that cannot be read still gets a report (score 0 and the reason). Only
+grader bugs (``InternalError``) and usage mistakes (``UsageError``) raise.
 """
 from __future__ import annotations
 
+import contextlib
+import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from safetensors.numpy import load_file
 
@@ -19,9 +24,23 @@ from grader.errors import InternalError, SubmissionUnreadable, UsageError
 from grader.protocol import call_spec, statement_payload
 from grader.reference import ReferenceRun, reference_outputs
 from grader.result import CheckResult, Report
-from grader.runner import ISOLATION, Worker, WorkerRun
+from grader.runner import ISOLATION, Worker
 from grader.slicing import Slice, UnitSyntaxError, parse_units, slice_for
 from grader.submission import Submission, read_submission
+
+#: How many fresh workers may replace one that crashed or hung, per submission.
+MAX_RESTARTS = 3
+
+
+@dataclass
+class StudentRun:
+    """The merged outcome of the worker(s) that ran a submission's cases."""
+
+    calls: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: case id -> why it has no record (it crashed or hung, or time ran out before it)
+    lost: dict[str, str] = field(default_factory=dict)
+    exec_errors: list[dict[str, Any]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
 
 def grade_submission(path: str | Path, config: GradeConfig | None = None) -> Report:
@@ -32,7 +51,10 @@ def grade_submission(path: str | Path, config: GradeConfig | None = None) -> Rep
     if not path.exists():
         raise UsageError(f"no such file: {path}")
     forced = get_assignment(config.root, config.assignment) if config.assignment else None
-    with Worker() as worker:  # started now so that its torch import overlaps our work
+    with contextlib.ExitStack() as stack:
+        workroot = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="grader-")))
+        # Started first, so that its torch import overlaps reading, slicing and the reference.
+        worker = stack.enter_context(Worker(workroot / "w0"))
         try:
             submission = read_submission(path)
         except SubmissionUnreadable as e:
@@ -41,22 +63,51 @@ def grade_submission(path: str | Path, config: GradeConfig | None = None) -> Rep
         parsed = parse_units(submission.units)
         sliced = slice_for(parsed, assignment.classes)
         reference = reference_outputs(assignment, config.cache_dir, config.use_cache)
-        reference.write_inputs(worker.workdir / "inputs.safetensors")
-        job = {"mode": "run", "inputs_file": str(worker.workdir / "inputs.safetensors"),
-               "calls": [call_spec(c, assignment) for c in assignment.cases if c.target not in sliced.missing],
-               **statement_payload(sliced.statements, "student")}
-        run = worker.run(job, assignment.timeout or config.timeout)
-        if run.internal:
-            raise InternalError(f"the grader's worker failed:\n{run.internal}")
+        inputs = workroot / "inputs.safetensors"
+        reference.write_inputs(inputs)
+        job = {"mode": "run", "inputs_file": str(inputs), **statement_payload(sliced.statements, "student")}
+        calls = [call_spec(c, assignment) for c in assignment.cases if c.target not in sliced.missing]
+        run = _run_cases(worker, stack, workroot, job, calls, config, assignment)
         checks = _evaluate(assignment, reference, run, sliced)
     notes = [detail for _, detail in sliced.missing.values()] + list(sliced.notes)
     notes += [e.describe() for e in parsed.syntax_errors if not _explains_missing(e, sliced)]
     notes += [f"{describe_student_error(e, None, '')} (this statement was skipped)" for e in run.exec_errors]
-    if run.stopped:
-        notes.append(f"Your code {run.stopped}" + (f" while running case {run.running!r}" if run.running else "")
-                     + "; the cases it had not finished are marked as errors.")
+    notes += run.notes
     return Report(str(path), assignment.name, tuple(checks), None, tuple(notes), ISOLATION,
                   round(time.perf_counter() - start, 3))
+
+
+def _run_cases(worker: Worker, stack: contextlib.ExitStack, workroot: Path, job: dict[str, Any],
+               calls: list[dict[str, Any]], config: GradeConfig, assignment: Assignment) -> StudentRun:
+    """Run every call; after a crash or hang, continue the rest in a fresh worker."""
+    merged = StudentRun()
+    deadline = time.perf_counter() + (assignment.timeout or config.timeout)
+    for attempt in range(MAX_RESTARTS + 1):
+        run = worker.run(dict(job, calls=calls), max(deadline - time.perf_counter(), 0.1), config.case_timeout)
+        if run.internal:
+            raise InternalError(f"the grader's worker failed:\n{run.internal}")
+        if attempt == 0:
+            merged.exec_errors = run.exec_errors
+        merged.calls.update(run.calls)
+        if run.finished:
+            break
+        if run.running == "":  # stopped in top-level code: every case would hit it again
+            merged.notes.append(f"Your top-level code {run.stopped}; no case could run.")
+            merged.lost.update({c["id"]: f"your top-level code {run.stopped}" for c in calls})
+            break
+        if run.running:
+            merged.lost[run.running] = f"your code {run.stopped} in this case"
+            merged.notes.append(f"Your code {run.stopped} in case {run.running!r}.")
+        calls = [c for c in calls if c["id"] not in merged.calls and c["id"] not in merged.lost]
+        if not calls:
+            break
+        if deadline - time.perf_counter() <= 0 or attempt == MAX_RESTARTS:
+            why = ("the time limit for the submission ran out" if deadline - time.perf_counter() <= 0
+                   else f"your code stopped the grader's process {MAX_RESTARTS + 1} times")
+            merged.lost.update({c["id"]: f"not run: {why}" for c in calls})
+            break
+        worker = stack.enter_context(Worker(workroot / f"w{attempt + 1}"))
+    return merged
 
 
 def _assignment_for(submission: Submission, config: GradeConfig) -> Assignment:
@@ -65,19 +116,15 @@ def _assignment_for(submission: Submission, config: GradeConfig) -> Assignment:
     return infer_assignment(config.root, parse_units(submission.units).class_names())
 
 
-def _evaluate(assignment: Assignment, reference: ReferenceRun, run: WorkerRun, sliced: Slice) -> list[CheckResult]:
+def _evaluate(assignment: Assignment, reference: ReferenceRun, run: StudentRun, sliced: Slice) -> list[CheckResult]:
     checks = []
     for case in assignment.cases:
         record = run.calls.get(case.id)
         tensors = load_file(record["file"]) if record and record.get("file") else {}
-        unavailable = sliced.missing[case.target][0] if case.target in sliced.missing else None
-        if record is None and unavailable is None:
-            if run.stopped and run.running == case.id:
-                unavailable = f"your code {run.stopped} while running this case"
-            elif run.stopped:
-                unavailable = f"not run: your code {run.stopped} on an earlier case"
-            else:
-                unavailable = "not run"
+        if case.target in sliced.missing:
+            unavailable = sliced.missing[case.target][0]
+        else:
+            unavailable = run.lost.get(case.id, "not run")
         checks.append(evaluate_case(case, assignment.targets[case.target], reference.for_case(case.id),
                                     reference.records[case.id], tensors, record, unavailable))
     return checks

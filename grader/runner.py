@@ -34,7 +34,7 @@ class WorkerRun:
     internal: str | None = None
     #: why the worker stopped before finishing (timeout, crash), in plain words
     stopped: str | None = None
-    #: the call that was running when it stopped
+    #: the call that was running when it stopped ("" while running top-level statements)
     running: str | None = None
     stdout: str = ""
     stderr: str = ""
@@ -78,8 +78,12 @@ class Worker:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def run(self, job: dict[str, Any], timeout: float) -> WorkerRun:
-        """Send ``job`` and collect records until the worker finishes or ``timeout`` passes."""
+    def run(self, job: dict[str, Any], timeout: float, step_timeout: float | None = None) -> WorkerRun:
+        """Send ``job`` and collect records until the worker finishes or ``timeout`` passes.
+
+        ``step_timeout`` bounds each step (the top-level statements, then each call): a
+        step that sends nothing for that long is a timeout of that step.
+        """
         job = dict(job, out_dir=str(self.out_dir))
         result = WorkerRun()
         try:
@@ -89,7 +93,8 @@ class Worker:
         except BrokenPipeError:
             pass  # it died already; the read loop below reports how
         deadline = time.perf_counter() + timeout
-        self._read_records(result, deadline, [c["id"] for c in job["calls"]])
+        self._timeout = timeout
+        self._read_records(result, deadline, step_timeout, [c["id"] for c in job["calls"]])
         if not result.finished and result.stopped is None:
             code = self._wait(1.0)
             result.stopped = describe_exit(code)
@@ -99,16 +104,27 @@ class Worker:
         result.stderr = self._tail(self._stderr)
         return result
 
-    def _read_records(self, result: WorkerRun, deadline: float, call_ids: list[str]) -> None:
+    def _read_records(self, result: WorkerRun, deadline: float, step_timeout: float | None,
+                      call_ids: list[str]) -> None:
         sel = selectors.DefaultSelector()
         sel.register(self._channel, selectors.EVENT_READ)
         buffer = b""
         pending = list(call_ids)
+        exec_done = False
+        step_started = time.perf_counter()
         try:
             while True:
-                left = deadline - time.perf_counter()
-                if left <= 0:
-                    result.stopped = f"timed out after {time_words(deadline - self._started)}"
+                now = time.perf_counter()
+                left = deadline - now
+                if step_timeout is not None:
+                    step_left = step_started + step_timeout - now
+                    if step_left <= 0:
+                        result.stopped = f"timed out after {time_words(step_timeout)}"
+                        break
+                    left = min(left, step_left) if left > 0 else left
+                if deadline - now <= 0:
+                    result.stopped = (f"ran out of time (the limit for the whole submission is "
+                                      f"{time_words(self._timeout)})")
                     break
                 if not sel.select(timeout=min(left, 0.5)):
                     continue
@@ -118,10 +134,16 @@ class Worker:
                 buffer += chunk
                 *lines, buffer = buffer.split(b"\n")
                 for line in lines:
-                    record = json.loads(line)
-                    kind = record.get("kind")
+                    try:
+                        record = json.loads(line)
+                        kind = record.get("kind")
+                    except (ValueError, AttributeError):
+                        continue  # not ours: only well-formed records count
+
+                    step_started = time.perf_counter()
                     if kind == "exec":
                         result.exec_errors = record["errors"]
+                        exec_done = True
                     elif kind == "call":
                         result.calls[record["id"]] = record
                         if record["id"] in pending:
@@ -134,7 +156,7 @@ class Worker:
                     break
         finally:
             sel.close()
-            result.running = pending[0] if pending else None
+            result.running = (pending[0] if pending else None) if exec_done else ""
 
     def _wait(self, seconds: float) -> int | None:
         try:
