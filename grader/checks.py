@@ -227,14 +227,12 @@ def _value_problem(name: str, exp: np.ndarray, got: np.ndarray, case: Case, grad
            f"(expected {e[idx]:.5g}, got {g[idx]:.5g}; {int(bad.sum())} of {bad.size} values off)")
     if not np.isfinite(g).all():
         msg += "; it contains NaN or inf"
-    scale = explain_scale(e, g, case)
-    if scale:
-        msg += f"; {scale}"
-    return [msg]
+    scale = explain_scale(e, g, case, scores=(name == "scores"))
+    return [f"{label} is {scale}", msg] if scale else [msg]
 
 
-def explain_scale(exp: np.ndarray, got: np.ndarray, case: Case) -> str:
-    """When ``got`` is a constant multiple of ``exp``, say so, and name the known causes."""
+def explain_scale(exp: np.ndarray, got: np.ndarray, case: Case, scores: bool = False) -> str:
+    """When ``got`` is a constant multiple of ``exp``, say so; for attention scores, name the known causes."""
     live = (exp > MASK_FILL_FLOOR) & (got > MASK_FILL_FLOOR)  # masked entries carry no scale
     exp, got = exp[live], got[live]
     if not (exp.size and np.isfinite(got).all() and np.abs(exp).max() > 0):
@@ -242,8 +240,8 @@ def explain_scale(exp: np.ndarray, got: np.ndarray, case: Case) -> str:
     c = float((got * exp).sum() / (exp * exp).sum())
     if abs(c - 1) < 1e-3 or not np.allclose(got, c * exp, rtol=1e-3, atol=1e-6):
         return ""
-    text = f"your values are {c:.4g}× the expected ones"
-    for cause, factor in _known_factors(case).items():
+    text = f"{c:.4g}× the expected values"
+    for cause, factor in (_known_factors(case) if scores else {}).items():
         if math.isclose(c, factor, rel_tol=1e-3):
             return f"{text} — {cause}"
     return text

@@ -45,7 +45,7 @@ def rich_renderable(report: Report) -> Any:
     for note in report.notes:
         parts.append(Text.assemble(("note: ", "yellow"), note))
     if report.checks:
-        table = Table(show_header=True, header_style="bold", expand=False, show_lines=False, pad_edge=False)
+        table = Table(show_header=True, header_style="bold", expand=False, show_lines=False)
         table.add_column("Check", overflow="fold", ratio=3)
         table.add_column("Points", justify="right", no_wrap=True)
         table.add_column("Status", no_wrap=True)
@@ -59,11 +59,11 @@ def rich_renderable(report: Report) -> Any:
         parts.append(table)
     else:
         parts.append(Text(f"Total: {_points(report.score)}/{_points(report.max_score)}", style="bold"))
-    details = [c for c in report.checks if c.status != "passed" and c.details and c.details != c.reason]
+    details = [(c, _extra(c)) for c in report.checks if c.status != "passed" and _extra(c)]
     if details:
         parts.append(Text("Details", style="bold"))
-        for c in details:
-            parts.append(Text.assemble(("• ", "bold"), (c.name, "bold"), "\n", _indent(c.details)))
+        for c, extra in details:
+            parts.append(Text.assemble(("• ", "bold"), (c.name, "bold"), "\n", _indent(extra)))
     footer = f"isolation: {report.isolation}" if report.isolation else ""
     if report.execution_time:
         footer += f"{' · ' if footer else ''}{report.execution_time:.1f} s"
@@ -91,11 +91,17 @@ def to_json(report: Report) -> str:
     return json.dumps(report.to_dict(), indent=2, ensure_ascii=False) + "\n"
 
 
+def _extra(c: CheckResult) -> str:
+    """The details beyond the one-line reason (which is often their first line)."""
+    lines = c.details.splitlines()
+    if lines and lines[0] == c.reason:
+        lines = lines[1:]
+    return "\n".join(lines)
+
+
 def _test_output(c: CheckResult) -> str:
-    text = c.reason
-    if c.details and c.details != c.reason:
-        text = f"{text}\n\n{c.details}" if text else c.details
-    return text
+    extra = _extra(c)
+    return f"{c.reason}\n{extra}" if c.reason and extra else (c.reason or extra)
 
 
 def to_gradescope(report: Report) -> str:
