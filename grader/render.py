@@ -59,11 +59,17 @@ def rich_renderable(report: Report) -> Any:
         parts.append(table)
     else:
         parts.append(Text(f"Total: {_points(report.score)}/{_points(report.max_score)}", style="bold"))
-    details = [(c, _extra(c)) for c in report.checks if c.status != "passed" and _extra(c)]
-    if details:
+    groups: dict[str, list[str]] = {}  # identical details are shown once, under every name they concern
+    for c in report.checks:
+        if c.status != "passed" and _extra(c):
+            groups.setdefault(_extra(c), []).append(c.name)
+    if groups:
         parts.append(Text("Details", style="bold"))
-        for c, extra in details:
-            parts.append(Text.assemble(("• ", "bold"), (c.name, "bold"), "\n", _indent(extra)))
+        for extra, names in groups.items():
+            heading = Text()
+            for i, name in enumerate(names):
+                heading.append(("\n" if i else "") + "• ", "bold").append(name, "bold")
+            parts.append(Text.assemble(heading, "\n", _indent(extra)))
     footer = f"isolation: {report.isolation}" if report.isolation else ""
     if report.execution_time:
         footer += f"{' · ' if footer else ''}{report.execution_time:.1f} s"
