@@ -5,6 +5,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from grader.sandbox import Limits
+
 
 def default_root() -> Path:
     """The course folder holding ``assignments/`` and ``reference/``.
@@ -37,7 +39,9 @@ class GradeConfig:
     ``assignment``: force the assignment instead of reading the notebook metadata or
     inferring it from the classes defined. ``timeout``: wall-clock seconds allowed for
     all of a submission's code; ``case_timeout``: for its top-level code or any one case.
-    ``use_cache``: reuse the reference's cached outputs.
+    ``use_cache``: reuse the reference's cached outputs. ``sandbox``: 'auto' (bubblewrap
+    when it works here, else a plain subprocess), 'bwrap' or 'none'; None reads
+    ``$GRADER_SANDBOX``. ``limits``: the worker's resource limits.
     """
 
     assignment: str | None = None
@@ -46,3 +50,5 @@ class GradeConfig:
     timeout: float = 120.0
     case_timeout: float = 30.0
     use_cache: bool = True
+    sandbox: str | None = None
+    limits: Limits = field(default_factory=Limits)

@@ -21,10 +21,11 @@ from grader.cases import Assignment
 from grader.checks import describe_student_error, evaluate_case
 from grader.config import GradeConfig
 from grader.errors import InternalError, SubmissionUnreadable, UsageError
-from grader.protocol import call_spec, statement_payload
+from grader.protocol import call_spec, clean_record, statement_payload
 from grader.reference import ReferenceRun, reference_outputs
 from grader.result import CheckResult, Report
-from grader.runner import ISOLATION, Worker
+from grader.runner import Worker
+from grader.sandbox import describe, resolve_mode
 from grader.slicing import Slice, UnitSyntaxError, parse_units, slice_for
 from grader.submission import Submission, read_submission
 
@@ -37,6 +38,8 @@ class StudentRun:
     """The merged outcome of the worker(s) that ran a submission's cases."""
 
     calls: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: case id -> its tensor file (checked to be the worker's own and within the size limit)
+    files: dict[str, Path] = field(default_factory=dict)
     #: case id -> why it has no record (it crashed or hung, or time ran out before it)
     lost: dict[str, str] = field(default_factory=dict)
     exec_errors: list[dict[str, Any]] = field(default_factory=list)
@@ -53,32 +56,37 @@ def grade_submission(path: str | Path, config: GradeConfig | None = None) -> Rep
     forced = get_assignment(config.root, config.assignment) if config.assignment else None
     with contextlib.ExitStack() as stack:
         workroot = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="grader-")))
+        shared = workroot / "shared"
+        shared.mkdir()
+        mode = resolve_mode(config.sandbox)
         # Started first, so that its torch import overlaps reading, slicing and the reference.
-        worker = stack.enter_context(Worker(workroot / "w0"))
+        worker = stack.enter_context(Worker(workroot / "w0", mode, config.limits, (shared,)))
         try:
             submission = read_submission(path)
         except SubmissionUnreadable as e:
-            return _unreadable(path, forced, str(e), start)
+            return _unreadable(path, forced, str(e), start, mode)
         assignment = forced or _assignment_for(submission, config)
         parsed = parse_units(submission.units)
         sliced = slice_for(parsed, assignment.classes)
         reference = reference_outputs(assignment, config.cache_dir, config.use_cache)
-        inputs = workroot / "inputs.safetensors"
+        inputs = shared / "inputs.safetensors"
         reference.write_inputs(inputs)
+        inputs.chmod(0o644)  # readable by the sandboxed worker, which may run as nobody
         job = {"mode": "run", "inputs_file": str(inputs), **statement_payload(sliced.statements, "student")}
         calls = [call_spec(c, assignment) for c in assignment.cases if c.target not in sliced.missing]
-        run = _run_cases(worker, stack, workroot, job, calls, config, assignment)
+        run = _run_cases(worker, stack, workroot, job, calls, config, assignment, (shared,))
         checks = _evaluate(assignment, reference, run, sliced)
     notes = [detail for _, detail in sliced.missing.values()] + list(sliced.notes)
     notes += [e.describe() for e in parsed.syntax_errors if not _explains_missing(e, sliced)]
     notes += [f"{describe_student_error(e, None, '')} (this statement was skipped)" for e in run.exec_errors]
     notes += run.notes
-    return Report(str(path), assignment.name, tuple(checks), None, tuple(notes), ISOLATION,
+    return Report(str(path), assignment.name, tuple(checks), None, tuple(notes), describe(mode),
                   round(time.perf_counter() - start, 3))
 
 
 def _run_cases(worker: Worker, stack: contextlib.ExitStack, workroot: Path, job: dict[str, Any],
-               calls: list[dict[str, Any]], config: GradeConfig, assignment: Assignment) -> StudentRun:
+               calls: list[dict[str, Any]], config: GradeConfig, assignment: Assignment,
+               shared: tuple[Path, ...]) -> StudentRun:
     """Run every call; after a crash or hang, continue the rest in a fresh worker."""
     merged = StudentRun()
     deadline = time.perf_counter() + (assignment.timeout or config.timeout)
@@ -88,7 +96,11 @@ def _run_cases(worker: Worker, stack: contextlib.ExitStack, workroot: Path, job:
             raise InternalError(f"the grader's worker failed:\n{run.internal}")
         if attempt == 0:
             merged.exec_errors = run.exec_errors
-        merged.calls.update(run.calls)
+        for cid, raw in run.calls.items():
+            merged.calls[cid] = clean_record(raw)
+            host_file = worker.output_file(raw)
+            if host_file is not None:
+                merged.files[cid] = host_file
         if run.finished:
             break
         if run.running == "":  # stopped in top-level code: every case would hit it again
@@ -106,7 +118,7 @@ def _run_cases(worker: Worker, stack: contextlib.ExitStack, workroot: Path, job:
                    else f"your code stopped the grader's process {MAX_RESTARTS + 1} times")
             merged.lost.update({c["id"]: f"not run: {why}" for c in calls})
             break
-        worker = stack.enter_context(Worker(workroot / f"w{attempt + 1}"))
+        worker = stack.enter_context(Worker(workroot / f"w{attempt + 1}", worker.mode, config.limits, shared))
     return merged
 
 
@@ -120,7 +132,7 @@ def _evaluate(assignment: Assignment, reference: ReferenceRun, run: StudentRun, 
     checks = []
     for case in assignment.cases:
         record = run.calls.get(case.id)
-        tensors = load_file(record["file"]) if record and record.get("file") else {}
+        tensors = _load_tensors(run.files.get(case.id))
         if case.target in sliced.missing:
             unavailable = sliced.missing[case.target][0]
         else:
@@ -130,11 +142,22 @@ def _evaluate(assignment: Assignment, reference: ReferenceRun, run: StudentRun, 
     return checks
 
 
+def _load_tensors(path: Path | None) -> dict[str, Any]:
+    """A worker's tensors as numpy arrays; only plain numeric dtypes are accepted."""
+    if path is None:
+        return {}
+    try:
+        tensors = load_file(str(path))
+    except Exception:  # a corrupt or forged file is the submission's problem, not ours
+        return {}
+    return {k: v for k, v in tensors.items() if v.dtype.kind in "fiub"}
+
+
 def _explains_missing(error: UnitSyntaxError, sliced: Slice) -> bool:
     return any(error.describe() in detail for _, detail in sliced.missing.values())
 
 
-def _unreadable(path: Path, assignment: Assignment | None, reason: str, start: float) -> Report:
-    return Report(str(path), assignment.name if assignment else None, (), reason, (), ISOLATION,
+def _unreadable(path: Path, assignment: Assignment | None, reason: str, start: float, mode: str) -> Report:
+    return Report(str(path), assignment.name if assignment else None, (), reason, (), describe(mode),
                   round(time.perf_counter() - start, 3),
                   declared_max_score=assignment.max_score if assignment else 0.0)

@@ -57,3 +57,41 @@ def split_key(key: str) -> tuple[str, str]:
     """'case-id/out/x' -> ('case-id', 'out/x')."""
     cid, _, rest = key.partition("/")
     return cid, rest
+
+
+def clean_record(record: dict[str, Any]) -> dict[str, Any]:
+    """A call record reduced to the fields and types the checks read.
+
+    Records come from a process running untrusted code, so nothing is taken on faith:
+    a field of the wrong type is dropped or replaced, never passed on.
+    """
+    def text(v: Any, limit: int = 4000) -> str:
+        return str(v)[:limit] if v is not None else ""
+
+    out: dict[str, Any] = {"id": text(record.get("id"), 200),
+                           "status": "ok" if record.get("status") == "ok" else "error",
+                           "phase": text(record.get("phase"), 40) or None}
+    try:
+        out["duration"] = max(0.0, min(float(record.get("duration", 0.0)), 1e6))
+    except (TypeError, ValueError):
+        out["duration"] = 0.0
+    params = record.get("params")
+    if isinstance(params, dict):
+        out["params"] = {text(k, 200): [int(d) for d in v] for k, v in list(params.items())[:10000]
+                         if isinstance(v, list) and all(isinstance(d, int) and 0 <= d < 1 << 40 for d in v)}
+    err = record.get("error")
+    if out["status"] == "error":
+        if not isinstance(err, dict):
+            err = {"type": "Error", "message": "the submission's process sent a malformed record"}
+        line = err.get("line")
+        out["error"] = {
+            "type": text(err.get("type"), 100) or "Error",
+            "mro": [text(m, 100) for m in err.get("mro", [])][:50] if isinstance(err.get("mro"), list) else [],
+            "message": text(err.get("message")), "traceback": text(err.get("traceback"), 8000),
+            "label": text(err.get("label"), 100) or None, "line": line if isinstance(line, int) else None,
+            "code": text(err.get("code"), 500) or None, "function": text(err.get("function"), 200) or None,
+            "student_error": err.get("student_error") is not False,
+        }
+    else:
+        out["error"] = None
+    return out
