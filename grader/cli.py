@@ -65,15 +65,35 @@ def main() -> None:
               help="Wall-clock limit for all of the submission's code [default: 120].")
 @click.option("--case-timeout", type=click.FloatRange(min=1), metavar="SECONDS",
               help="Wall-clock limit for the top-level code and for each case [default: 30].")
+@click.option("--sandbox", type=click.Choice(("auto", "bwrap", "none")), default=None,
+              help="Isolation of the submission's code: bubblewrap, a plain subprocess, or bubblewrap when it "
+                   "works here [default: $GRADER_SANDBOX or auto].")
+@click.option("--memory-mb", type=click.IntRange(min=256), metavar="MB", help="Address-space limit [default: 4096].")
+@click.option("--cpu-seconds", type=click.IntRange(min=1), metavar="S", help="CPU-time limit per process [default: 600].")
+@click.option("--max-file-mb", type=click.IntRange(min=1), metavar="MB",
+              help="Largest file the submission may write [default: 64].")
+@click.option("--max-processes", type=click.IntRange(min=1), metavar="N",
+              help="Processes the submission may start [default: 64].")
+@click.option("--max-output-kb", type=click.IntRange(min=1), metavar="KB",
+              help="Printed output kept (head and tail) [default: 64].")
+@click.option("--max-tensor-mb", type=click.IntRange(min=1), metavar="MB",
+              help="Largest tensor file a case may return [default: 64].")
 @click.option("--root", type=click.Path(path_type=Path, file_okay=False, exists=True),
               help="Course folder holding assignments/ and reference/ [default: $GRADER_ROOT or this checkout].")
 @click.option("--no-cache", is_flag=True, help="Recompute the reference's outputs instead of reusing the cache.")
 def grade_one(submission: Path, assignment: str | None, fmt: str, output: Path | None, timeout: float | None,
-              case_timeout: float | None, root: Path | None, no_cache: bool) -> None:
+              case_timeout: float | None, sandbox: str | None, memory_mb: int | None, cpu_seconds: int | None,
+              max_file_mb: int | None, max_processes: int | None, max_output_kb: int | None,
+              max_tensor_mb: int | None, root: Path | None, no_cache: bool) -> None:
     """Grade one SUBMISSION (.ipynb or .py) and print its report."""
     from grader.config import GradeConfig
+    from grader.sandbox import Limits
 
-    overrides: dict = {"assignment": assignment, "use_cache": not no_cache}
+    limits = {k: v for k, v in (("memory_mb", memory_mb), ("cpu_seconds", cpu_seconds), ("file_mb", max_file_mb),
+                                ("processes", max_processes), ("output_kb", max_output_kb),
+                                ("tensor_mb", max_tensor_mb)) if v is not None}
+    overrides: dict = {"assignment": assignment, "use_cache": not no_cache, "sandbox": sandbox,
+                       "limits": Limits(**limits)}
     if timeout is not None:
         overrides["timeout"] = timeout
     if case_timeout is not None:

@@ -73,6 +73,8 @@ def _read_python(path: Path) -> Submission:
         ) from None
     if "\x00" in text:
         raise SubmissionUnreadable(f"{path.name} contains binary data, not Python source")
+    if not text.strip():
+        raise SubmissionUnreadable(f"{path.name} is empty; submit the file with your code in it")
     return Submission(path, (SourceUnit(1, path.name, clean_ipython(text)),), None, "python")
 
 
@@ -91,6 +93,7 @@ def _read_notebook(path: Path) -> Submission:
         ) from None
     if not isinstance(raw, dict) or "nbformat" not in raw:
         raise SubmissionUnreadable(f"{path.name} is JSON but not a Jupyter notebook (no 'nbformat' field)")
+    _drop_outputs(raw)  # outputs (images...) are never needed; dropping them keeps big files fast
     try:
         nb = nbformat.reads(json.dumps(raw), as_version=4, capture_validation_error={})
     except Exception as e:  # nbformat raises many kinds for odd files
@@ -105,9 +108,21 @@ def _read_notebook(path: Path) -> Submission:
         unit_source = clean_ipython(source)
         if unit_source is not None:
             units.append(SourceUnit(i, f"cell {i}", unit_source))
+    if not units:
+        raise SubmissionUnreadable(f"{path.name} has no code cells; write your code in code cells and submit again")
     meta = nb.get("metadata", {}).get("grader", {})
     assignment = meta.get("assignment") if isinstance(meta, dict) else None
     return Submission(path, tuple(units), assignment if isinstance(assignment, str) else None, "notebook")
+
+
+def _drop_outputs(raw: dict) -> None:
+    cells = list(raw.get("cells") or [])
+    for sheet in raw.get("worksheets") or []:  # nbformat 3
+        if isinstance(sheet, dict):
+            cells += sheet.get("cells") or []
+    for cell in cells:
+        if isinstance(cell, dict) and "outputs" in cell:
+            cell["outputs"] = []
 
 
 def clean_ipython(source: str) -> str | None:
