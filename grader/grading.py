@@ -60,7 +60,8 @@ def grade_submission(path: str | Path, config: GradeConfig | None = None) -> Rep
         shared.mkdir()
         mode = resolve_mode(config.sandbox)
         # Started first, so that its torch import overlaps reading, slicing and the reference.
-        worker = stack.enter_context(Worker(workroot / "w0", mode, config.limits, (shared,)))
+        hide = (config.root, config.cache_dir)
+        worker = stack.enter_context(Worker(workroot / "w0", mode, config.limits, (shared,), hide))
         try:
             submission = read_submission(path)
         except SubmissionUnreadable as e:
@@ -74,7 +75,7 @@ def grade_submission(path: str | Path, config: GradeConfig | None = None) -> Rep
         inputs.chmod(0o644)  # readable by the sandboxed worker, which may run as nobody
         job = {"mode": "run", "inputs_file": str(inputs), **statement_payload(sliced.statements, "student")}
         calls = [call_spec(c, assignment) for c in assignment.cases if c.target not in sliced.missing]
-        run = _run_cases(worker, stack, workroot, job, calls, config, assignment, (shared,))
+        run = _run_cases(worker, stack, workroot, job, calls, config, assignment, (shared,), hide)
         checks = _evaluate(assignment, reference, run, sliced)
     notes = [detail for _, detail in sliced.missing.values()] + list(sliced.notes)
     notes += [e.describe() for e in parsed.syntax_errors if not _explains_missing(e, sliced)]
@@ -86,7 +87,7 @@ def grade_submission(path: str | Path, config: GradeConfig | None = None) -> Rep
 
 def _run_cases(worker: Worker, stack: contextlib.ExitStack, workroot: Path, job: dict[str, Any],
                calls: list[dict[str, Any]], config: GradeConfig, assignment: Assignment,
-               shared: tuple[Path, ...]) -> StudentRun:
+               shared: tuple[Path, ...], hide: tuple[Path, ...]) -> StudentRun:
     """Run every call; after a crash or hang, continue the rest in a fresh worker."""
     merged = StudentRun()
     deadline = time.perf_counter() + (assignment.timeout or config.timeout)
@@ -103,6 +104,9 @@ def _run_cases(worker: Worker, stack: contextlib.ExitStack, workroot: Path, job:
                 merged.files[cid] = host_file
         if run.finished:
             break
+        if run.stopped and run.stderr.strip():
+            merged.notes.append("Last output of your code before it stopped: "
+                                + " ".join(run.stderr.strip().splitlines()[-3:])[-300:])
         if run.running == "":  # stopped in top-level code: every case would hit it again
             merged.notes.append(f"Your top-level code {run.stopped}; no case could run.")
             merged.lost.update({c["id"]: f"your top-level code {run.stopped}" for c in calls})
@@ -118,7 +122,7 @@ def _run_cases(worker: Worker, stack: contextlib.ExitStack, workroot: Path, job:
                    else f"your code stopped the grader's process {MAX_RESTARTS + 1} times")
             merged.lost.update({c["id"]: f"not run: {why}" for c in calls})
             break
-        worker = stack.enter_context(Worker(workroot / f"w{attempt + 1}", worker.mode, config.limits, shared))
+        worker = stack.enter_context(Worker(workroot / f"w{attempt + 1}", worker.mode, config.limits, shared, hide))
     return merged
 
 

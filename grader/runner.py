@@ -42,7 +42,8 @@ class WorkerRun:
 
     exec_errors: list[dict[str, Any]] = field(default_factory=list)
     calls: dict[str, dict[str, Any]] = field(default_factory=dict)
-    #: a failure of the worker's own code (a grader bug), with its traceback
+    #: a failure of the worker's own code (a grader bug), with its traceback; only trusted
+    #: when it came before any submitted code ran (after that, the submission could fake it)
     internal: str | None = None
     #: why the worker stopped before finishing (timeout, crash), in plain words
     stopped: str | None = None
@@ -82,11 +83,12 @@ class Worker:
     """A started worker process waiting for its job; use as a context manager.
 
     ``mode`` is 'bwrap' or 'none' (see ``grader.sandbox``); ``shared`` are read-only
-    files the worker may read (the case inputs).
+    folders the worker may read (the case inputs); ``hide`` are folders it must never
+    see (the course, the reference cache), masked if they sit inside a mounted tree.
     """
 
     def __init__(self, workdir: Path | None = None, mode: str = "none", limits: Limits | None = None,
-                 shared: tuple[Path, ...] = ()):
+                 shared: tuple[Path, ...] = (), hide: tuple[Path, ...] = ()):
         self._tmp = None
         if workdir is None:
             self._tmp = tempfile.TemporaryDirectory(prefix="grader-")
@@ -99,7 +101,7 @@ class Worker:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.run_dir.mkdir(exist_ok=True)
         read_fd, write_fd = os.pipe()
-        self.launch: Launch = launch(mode, self.workdir, list(shared), write_fd, self.limits)
+        self.launch: Launch = launch(mode, self.workdir, list(shared), write_fd, self.limits, list(hide))
         self.token = uuid.uuid4().hex
         self.launch.env[TOKEN_VAR] = self.token
         self._started = time.perf_counter()
@@ -125,7 +127,8 @@ class Worker:
         ``step_timeout`` bounds each step (the top-level statements, then each call): a
         step that sends nothing for that long is a timeout of that step.
         """
-        job = dict(job, out_dir=self.launch.inside(self.out_dir))
+        self._nonce = uuid.uuid4().hex
+        job = dict(job, out_dir=self.launch.inside(self.out_dir), nonce=self._nonce)
         if job.get("inputs_file"):
             job["inputs_file"] = self.launch.inside(Path(job["inputs_file"]))
         result = WorkerRun()
@@ -138,7 +141,10 @@ class Worker:
         self._timeout = timeout
         self._read_records(result, time.perf_counter() + timeout, step_timeout, [c["id"] for c in job["calls"]])
         if not result.finished and result.stopped is None:
-            result.stopped = describe_exit(self._wait(1.0))
+            code = self._wait(1.0)
+            if self.mode == "bwrap" and code is not None and code > 128:
+                code = 128 - code  # bwrap exits with 128 + the signal that killed its child
+            result.stopped = describe_exit(code)
         result.duration = time.perf_counter() - self._started
         self.kill()
         self._drain()
@@ -199,25 +205,29 @@ class Worker:
                     if len(buffer) > MAX_RECORD_BYTES:
                         buffer = b""  # not a record of ours
                     for line in lines:
-                        kind = self._take(line, result, pending)
+                        kind = self._take(line, result, pending, self._nonce)
                         if kind:
                             step_started = time.perf_counter()
                         if kind == "exec":
                             exec_done = True
-                if channel_closed or result.finished or result.internal:
+                        if kind == "internal" and exec_done:
+                            result.internal = None  # submitted code ran: not a trustworthy report
+                            result.stopped = "broke the grader's worker process"
+                            break
+                if channel_closed or result.finished or result.internal or result.stopped:
                     break
         finally:
             sel.close()
             result.running = (pending[0] if pending else None) if exec_done else ""
 
     @staticmethod
-    def _take(line: bytes, result: WorkerRun, pending: list[str]) -> str | None:
-        """Apply one well-formed record; anything else on the channel is ignored."""
+    def _take(line: bytes, result: WorkerRun, pending: list[str], nonce: str) -> str | None:
+        """Apply one well-formed record of this job; anything else on the channel is ignored."""
         try:
             record = json.loads(line)
         except ValueError:
             return None
-        if not isinstance(record, dict):
+        if not isinstance(record, dict) or record.get("nonce") != nonce:
             return None
         kind = record.get("kind")
         if kind == "exec" and isinstance(record.get("errors"), list):

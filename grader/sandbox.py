@@ -91,8 +91,8 @@ def describe(mode: str) -> str:
     if mode == "bwrap":
         return ("bubblewrap sandbox (no network, read-only system, private /tmp, "
                 "course files not mounted) with resource limits")
-    return ("plain subprocess with resource limits — NOT sandboxed: bubblewrap is unavailable, "
-            "so the submission could read files and use the network")
+    return ("plain subprocess with resource limits, NOT sandboxed (no bubblewrap): the submission "
+            "could read files and use the network")
 
 
 @functools.lru_cache(maxsize=1)
@@ -109,7 +109,8 @@ def bwrap_usable() -> bool:
     return probe.returncode == 0
 
 
-def launch(mode: str, workdir: Path, shared: list[Path], channel_fd: int, limits: Limits) -> Launch:
+def launch(mode: str, workdir: Path, shared: list[Path], channel_fd: int, limits: Limits,
+           hide: list[Path] | None = None) -> Launch:
     """The command that starts ``python -m grader.worker`` for ``mode``.
 
     ``workdir`` holds the worker's writable ``run`` (its cwd) and ``out`` folders;
@@ -155,7 +156,7 @@ def launch(mode: str, workdir: Path, shared: list[Path], channel_fd: int, limits
     for i, f in enumerate(shared):
         argv += ["--ro-bind", str(f), f"{inner}/shared/{i}-{f.name}"]
         paths[f] = f"{inner}/shared/{i}-{f.name}"
-    for hidden in _hidden_paths(package_parent):
+    for hidden in _hidden_paths([package_parent, *(hide or [])]):
         argv += ["--tmpfs", hidden]
     argv += ["--chdir", f"{inner}/run", "--", python_executable(), "-m", "grader.worker", str(channel_fd)]
     return Launch(argv, env, str(run_dir), _limiter(limits, own_uid=not drop), paths)
@@ -182,12 +183,10 @@ def python_roots() -> list[str]:
     return [r for r in roots if not any(r != o and _under(r, o) for o in roots)]
 
 
-def _hidden_paths(package_parent: Path) -> list[str]:
-    """Course folders that sit inside a mounted tree: mask them with an empty tmpfs."""
-    from grader.config import default_cache_dir, default_root
-
-    roots = python_roots()
-    hide = {os.path.realpath(p) for p in (default_root(), default_cache_dir(), package_parent)}
+def _hidden_paths(paths: list[Path]) -> list[str]:
+    """Folders that must stay unseen but sit inside a mounted tree: masked with an empty tmpfs."""
+    roots = python_roots() + list(_SYSTEM_DIRS)
+    hide = {os.path.realpath(p) for p in paths}
     return sorted(h for h in hide if any(_under(h, r) for r in roots))
 
 

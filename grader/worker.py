@@ -44,13 +44,21 @@ class StudentAPIError(Exception):
 
 
 class Channel:
-    """JSON lines to the parent over a dedicated pipe."""
+    """JSON lines to the parent over a dedicated pipe, each stamped with the job's nonce.
+
+    The nonce makes naive forgeries (a submission writing records to every fd) easy to
+    drop; the parent trusts no record beyond what it can check anyway.
+    """
 
     def __init__(self, fd: int):
         self._f = os.fdopen(fd, "w", encoding="utf-8", buffering=1)
+        self._nonce = ""
+
+    def stamp(self, nonce: str) -> None:
+        self._nonce = nonce
 
     def send(self, record: dict[str, Any]) -> None:
-        self._f.write(json.dumps(record) + "\n")
+        self._f.write(json.dumps(dict(record, nonce=self._nonce)) + "\n")
         self._f.flush()
 
 
@@ -58,6 +66,7 @@ def main(argv: list[str]) -> int:
     channel = Channel(int(argv[1]))
     try:
         job = json.loads(sys.stdin.read())
+        channel.stamp(job.pop("nonce", ""))
         run_job(job, channel)
     except BaseException:  # a failure of the worker itself, not of the submission
         channel.send({"kind": "internal", "traceback": traceback.format_exc()})
