@@ -26,7 +26,7 @@ from grader.reference import ReferenceRun, reference_outputs
 from grader.result import CheckResult, Report
 from grader.runner import Worker
 from grader.sandbox import describe, resolve_mode
-from grader.slicing import Slice, UnitSyntaxError, parse_units, slice_for
+from grader.slicing import ParsedSource, Slice, UnitSyntaxError, parse_units, slice_for
 from grader.submission import Submission, read_submission
 
 #: How many fresh workers may replace one that crashed or hung, per submission.
@@ -66,8 +66,8 @@ def grade_submission(path: str | Path, config: GradeConfig | None = None) -> Rep
             submission = read_submission(path)
         except SubmissionUnreadable as e:
             return _unreadable(path, forced, str(e), start, mode)
-        assignment = forced or _assignment_for(submission, config)
         parsed = parse_units(submission.units)
+        assignment = forced or _assignment_for(submission, parsed, config)
         sliced = slice_for(parsed, assignment.classes)
         reference = reference_outputs(assignment, config.cache_dir, config.use_cache)
         inputs = shared / "inputs.safetensors"
@@ -126,10 +126,10 @@ def _run_cases(worker: Worker, stack: contextlib.ExitStack, workroot: Path, job:
     return merged
 
 
-def _assignment_for(submission: Submission, config: GradeConfig) -> Assignment:
+def _assignment_for(submission: Submission, parsed: ParsedSource, config: GradeConfig) -> Assignment:
     if submission.assignment:
         return get_assignment(config.root, submission.assignment)
-    return infer_assignment(config.root, parse_units(submission.units).class_names())
+    return infer_assignment(config.root, parsed.class_names())
 
 
 def _evaluate(assignment: Assignment, reference: ReferenceRun, run: StudentRun, sliced: Slice) -> list[CheckResult]:
