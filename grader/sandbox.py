@@ -133,21 +133,24 @@ def launch(mode: str, workdir: Path, shared: list[Path], channel_fd: int, limits
         env["GRADER_WORKER_UID"] = str(NOBODY)
         for d in (run_dir, out_dir):
             os.chown(d, NOBODY, NOBODY)
-    argv = [shutil.which("bwrap") or "bwrap", "--unshare-all", "--die-with-parent", "--new-session",
-            "--cap-drop", "ALL"] if not drop else [shutil.which("bwrap") or "bwrap", "--unshare-pid",
-            "--unshare-net", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try", "--die-with-parent",
-            "--new-session"]
+    bwrap = shutil.which("bwrap") or "bwrap"
+    if drop:  # as root: no user namespace, so that the worker can become nobody itself
+        argv = [bwrap, "--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try"]
+    else:
+        argv = [bwrap, "--unshare-all", "--cap-drop", "ALL"]
+    argv += ["--die-with-parent", "--new-session"]
     for d in _SYSTEM_DIRS:
         argv += ["--ro-bind-try", d, d]
-    made: set[str] = set()
+    # /tmp first: a Python environment that lives under /tmp (a venv) is mounted on top of it.
+    argv += ["--proc", "/proc", "--dev", "/dev", "--perms", "1777", "--size", str(4 * limits.file_mb << 20),
+             "--tmpfs", "/tmp"]
+    made: set[str] = {"/tmp"}
     for d in python_roots():
         for parent in reversed(Path(d).parents):  # traversable mount points, whatever the host's modes
             if str(parent) != "/" and str(parent) not in made and not any(_under(str(parent), s) for s in _SYSTEM_DIRS):
                 argv += ["--perms", "0755", "--dir", str(parent)]
                 made.add(str(parent))
         argv += ["--ro-bind", d, d]
-    argv += ["--proc", "/proc", "--dev", "/dev", "--perms", "1777", "--size", str(4 * limits.file_mb << 20),
-             "--tmpfs", "/tmp"]
     for d in (inner, f"{inner}/pkg", f"{inner}/shared"):
         argv += ["--perms", "0755", "--dir", d]
     argv += ["--ro-bind", str(package_parent / "grader"), f"{inner}/pkg/grader",
