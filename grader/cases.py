@@ -22,14 +22,19 @@ CHECKS: dict[str, str] = {
     "raises": "constructing the module raises the declared exception",
     "params": "parameter names and shapes equal the template's",
     "param_count": "the number of parameters equals the reference's",
+    "policy": "the class uses none of its target's forbidden APIs",
 }
 CALLS = ("forward", "unroll")
-MASK_KINDS = ("padding", "causal")
+MASK_KINDS = ("padding", "causal", "custom")
 
-_ASSIGNMENT_KEYS = {"name", "title", "reference", "rtol", "atol", "timeout"}
-_TARGET_KEYS = {"args", "returns", "keys", "attention", "key_args", "mask_rank", "loss", "final", "flow"}
-_CASE_KEYS = {"id", "name", "target", "init", "inputs", "mask", "checks", "points", "seed",
+_ASSIGNMENT_KEYS = {"name", "title", "reference", "rtol", "atol", "timeout", "released"}
+_TARGET_KEYS = {"args", "returns", "keys", "attention", "key_args", "mask_rank", "loss", "final", "flow", "forbid"}
+_CASE_KEYS = {"id", "name", "target", "init", "inputs", "dtypes", "mask", "checks", "points", "seed",
               "call", "compare", "rtol", "atol", "raises", "hint", "visibility"}
+#: Keys a hidden case keeps in a released (student) case file.
+RELEASED_HIDDEN_KEYS = ("id", "name", "target", "points", "visibility")
+VISIBILITIES = ("public", "hidden")
+DTYPES = ("float32", "float64", "float16")
 
 
 @dataclass(frozen=True)
@@ -49,6 +54,8 @@ class Target:
     final: str | None = None
     #: outputs in data-flow order, so a report names the first that diverges (default: as returned)
     flow: tuple[str, ...] = ()
+    #: APIs the class must not use (dotted names; a prefix forbids everything below it)
+    forbid: tuple[str, ...] = ()
 
     @property
     def output_names(self) -> tuple[str, ...]:
@@ -80,7 +87,16 @@ class Case:
     atol: float = 1e-5
     raises: str | None = None
     hint: str = ""
-    visibility: str = "visible"
+    visibility: str = "public"
+    #: input name -> dtype name (default float32)
+    dtypes: dict[str, str] = field(default_factory=dict)
+    #: a hidden case in a released case file: listed with its points, never run locally
+    placeholder: bool = False
+
+    @property
+    def hidden(self) -> bool:
+        """True for cases whose data students never see."""
+        return self.visibility == "hidden"
 
 
 @dataclass(frozen=True)
@@ -94,6 +110,10 @@ class Assignment:
     targets: dict[str, Target]
     cases: tuple[Case, ...]
     timeout: float | None = None
+    #: a student bundle's case file (made by ``grade release``): no reference, hidden cases as placeholders
+    released: bool = False
+    #: custom checks: name -> function, from the assignment folder's ``checks.py``
+    custom_checks: dict[str, Any] = field(default_factory=dict)
 
     @property
     def classes(self) -> tuple[str, ...]:
@@ -104,6 +124,11 @@ class Assignment:
     def max_score(self) -> float:
         """Total points of all cases."""
         return sum(c.points for c in self.cases)
+
+    @property
+    def fixtures_file(self) -> Path:
+        """The public cases' inputs, parameters and expected outputs (made by ``grade release``)."""
+        return self.folder / "public.safetensors"
 
     @property
     def cases_file(self) -> Path:
@@ -130,20 +155,48 @@ def load_assignment(folder: Path, root: Path) -> Assignment:
     ref_name = _get(head, "reference", str, where, "[assignment]")
     reference = root / "reference" / ref_name
     targets = {t: _target(t, spec, where) for t, spec in _table(data, "targets", where, "top level").items()}
+    released = bool(head.get("released", False))
+    custom = load_custom_checks(folder)
     raw_cases = data.get("cases")
     if not isinstance(raw_cases, list) or not raw_cases:
         raise CaseFileError(where, "top level", "no [[cases]] tables; add at least one case")
     cases = []
     seen: set[str] = set()
     for i, raw in enumerate(raw_cases, start=1):
-        case = _case(raw, i, targets, where, rtol, atol)
+        case = _case(raw, i, targets, where, rtol, atol, released, custom)
         if case.id in seen:
             raise CaseFileError(where, f"case {case.id!r}", "duplicate id; every case needs its own")
         seen.add(case.id)
         cases.append(case)
     timeout = head.get("timeout")
     return Assignment(name, str(head.get("title", name)), folder, reference, targets, tuple(cases),
-                      float(timeout) if timeout is not None else None)
+                      float(timeout) if timeout is not None else None, released, custom)
+
+
+def load_custom_checks(folder: Path) -> dict[str, Any]:
+    """Check functions an instructor registers in ``<assignment>/checks.py`` (trusted code).
+
+    The module defines ``CHECKS = {"name": function}``; each function takes the same
+    arguments as the built-in checks and returns a list of problems (empty = passed).
+    """
+    path = folder / "checks.py"
+    if not path.is_file():
+        return {}
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"grader_custom_checks_{folder.name}", path)
+    module = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(module)
+    except Exception as e:
+        raise CaseFileError(str(path), "file", f"could not be loaded: {type(e).__name__}: {e}") from None
+    checks = getattr(module, "CHECKS", None)
+    if not isinstance(checks, dict) or not all(callable(f) for f in checks.values()):
+        raise CaseFileError(str(path), "CHECKS", "must be a dict of name -> function")
+    clash = set(checks) & set(CHECKS)
+    if clash:
+        raise CaseFileError(str(path), "CHECKS", f"{sorted(clash)} would replace built-in checks; rename them")
+    return dict(checks)
 
 
 def _target(name: str, spec: Any, where: str) -> Target:
@@ -160,21 +213,27 @@ def _target(name: str, spec: Any, where: str) -> Target:
     keys = tuple(spec.get("keys", ()))
     if returns == "dict" and not keys:
         raise CaseFileError(where, ctx, "returns = \"dict\" needs keys = [...] listing the dict's keys")
+    forbid = spec.get("forbid", [])
+    if not isinstance(forbid, list) or not all(isinstance(f, str) and f for f in forbid):
+        raise CaseFileError(where, ctx, "forbid must be a list of dotted names such as \"torch.nn.LSTMCell\"")
     t = Target(name, args, returns, keys, spec.get("attention"), tuple(spec.get("key_args", ())),
                spec.get("mask_rank"), tuple(spec.get("loss", ())), spec.get("final"),
-               tuple(spec.get("flow", ())))
+               tuple(spec.get("flow", ())), tuple(forbid))
     for key in (t.attention, t.final, *t.loss, *t.flow):
         if key is not None and key not in t.output_names:
             raise CaseFileError(where, ctx, f"{key!r} is not one of the outputs {list(t.output_names)}")
     return t
 
 
-def _case(raw: Any, i: int, targets: dict[str, Target], where: str, rtol: float, atol: float) -> Case:
+def _case(raw: Any, i: int, targets: dict[str, Target], where: str, rtol: float, atol: float,
+          released: bool = False, custom: dict[str, Any] | None = None) -> Case:
     if not isinstance(raw, dict):
         raise CaseFileError(where, f"case #{i}", "must be a table")
     cid = raw.get("id")
     ctx = f"case {cid!r}" if isinstance(cid, str) else f"case #{i}"
     _only(raw, _CASE_KEYS, where, ctx)
+    if released and raw.get("visibility") == "hidden":
+        return _placeholder(raw, targets, where, ctx)
     cid = _get(raw, "id", str, where, ctx)
     if not cid or "/" in cid:
         raise CaseFileError(where, ctx, "id must be non-empty and must not contain '/'")
@@ -183,9 +242,12 @@ def _case(raw: Any, i: int, targets: dict[str, Target], where: str, rtol: float,
         raise CaseFileError(where, ctx, f"target {target_name!r} is not declared; known: {sorted(targets)}")
     target = targets[target_name]
     checks = tuple(_get(raw, "checks", list, where, ctx))
+    known = [*CHECKS, *(custom or {})]
     for c in checks:
-        if c not in CHECKS:
-            raise CaseFileError(where, ctx, f"unknown check {c!r}; known checks: {', '.join(CHECKS)}")
+        if c not in known:
+            raise CaseFileError(where, ctx, f"unknown check {c!r}; known checks: {', '.join(known)}")
+    if not checks:
+        raise CaseFileError(where, ctx, "checks is empty; name at least one check")
     points = raw.get("points")
     if not isinstance(points, (int, float)) or points < 0:
         raise CaseFileError(where, ctx, "points must be a number >= 0")
@@ -199,6 +261,9 @@ def _case(raw: Any, i: int, targets: dict[str, Target], where: str, rtol: float,
         if not _is_shape(shape) and not (isinstance(shape, list) and shape and all(_is_shape(s) for s in shape)):
             raise CaseFileError(where, ctx, f"input {arg!r}: {shape!r} is not a shape (a list of positive ints) "
                                 "or a list of shapes")
+    dtypes = raw.get("dtypes", {})
+    if not isinstance(dtypes, dict) or any(k not in inputs or v not in DTYPES for k, v in dtypes.items()):
+        raise CaseFileError(where, ctx, f"dtypes must map inputs of this case to one of {', '.join(DTYPES)}")
     mask = raw.get("mask")
     if mask is not None:
         mask = _mask(mask, where, ctx)
@@ -207,13 +272,14 @@ def _case(raw: Any, i: int, targets: dict[str, Target], where: str, rtol: float,
         raise CaseFileError(where, ctx, f"call must be one of {CALLS}, not {call!r}")
     needs = {"mask": mask is not None and target.attention is not None,
              "mask_invariance": mask is not None and bool(target.key_args) and target.final is not None,
-             "grad": True, "raises": "raises" in raw}
+             "grad": True, "raises": "raises" in raw, "policy": bool(target.forbid)}
     for c in checks:
         if not needs.get(c, True):
             raise CaseFileError(where, ctx, f"check {c!r} needs " + {
                 "mask": "a mask and a target with attention = ...",
                 "mask_invariance": "a mask and a target with key_args = [...] and final = ...",
-                "raises": "raises = \"SomeError\""}[c])
+                "raises": "raises = \"SomeError\"",
+                "policy": f"a target with forbid = [...] (in [targets.{target_name}])"}[c])
     needing_inputs = [c for c in checks if c in ("shape", "match", "mask", "mask_invariance", "grad")]
     if needing_inputs and not inputs:
         raise CaseFileError(where, ctx, f"checks {needing_inputs} need inputs = {{ name = [shape], ... }}")
@@ -221,15 +287,32 @@ def _case(raw: Any, i: int, targets: dict[str, Target], where: str, rtol: float,
     for key in compare:
         if key not in target.output_names and call == "forward":
             raise CaseFileError(where, ctx, f"compare: {key!r} is not an output of {target_name}")
-    visibility = raw.get("visibility", "visible")
-    if visibility not in ("visible", "hidden"):
-        raise CaseFileError(where, ctx, "visibility must be \"visible\" or \"hidden\"")
+    visibility = raw.get("visibility", "public")
+    if visibility not in VISIBILITIES:
+        raise CaseFileError(where, ctx, "visibility must be \"public\" or \"hidden\"")
     return Case(
         id=cid, name=str(raw.get("name", cid)), target=target_name, checks=checks, points=float(points),
         init=dict(raw.get("init", {})), inputs=dict(inputs), mask=mask, seed=int(raw.get("seed", 0)),
         call=call, compare=compare, rtol=float(raw.get("rtol", rtol)), atol=float(raw.get("atol", atol)),
-        raises=raw.get("raises"), hint=str(raw.get("hint", "")), visibility=visibility,
+        raises=raw.get("raises"), hint=str(raw.get("hint", "")), visibility=visibility, dtypes=dict(dtypes),
     )
+
+
+def _placeholder(raw: dict, targets: dict[str, Target], where: str, ctx: str) -> Case:
+    """A hidden case as a student bundle lists it: name and points only."""
+    extra = set(raw) - set(RELEASED_HIDDEN_KEYS)
+    if extra:
+        raise CaseFileError(where, ctx, f"a hidden case in a released file keeps only {RELEASED_HIDDEN_KEYS}; "
+                            f"remove {sorted(extra)}")
+    target = _get(raw, "target", str, where, ctx)
+    if target not in targets:
+        raise CaseFileError(where, ctx, f"target {target!r} is not declared; known: {sorted(targets)}")
+    points = raw.get("points")
+    if not isinstance(points, (int, float)) or points < 0:
+        raise CaseFileError(where, ctx, "points must be a number >= 0")
+    cid = _get(raw, "id", str, where, ctx)
+    return Case(id=cid, name=str(raw.get("name", cid)), target=target, checks=(), points=float(points),
+                visibility="hidden", placeholder=True)
 
 
 def _mask(mask: Any, where: str, ctx: str) -> dict[str, Any]:
@@ -237,13 +320,26 @@ def _mask(mask: Any, where: str, ctx: str) -> dict[str, Any]:
         mask = {"kind": mask}
     if not isinstance(mask, dict):
         raise CaseFileError(where, ctx, "mask must be \"causal\" or a table like { kind = \"padding\", lengths = [...] }")
-    _only(mask, {"kind", "lengths"}, where, f"{ctx}, mask")
+    _only(mask, {"kind", "lengths", "values"}, where, f"{ctx}, mask")
     kind = mask.get("kind")
     if kind not in MASK_KINDS:
         raise CaseFileError(where, f"{ctx}, mask", f"kind must be one of {MASK_KINDS}, not {kind!r}")
     if kind == "padding" and not _is_shape(mask.get("lengths")):
         raise CaseFileError(where, f"{ctx}, mask", "padding needs lengths = [...] (one positive int per batch row)")
+    if kind == "custom" and not _is_01_array(mask.get("values")):
+        raise CaseFileError(where, f"{ctx}, mask", "custom needs values = [[1, 0, ...], ...]: nested lists of 0/1, "
+                            "broadcastable to the scores")
     return dict(mask)
+
+
+def _is_01_array(x: Any) -> bool:
+    if isinstance(x, list) and x:
+        return all(_is_01_array(v) for v in x) and len({_depth(v) for v in x}) == 1
+    return x in (0, 1) and not isinstance(x, float)
+
+
+def _depth(x: Any) -> int:
+    return 1 + _depth(x[0]) if isinstance(x, list) else 0
 
 
 def _is_shape(x: Any) -> bool:

@@ -24,13 +24,16 @@ MASK_FILL_FLOOR = -1e8
 
 
 def evaluate_case(case: Case, target: Target, ref: Tensors, ref_record: dict[str, Any],
-                  stu: Tensors, stu_record: dict[str, Any] | None, unavailable: str | None = None) -> CheckResult:
-    """Classify one case. ``unavailable`` explains a missing record (class not found, worker died)."""
+                  stu: Tensors, stu_record: dict[str, Any] | None, unavailable: str | None = None,
+                  custom: dict[str, Callable[..., list[str]]] | None = None) -> CheckResult:
+    """Classify one case. ``unavailable`` explains a missing record (class not found, worker died);
+    ``custom`` are the assignment's own check functions."""
+    custom = custom or {}
     def result(status: str, reason: str, details: str = "") -> CheckResult:
         if case.hint and status != "passed" and stu_record is not None:
             details = (details + "\n" if details else "") + f"Hint: {case.hint}"
         return CheckResult(case.id, case.name, case.target, status, case.points if status == "passed" else 0.0,
-                           case.points, reason, details, case.visibility,
+                           case.points, reason, details, "hidden" if case.hidden else "visible",
                            float(stu_record.get("duration", 0.0)) if stu_record else 0.0)
 
     if stu_record is None:
@@ -47,7 +50,8 @@ def evaluate_case(case: Case, target: Target, ref: Tensors, ref_record: dict[str
         return result("failed", f"{case.target}({_kwargs(case.init)}) did not raise {case.raises}")
     problems: list[str] = []
     for check in case.checks:
-        problems += CHECK_FUNCTIONS[check](case, target, ref, ref_record, stu, stu_record)
+        function = CHECK_FUNCTIONS.get(check) or custom.get(check)
+        problems += function(case, target, ref, ref_record, stu, stu_record)
     if not problems:
         return result("passed", "")
     return result("failed", problems[0], "\n".join(problems))
@@ -177,6 +181,11 @@ def check_param_count(case: Case, target: Target, ref: Tensors, ref_record: dict
     return [] if exp == got else [f"{case.target}({_kwargs(case.init)}) has {got:,} parameters, expected {exp:,}"]
 
 
+def check_policy(case: Case, target: Target, ref: Tensors, ref_record: dict, stu: Tensors, stu_record: dict) -> list[str]:
+    """No forbidden API is used (found statically by grader.policy before the run)."""
+    return list(stu_record.get("policy", []))
+
+
 def _check_raises(*_: Any) -> list[str]:
     return []  # decided in evaluate_case from the build phase's outcome
 
@@ -184,6 +193,7 @@ def _check_raises(*_: Any) -> list[str]:
 CHECK_FUNCTIONS: dict[str, Callable[..., list[str]]] = {
     "shape": check_shape, "match": check_match, "mask": check_mask, "mask_invariance": check_mask_invariance,
     "grad": check_grad, "raises": _check_raises, "params": check_params, "param_count": check_param_count,
+    "policy": check_policy,
 }
 
 

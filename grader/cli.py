@@ -131,5 +131,65 @@ def run_and_report(submission: Path, config: "GradeConfig", fmt: str, output: Pa
     return ExitCode.OK if report.all_passed else ExitCode.CHECKS_FAILED
 
 
+def _course(root: Path | None) -> "Path":
+    from grader.config import default_root
+    return root.resolve() if root else default_root()
+
+
+@main.command("release")
+@click.argument("assignment")
+@click.option("--out", "out", type=click.Path(path_type=Path, file_okay=False), required=True,
+              help="Folder to write the student bundle to.")
+@click.option("--root", type=click.Path(path_type=Path, file_okay=False, exists=True),
+              help="Course folder [default: $GRADER_ROOT or this checkout].")
+def release_cmd(assignment: str, out: Path, root: Path | None) -> None:
+    """Write ASSIGNMENT's student bundle: notebook, public case fixtures, no reference."""
+    from grader.assignments import get_assignment
+    from grader.config import GradeConfig
+    from grader.errors import GraderError, UsageError
+    from grader.release import release
+
+    try:
+        a = get_assignment(_course(root), assignment)
+        paths = release(a, out, GradeConfig().cache_dir)
+    except UsageError as e:
+        click.echo(f"grade: error: {e}", err=True)
+        sys.exit(ExitCode.USAGE_ERROR)
+    except GraderError as e:
+        click.echo(f"grade: internal error: {e}", err=True)
+        sys.exit(ExitCode.INTERNAL_ERROR)
+    public = sum(c.points for c in a.cases if not c.hidden)
+    click.echo(f"released {a.name} to {out}:\n  {paths.notebook}\n  {paths.cases}\n  {paths.fixtures}\n"
+               f"  {paths.records}\n{public:g} public points, {a.max_score - public:g} hidden points")
+
+
+@main.command("validate")
+@click.argument("assignments", nargs=-1)
+@click.option("--update", is_flag=True, help="Rewrite the committed template and public fixtures first.")
+@click.option("--root", type=click.Path(path_type=Path, file_okay=False, exists=True),
+              help="Course folder [default: $GRADER_ROOT or this checkout].")
+def validate_cmd(assignments: tuple[str, ...], update: bool, root: Path | None) -> None:
+    """Check ASSIGNMENTS (default: all): reference full marks, template 0, files match a release."""
+    from grader.assignments import assignment_names, get_assignment
+    from grader.config import GradeConfig
+    from grader.errors import GraderError, UsageError
+    from grader.validate import validate
+
+    course = _course(root)
+    failed = False
+    try:
+        for name in assignments or assignment_names(course):
+            for f in validate(get_assignment(course, name), GradeConfig(root=course), update):
+                failed |= not f.ok
+                click.echo(f"{'ok  ' if f.ok else 'FAIL'} {f.assignment}: {f.check}" + (f" — {f.detail}" if f.detail else ""))
+    except UsageError as e:
+        click.echo(f"grade: error: {e}", err=True)
+        sys.exit(ExitCode.USAGE_ERROR)
+    except GraderError as e:
+        click.echo(f"grade: internal error: {e}", err=True)
+        sys.exit(ExitCode.INTERNAL_ERROR)
+    sys.exit(ExitCode.CHECKS_FAILED if failed else ExitCode.OK)
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

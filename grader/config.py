@@ -8,15 +8,20 @@ from pathlib import Path
 from grader.sandbox import Limits
 
 
-def default_root() -> Path:
-    """The course folder holding ``assignments/`` and ``reference/``.
+def default_root(near: Path | None = None) -> Path:
+    """The course folder holding ``assignments/`` (and, for instructors, ``reference/``).
 
-    ``$GRADER_ROOT`` if set; else the checkout this package lives in (a development or
-    editable install); else the current directory.
+    ``$GRADER_ROOT`` if set; else the nearest folder above ``near`` (a submission) that
+    has ``assignments/`` (so a student bundle finds its own fixtures); else the checkout
+    this package lives in (a development or editable install); else the current directory.
     """
     env = os.environ.get("GRADER_ROOT")
     if env:
         return Path(env).resolve()
+    if near is not None:
+        for folder in Path(near).resolve().parents:
+            if (folder / "assignments").is_dir():
+                return folder
     here = Path(__file__).resolve().parent.parent
     if (here / "assignments").is_dir():
         return here
@@ -45,10 +50,15 @@ class GradeConfig:
     """
 
     assignment: str | None = None
-    root: Path = field(default_factory=default_root)
+    #: the course folder; None finds it from the submission's location (see ``default_root``)
+    root: Path | None = None
     cache_dir: Path = field(default_factory=default_cache_dir)
     timeout: float = 120.0
     case_timeout: float = 30.0
     use_cache: bool = True
     sandbox: str | None = None
     limits: Limits = field(default_factory=Limits)
+
+    def course_root(self, submission: Path | None = None) -> Path:
+        """The course folder for grading ``submission``."""
+        return self.root if self.root is not None else default_root(submission)

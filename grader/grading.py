@@ -22,7 +22,8 @@ from grader.checks import describe_student_error, evaluate_case
 from grader.config import GradeConfig
 from grader.errors import InternalError, SubmissionUnreadable, UsageError
 from grader.protocol import call_spec, clean_record, statement_payload
-from grader.reference import ReferenceRun, reference_outputs
+from grader.policy import forbidden_uses
+from grader.reference import ReferenceRun, expected_outputs
 from grader.result import CheckResult, Report
 from grader.runner import Worker
 from grader.sandbox import describe, resolve_mode
@@ -53,36 +54,45 @@ def grade_submission(path: str | Path, config: GradeConfig | None = None) -> Rep
     path = Path(path)
     if not path.exists():
         raise UsageError(f"no such file: {path}")
-    forced = get_assignment(config.root, config.assignment) if config.assignment else None
+    root = config.course_root(path)
+    forced = get_assignment(root, config.assignment) if config.assignment else None
     with contextlib.ExitStack() as stack:
         workroot = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="grader-")))
         shared = workroot / "shared"
         shared.mkdir()
         mode = resolve_mode(config.sandbox)
         # Started first, so that its torch import overlaps reading, slicing and the reference.
-        hide = (config.root, config.cache_dir)
+        hide = (root, config.cache_dir)
         worker = stack.enter_context(Worker(workroot / "w0", mode, config.limits, (shared,), hide))
         try:
             submission = read_submission(path)
         except SubmissionUnreadable as e:
             return _unreadable(path, forced, str(e), start, mode)
         parsed = parse_units(submission.units)
-        assignment = forced or _assignment_for(submission, parsed, config)
+        assignment = forced or _assignment_for(submission, parsed, root)
         sliced = slice_for(parsed, assignment.classes)
-        reference = reference_outputs(assignment, config.cache_dir, config.use_cache)
+        reference = expected_outputs(assignment, config.cache_dir, config.use_cache)
+        runnable = [c for c in assignment.cases if c.id in reference.records]
         inputs = shared / "inputs.safetensors"
         reference.write_inputs(inputs)
         inputs.chmod(0o644)  # readable by the sandboxed worker, which may run as nobody
         job = {"mode": "run", "inputs_file": str(inputs), **statement_payload(sliced.statements, "student")}
-        calls = [call_spec(c, assignment) for c in assignment.cases if c.target not in sliced.missing]
+        calls = [call_spec(c, assignment) for c in runnable if c.target not in sliced.missing]
         run = _run_cases(worker, stack, workroot, job, calls, config, assignment, (shared,), hide)
-        checks = _evaluate(assignment, reference, run, sliced)
+        policy = {t.name: forbidden_uses(slice_for(parsed, [t.name]).statements, t.forbid)
+                  for t in assignment.targets.values() if t.forbid and t.name not in sliced.missing}
+        checks = _evaluate(assignment, reference, run, sliced, policy)
+    local = len(runnable) < len(assignment.cases)
     notes = [detail for _, detail in sliced.missing.values()] + list(sliced.notes)
     notes += [e.describe() for e in parsed.syntax_errors if not _explains_missing(e, sliced)]
     notes += [f"{describe_student_error(e, None, '')} (this statement was skipped)" for e in run.exec_errors]
     notes += run.notes
+    if local:
+        notes.insert(0, "Local check: only the public cases ran, against the released fixtures. "
+                        f"Hidden cases ({sum(c.points for c in assignment.cases if c.id not in reference.records):g} "
+                        "points) are graded after you submit.")
     return Report(str(path), assignment.name, tuple(checks), None, tuple(notes), describe(mode),
-                  round(time.perf_counter() - start, 3))
+                  round(time.perf_counter() - start, 3), local=local)
 
 
 def _run_cases(worker: Worker, stack: contextlib.ExitStack, workroot: Path, job: dict[str, Any],
@@ -126,23 +136,31 @@ def _run_cases(worker: Worker, stack: contextlib.ExitStack, workroot: Path, job:
     return merged
 
 
-def _assignment_for(submission: Submission, parsed: ParsedSource, config: GradeConfig) -> Assignment:
+def _assignment_for(submission: Submission, parsed: ParsedSource, root: Path) -> Assignment:
     if submission.assignment:
-        return get_assignment(config.root, submission.assignment)
-    return infer_assignment(config.root, parsed.class_names())
+        return get_assignment(root, submission.assignment)
+    return infer_assignment(root, parsed.class_names())
 
 
-def _evaluate(assignment: Assignment, reference: ReferenceRun, run: StudentRun, sliced: Slice) -> list[CheckResult]:
+def _evaluate(assignment: Assignment, reference: ReferenceRun, run: StudentRun, sliced: Slice,
+              policy: dict[str, list[str]]) -> list[CheckResult]:
     checks = []
     for case in assignment.cases:
+        if case.id not in reference.records:  # a hidden case in a student bundle
+            checks.append(CheckResult(case.id, case.name, case.target, "pending", 0.0, case.points,
+                                      f"graded after submission ({case.points:g} points)", "", "hidden"))
+            continue
         record = run.calls.get(case.id)
+        if record is not None and case.target in policy:
+            record = dict(record, policy=policy[case.target])
         tensors = _load_tensors(run.files.get(case.id))
         if case.target in sliced.missing:
             unavailable = sliced.missing[case.target][0]
         else:
             unavailable = run.lost.get(case.id, "not run")
         checks.append(evaluate_case(case, assignment.targets[case.target], reference.for_case(case.id),
-                                    reference.records[case.id], tensors, record, unavailable))
+                                    reference.records[case.id], tensors, record, unavailable,
+                                    assignment.custom_checks))
     return checks
 
 
@@ -165,3 +183,4 @@ def _unreadable(path: Path, assignment: Assignment | None, reason: str, start: f
     return Report(str(path), assignment.name if assignment else None, (), reason, (), describe(mode),
                   round(time.perf_counter() - start, 3),
                   declared_max_score=assignment.max_score if assignment else 0.0)
+

@@ -29,6 +29,7 @@ def call_spec(case: Case, assignment: Assignment) -> dict[str, Any]:
         "seed": case.seed,
         "args": list(target.args),
         "inputs": case.inputs,
+        "dtypes": case.dtypes,
         "mask": case.mask,
         "mask_rank": target.mask_rank,
         "key_args": list(target.key_args),
@@ -39,6 +40,7 @@ def call_spec(case: Case, assignment: Assignment) -> dict[str, Any]:
         "loss": loss,
         "perturb": "mask_invariance" in case.checks,
         "build_only": "raises" in case.checks or not case.inputs,
+        "static_only": set(case.checks) <= {"policy"},  # decided from the source alone
     }
 
 

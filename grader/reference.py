@@ -22,9 +22,10 @@ from grader import protocol
 from grader.cases import Assignment
 from grader.errors import InternalError
 from grader.protocol import INPUT_PREFIXES, call_spec, statement_payload
+from grader.errors import GraderError
 from grader.runner import Worker, WorkerRun
-from grader.slicing import parse_units
-from grader.submission import SourceUnit
+from grader.slicing import Statement, parse_units, slice_for
+from grader.submission import read_submission
 
 CACHE_VERSION = "1"
 
@@ -40,6 +41,18 @@ class ReferenceRun:
         """This case's tensors, keyed without the case prefix ("out/x", "in/mask", ...)."""
         prefix = case_id + "/"
         return {k[len(prefix):]: v for k, v in self.tensors.items() if k.startswith(prefix)}
+
+    def public(self, assignment: Assignment) -> "ReferenceRun":
+        """Only the public cases: what a student bundle may contain (inputs and expected outputs)."""
+        keep = {c.id for c in assignment.cases if not c.hidden}
+        stable = ("id", "status", "phase", "error", "params")  # no paths or timings: fixtures are reproducible
+        return ReferenceRun({k: v for k, v in self.tensors.items() if protocol.split_key(k)[0] in keep},
+                            {k: {f: r.get(f) for f in stable} for k, r in self.records.items() if k in keep})
+
+    def save(self, tensors_file: Path, records_file: Path) -> None:
+        """Write as fixtures (safetensors + JSON)."""
+        save_file(self.tensors, str(tensors_file))
+        records_file.write_text(json.dumps(self.records, indent=1, sort_keys=True) + "\n")
 
     def write_inputs(self, path: Path) -> None:
         """Write what a student's worker may see: inputs, parameters, loss weights; no outputs."""
@@ -57,6 +70,22 @@ def _fingerprint(assignment: Assignment) -> str:
     except importlib.metadata.PackageNotFoundError:
         pass
     return h.hexdigest()[:20]
+
+
+def expected_outputs(assignment: Assignment, cache_dir: Path, use_cache: bool = True) -> ReferenceRun:
+    """The reference's run when the reference is here; else the public fixtures (a student bundle)."""
+    if assignment.reference.is_file() and not assignment.released:
+        return reference_outputs(assignment, cache_dir, use_cache)
+    return load_fixtures(assignment)
+
+
+def load_fixtures(assignment: Assignment) -> ReferenceRun:
+    """The public cases' data as released by ``grade release``."""
+    tensors_file, records_file = assignment.fixtures_file, assignment.fixtures_file.with_suffix(".json")
+    if not (tensors_file.is_file() and records_file.is_file()):
+        raise InternalError(f"neither the reference ({assignment.reference}) nor the public fixtures "
+                            f"({tensors_file}) of {assignment.name} are here; run `grade release` to make them")
+    return ReferenceRun(load_file(str(tensors_file)), json.loads(records_file.read_text()))
 
 
 def reference_outputs(assignment: Assignment, cache_dir: Path, use_cache: bool = True,
@@ -79,14 +108,22 @@ def reference_outputs(assignment: Assignment, cache_dir: Path, use_cache: bool =
     return run
 
 
+def reference_statements(assignment: Assignment) -> tuple[Statement, ...]:
+    """The reference's statements that define the graded classes (a notebook or a .py file)."""
+    try:
+        submission = read_submission(assignment.reference)
+    except GraderError as e:
+        raise InternalError(f"reference {assignment.reference} cannot be read: {e}") from None
+    parsed = parse_units(submission.units)
+    sliced = slice_for(parsed, assignment.classes)
+    if sliced.missing:
+        raise InternalError(f"reference {assignment.reference}: " + "; ".join(d for _, d in sliced.missing.values()))
+    return sliced.statements
+
+
 def _run_reference(assignment: Assignment, timeout: float) -> ReferenceRun:
-    source = assignment.reference.read_text(encoding="utf-8")
-    unit = SourceUnit(1, assignment.reference.name, source)
-    parsed = parse_units([unit])
-    if parsed.syntax_errors:
-        raise InternalError(f"reference {assignment.reference}: {parsed.syntax_errors[0].describe()}")
     job = {"mode": "generate", "calls": [call_spec(c, assignment) for c in assignment.cases],
-           **statement_payload(parsed.statements, "reference")}
+           **statement_payload(reference_statements(assignment), "reference")}
     with Worker() as worker:
         result = worker.run(job, timeout)
         return _collect(assignment, result)

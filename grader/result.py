@@ -9,16 +9,17 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-Status = Literal["passed", "failed", "error"]
-STATUSES: tuple[str, ...] = ("passed", "failed", "error")
+Status = Literal["passed", "failed", "error", "pending"]
+STATUSES: tuple[str, ...] = ("passed", "failed", "error", "pending")
 
 
 @dataclass(frozen=True)
 class CheckResult:
     """The outcome of one graded case.
 
-    ``status`` is ``passed``, ``failed`` (the code ran and gave a wrong answer) or
-    ``error`` (the student's code could not run: syntax error, exception, crash, timeout).
+    ``status`` is ``passed``, ``failed`` (the code ran and gave a wrong answer),
+    ``error`` (the student's code could not run: syntax error, exception, crash, timeout)
+    or ``pending`` (a hidden case in a student's local check: graded after submission).
     ``reason`` is one line for tables; ``details`` the longer explanation.
     """
 
@@ -53,6 +54,8 @@ class Report:
     execution_time: float = 0.0
     #: Maximum score when no checks could be listed (unreadable submission).
     declared_max_score: float | None = None
+    #: True for a student's local check: public cases only, hidden ones pending.
+    local: bool = False
 
     @property
     def score(self) -> float:
@@ -64,12 +67,18 @@ class Report:
         """The sum of the checks' maximum scores."""
         if not self.checks and self.declared_max_score is not None:
             return self.declared_max_score
-        return round(sum(c.max_score for c in self.checks), 6)
+        return round(sum(c.max_score for c in self.checks if c.status != "pending"), 6)
+
+    @property
+    def pending_points(self) -> float:
+        """Points of hidden cases not graded here (a local check)."""
+        return round(sum(c.max_score for c in self.checks if c.status == "pending"), 6)
 
     @property
     def all_passed(self) -> bool:
-        """True when the submission was graded and every check passed."""
-        return self.problem is None and bool(self.checks) and all(c.status == "passed" for c in self.checks)
+        """True when the submission was graded and every check that ran passed."""
+        ran = [c for c in self.checks if c.status != "pending"]
+        return self.problem is None and bool(ran) and all(c.status == "passed" for c in ran)
 
     def to_dict(self) -> dict[str, Any]:
         """A plain dict (the ``--format json`` output)."""
@@ -78,6 +87,7 @@ class Report:
         d["notes"] = list(self.notes)
         d["score"] = self.score
         d["max_score"] = self.max_score
+        d["pending_points"] = self.pending_points
         return d
 
     @classmethod

@@ -114,6 +114,8 @@ def run_job(job: dict[str, Any], channel: Channel) -> None:
 def run_call(spec: dict[str, Any], namespace: dict[str, Any], given: dict[str, torch.Tensor],
              tensors: dict[str, torch.Tensor], record: dict[str, Any], generate: bool) -> None:
     """One case: build, load parameters, run forward (and backward / perturbed forward)."""
+    if spec.get("static_only"):
+        return
     record["phase"] = "build"
     cls = namespace.get(spec["target"])
     if cls is None:
@@ -179,11 +181,12 @@ def make_inputs(spec: dict[str, Any], given: dict[str, torch.Tensor]) -> None:
     """Seeded inputs and mask (generate mode)."""
     g = torch.Generator().manual_seed(spec["seed"])
     for name, shape in spec["inputs"].items():
+        dtype = getattr(torch, spec.get("dtypes", {}).get(name, "float32"))
         if isinstance(shape[0], list):
             for i, s in enumerate(shape):
-                given[f"in/{name}.{i}"] = torch.randn(s, generator=g)
+                given[f"in/{name}.{i}"] = torch.randn(s, generator=g).to(dtype)
         else:
-            given[f"in/{name}"] = torch.randn(shape, generator=g)
+            given[f"in/{name}"] = torch.randn(shape, generator=g).to(dtype)
     if spec["mask"]:
         given["in/mask"] = make_mask(spec)
 
@@ -196,6 +199,8 @@ def make_mask(spec: dict[str, Any]) -> torch.Tensor:
     rank = spec["mask_rank"] or len(q_shape)
     n_q, n_k = q_shape[-2], k_shape[-2]
     kind = spec["mask"]["kind"]
+    if kind == "custom":
+        return torch.tensor(spec["mask"]["values"]).bool()
     if kind == "padding":
         lengths = torch.tensor(spec["mask"]["lengths"])
         keep = torch.arange(n_k)[None, :] < lengths[:, None]

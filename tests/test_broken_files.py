@@ -10,6 +10,9 @@ import nbformat
 import pytest
 
 from conftest import ROOT, run_grade
+from grader.assignments import get_assignment
+
+MHA_MAX = get_assignment(ROOT, "mha").max_score
 
 FILLED = ROOT / "tests" / "submissions" / "mha" / "filled.ipynb"
 
@@ -56,7 +59,7 @@ def test_broken_file(tmp_path, name):
     assert p.returncode == code, p.stderr
     assert "Traceback" not in p.stdout + p.stderr
     data = json.loads(p.stdout)
-    assert data["score"] == 0 and data["max_score"] == 26 and words in data["output"]
+    assert data["score"] == 0 and data["max_score"] == MHA_MAX and words in data["output"]
 
 
 def test_without_assignment_a_broken_file_is_still_a_report(tmp_path):
@@ -82,7 +85,7 @@ def test_nbformat_v3_is_upgraded_and_graded(tmp_path):
     path.write_text(json.dumps(v3))
     p = run_grade(str(path), "--format", "json")
     assert p.returncode == 0, p.stdout + p.stderr
-    assert json.loads(p.stdout)["score"] == 26
+    assert json.loads(p.stdout)["score"] == MHA_MAX
 
 
 def test_tens_of_megabytes_of_images_still_grade_in_seconds(tmp_path):
@@ -96,5 +99,5 @@ def test_tens_of_megabytes_of_images_still_grade_in_seconds(tmp_path):
     assert path.stat().st_size > 30e6
     start = time.perf_counter()
     p = run_grade(str(path), "--format", "json")
-    assert p.returncode == 0 and json.loads(p.stdout)["score"] == 26
+    assert p.returncode == 0 and json.loads(p.stdout)["score"] == MHA_MAX
     assert time.perf_counter() - start < 15

@@ -4,8 +4,8 @@ The grader trusts `reference/` to produce the expected outputs of every case, so
 compare it with PyTorch's own implementations (F.scaled_dot_product_attention,
 nn.MultiheadAttention, nn.LSTMCell, nn.LSTM) and with a small example worked by hand.
 """
-import importlib.util
 import math
+import types
 from pathlib import Path
 
 import pytest
@@ -18,11 +18,14 @@ ATOL, RTOL = 1e-5, 1e-4
 
 
 def _load(name):
-    path = REPO / "reference" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(f"reference_{name}_under_test", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    """The graded classes of reference/<name>.ipynb, executed here (the reference is trusted)."""
+    from grader.assignments import get_assignment
+    from grader.reference import reference_statements
+
+    namespace = {"__name__": f"reference_{name}_under_test"}
+    for st in reference_statements(get_assignment(REPO, name)):
+        exec(compile("\n" * (st.lineno - 1) + st.source, f"<reference {name} {st.unit.label}>", "exec"), namespace)
+    return types.SimpleNamespace(**namespace)
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,87 @@
+"""``grade validate``: is an assignment consistent, and do its committed files match a release?
+
+Checks, each a plain finding: the reference gets full marks; the released template gets 0
+with clean "not implemented yet" reasons; the committed template and public fixtures equal
+a fresh release; every case has points and targets a class the reference defines.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from grader.cases import Assignment
+from grader.config import GradeConfig
+from grader.release import bundle_paths, read_notebook_json, release, template_notebook
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One validation check: what was checked, whether it held, and why not."""
+
+    assignment: str
+    check: str
+    ok: bool
+    detail: str = ""
+
+
+def validate(assignment: Assignment, config: GradeConfig, update: bool = False) -> list[Finding]:
+    """Validate one assignment; with ``update``, rewrite the committed template and fixtures first."""
+    from grader.grading import grade_submission
+
+    findings: list[Finding] = []
+
+    def add(check: str, ok: bool, detail: str = "") -> None:
+        findings.append(Finding(assignment.name, check, ok, detail))
+
+    bad_points = [c.id for c in assignment.cases if c.points <= 0]
+    add("every case has points", not bad_points, f"no points: {bad_points}" if bad_points else "")
+    unused = [t for t in assignment.targets if not any(c.target == t for c in assignment.cases)]
+    add("every target has a case", not unused, f"no case for {unused}" if unused else "")
+    config = dataclasses.replace(config, assignment=assignment.name, root=assignment.folder.parent.parent)
+
+    ref = grade_submission(assignment.reference, config)
+    missing = [c.name for c in ref.checks if c.status != "passed"]
+    add("the reference gets full marks", ref.all_passed and ref.score == assignment.max_score,
+        f"{ref.score:g}/{ref.max_score:g}; not passed: {missing}" if missing else "")
+
+    with tempfile.TemporaryDirectory(prefix="grader-validate-") as tmp:
+        fresh = release(assignment, Path(tmp), config.cache_dir, config.use_cache)
+        template = assignment.folder / f"{assignment.name}.ipynb"
+        if update:
+            template.write_text(fresh.notebook.read_text(encoding="utf-8"), encoding="utf-8")
+            for name in ("public.safetensors", "public.json"):
+                (assignment.folder / name).write_bytes((fresh.cases.parent / name).read_bytes())
+        same = template.is_file() and read_notebook_json(template) == read_notebook_json(fresh.notebook)
+        add("the committed template equals a fresh release", same,
+            "" if same else f"{template} differs; run `grade validate {assignment.name} --update`")
+        add("the committed public fixtures equal a fresh release", *_same_fixtures(assignment, fresh.cases.parent))
+
+        student = grade_submission(fresh.notebook, config)
+        unclean = [c.name for c in student.checks
+                   if c.status != "error" or not c.reason.startswith("not implemented yet")]
+        add("the released template gets 0, every case 'not implemented yet'",
+            student.score == 0 and not unclean, f"{student.score:g} points; unclear: {unclean}" if unclean else "")
+    return findings
+
+
+def _same_fixtures(assignment: Assignment, fresh_folder: Path) -> tuple[bool, str]:
+    from safetensors.numpy import load_file
+
+    committed = assignment.folder / "public.safetensors"
+    if not committed.is_file() or not (assignment.folder / "public.json").is_file():
+        return False, f"{committed} is missing; run `grade validate {assignment.name} --update`"
+    old, new = load_file(str(committed)), load_file(str(fresh_folder / "public.safetensors"))
+    if set(old) != set(new):
+        return False, f"tensors differ: {sorted(set(old) ^ set(new))[:5]}"
+    for k in new:  # tolerance, not bytes: another CPU may round the last bit differently
+        if old[k].shape != new[k].shape or not np.allclose(old[k], new[k], rtol=1e-5, atol=1e-6):
+            return False, f"{k} differs from a fresh release"
+    if json.loads((assignment.folder / "public.json").read_text()) != json.loads(
+            (fresh_folder / "public.json").read_text()):
+        return False, "public.json differs from a fresh release"
+    return True, ""
