@@ -88,15 +88,24 @@ def check_shape(case: Case, target: Target, ref: Tensors, ref_record: dict, stu:
 
 
 def check_match(case: Case, target: Target, ref: Tensors, ref_record: dict, stu: Tensors, stu_record: dict) -> list[str]:
-    """Outputs equal the reference's within the case's tolerance, in data-flow order."""
+    """Outputs equal the reference's within tolerance; the first that diverges (in data-flow
+    order) is explained, the ones after it are listed as following from it."""
     names = list(case.compare) or _output_order(case, target, ref)
-    problems = []
+    problems: list[str] = []
+    downstream: list[str] = []
     for name in names:
         exp, got = ref.get("out/" + name), stu.get("out/" + name)
         if got is None:
             problems.append(f"`{name}` is missing, so it cannot be compared")
             continue
-        problems += _value_problem(name, exp, got, case)
+        found = _value_problem(name, exp, got, case)
+        if found and any("differs" in p or " is " in p for p in problems):
+            downstream.append(name)
+        else:
+            problems += found
+    if downstream:
+        problems.append(f"{', '.join(f'`{n}`' for n in downstream)} differ too, which may follow from the first "
+                        "difference above")
     return problems
 
 

@@ -148,7 +148,7 @@ def _evaluate(assignment: Assignment, reference: ReferenceRun, run: StudentRun, 
     for case in assignment.cases:
         if case.id not in reference.records:  # a hidden case in a student bundle
             checks.append(CheckResult(case.id, case.name, case.target, "pending", 0.0, case.points,
-                                      f"graded after submission ({case.points:g} points)", "", "hidden"))
+                                      f"graded after submission ({case.points:g} point{'' if case.points == 1 else 's'})", "", "hidden"))
             continue
         record = run.calls.get(case.id)
         if record is not None and case.target in policy:

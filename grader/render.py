@@ -13,7 +13,8 @@ from typing import Any
 from grader.result import CheckResult, Report
 
 FORMATS = ("rich", "json", "gradescope", "junit", "csv")
-_STATUS_STYLE = {"passed": ("PASS", "bold green"), "failed": ("FAIL", "bold red"), "error": ("ERROR", "bold yellow")}
+_STATUS_STYLE = {"passed": ("PASS", "bold green"), "failed": ("FAIL", "bold red"), "error": ("ERROR", "bold yellow"),
+                 "pending": ("LATER", "dim")}
 
 
 def render(report: Report, fmt: str) -> str:
@@ -54,14 +55,18 @@ def rich_renderable(report: Report) -> Any:
             label, style = _STATUS_STYLE[c.status]
             table.add_row(c.name, f"{_points(c.score)}/{_points(c.max_score)}", Text(label, style=style), c.reason)
         table.add_section()
-        table.add_row(Text("Total", style="bold"), Text(f"{_points(report.score)}/{_points(report.max_score)}",
-                                                        style="bold"), "", "")
+        label = "Total, public cases only" if report.local else "Total"
+        table.add_row(Text(label, style="bold"), Text(f"{_points(report.score)}/{_points(report.max_score)}",
+                                                      style="bold"), "", "")
+        if report.pending_points:
+            table.add_row(Text("Hidden cases"), Text(f"?/{_points(report.pending_points)}"), "",
+                          "graded after you submit; not included in the total above")
         parts.append(table)
     else:
         parts.append(Text(f"Total: {_points(report.score)}/{_points(report.max_score)}", style="bold"))
     groups: dict[str, list[str]] = {}  # identical details are shown once, under every name they concern
     for c in report.checks:
-        if c.status != "passed" and _extra(c):
+        if c.status not in ("passed", "pending") and _extra(c):
             groups.setdefault(_extra(c), []).append(c.name)
     if groups:
         parts.append(Text("Details", style="bold"))
@@ -127,9 +132,12 @@ def to_gradescope(report: Report) -> str:
             {"name": c.name, "score": c.score, "max_score": c.max_score,
              "status": "passed" if c.status == "passed" else "failed",
              "output": _test_output(c), "visibility": c.visibility}
-            for c in report.checks
+            for c in report.checks if c.status != "pending"
         ],
     }
+    if report.pending_points:
+        data["output"] += (f"\nLocal check: {_points(report.pending_points)} points in hidden cases are graded "
+                           "after submission and are not included.")
     return json.dumps(data, indent=2, ensure_ascii=False) + "\n"
 
 
@@ -139,6 +147,7 @@ def to_junit(report: Report) -> str:
         "name": report.assignment or "submission",
         "tests": str(max(len(report.checks), 1 if report.problem else 0)),
         "failures": str(sum(c.status == "failed" for c in report.checks)),
+        "skipped": str(sum(c.status == "pending" for c in report.checks)),
         "errors": str(sum(c.status == "error" for c in report.checks) + (1 if report.problem else 0)),
         "time": f"{report.execution_time:.3f}",
     })
@@ -152,7 +161,9 @@ def to_junit(report: Report) -> str:
         ET.SubElement(tc, "error", {"message": report.problem}).text = report.problem
     for c in report.checks:
         tc = ET.SubElement(suite, "testcase", {"classname": c.target, "name": c.name, "time": f"{c.duration:.3f}"})
-        if c.status != "passed":
+        if c.status == "pending":
+            ET.SubElement(tc, "skipped", {"message": c.reason})
+        elif c.status != "passed":
             tag = "failure" if c.status == "failed" else "error"
             ET.SubElement(tc, tag, {"message": c.reason}).text = _test_output(c)
     if report.notes:
