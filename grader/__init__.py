@@ -11,12 +11,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-__all__ = ["GradeConfig", "Report", "CheckResult", "grade_submission"]
+__all__ = ["GradeConfig", "Report", "CheckResult", "grade_submission", "check"]
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:  # pragma: no cover
     from grader.config import GradeConfig
     from grader.grading import grade_submission
+    from grader.local import check
     from grader.result import CheckResult, Report
 
 
@@ -25,6 +26,9 @@ def __getattr__(name: str) -> Any:
     if name == "GradeConfig":
         from grader.config import GradeConfig
         return GradeConfig
+    if name == "check":
+        from grader.local import check
+        return check
     if name == "grade_submission":
         from grader.grading import grade_submission
         return grade_submission

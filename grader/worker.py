@@ -243,15 +243,22 @@ def call_args(spec: dict[str, Any], given: dict[str, torch.Tensor], prefix: str)
 def invoke(module: torch.nn.Module, spec: dict[str, Any], args: list, kwargs: dict) -> dict[str, Any]:
     """Call forward (or unroll a recurrent cell) and name what comes back."""
     if spec["call"] == "unroll":
+        # A recurrent cell: forward(x_t, state) returns the next state, h or (h, c).
         x, state, hs = args[0], None, []
         for t in range(x.shape[1]):
             result = module(x[:, t], state)
-            if not (isinstance(result, tuple) and len(result) == 2):
-                raise StudentAPIError(f"{spec['target']}.forward must return a tuple (h_next, c_next), "
+            if isinstance(result, torch.Tensor):
+                hs.append(result)
+            elif isinstance(result, tuple) and len(result) == 2:
+                hs.append(result[0])
+            else:
+                raise StudentAPIError(f"{spec['target']}.forward must return the next state, h or (h, c); "
                                       f"got {describe_value(result)}")
             state = result
-            hs.append(result[0])
-        return {"h_seq": torch.stack(hs, dim=1), "c_last": state[1]}
+        outputs = {"h_seq": torch.stack(hs, dim=1)}
+        if isinstance(state, tuple):
+            outputs["c_last"] = state[1]
+        return outputs
     result = module(*args, **kwargs)
     returns = spec["returns"]
     if returns == "dict":
