@@ -68,7 +68,7 @@ def test_unreadable_gradescope():
 def test_junit():
     assert render(REPORT, "junit") == """\
 <?xml version="1.0" encoding="utf-8"?>
-<testsuite name="mha" tests="3" failures="1" errors="1" time="1.250">
+<testsuite name="mha" tests="3" failures="1" skipped="0" errors="1" time="1.250">
   <properties>
     <property name="submission" value="s.ipynb" />
     <property name="score" value="1" />
