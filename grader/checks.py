@@ -6,6 +6,7 @@ the student's code could not run, ``failed`` when it ran and gave a wrong answer
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any, Callable
 
@@ -286,3 +287,16 @@ def _index(idx: tuple) -> str:
 
 def _kwargs(init: dict[str, Any]) -> str:
     return ", ".join(f"{k}={v!r}" for k, v in init.items())
+
+
+def with_diagnosis(result: CheckResult, names_and_hints: list[tuple[str, str]]) -> CheckResult:
+    """The result led by the known mistake(s) its outputs match; what differs moves to the details."""
+    if not names_and_hints or result.status == "passed":
+        return result
+    if len(names_and_hints) == 1:
+        name, hint = names_and_hints[0]
+        reason = f"Known mistake: {name}. {hint}".strip()
+    else:
+        reason = "Known mistake, one of: " + "; ".join(name for name, _ in names_and_hints)
+    details = "\n".join(x for x in (result.reason, result.details) if x)
+    return dataclasses.replace(result, reason=reason, details=details)

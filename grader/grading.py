@@ -18,12 +18,13 @@ from safetensors.numpy import load_file
 
 from grader.assignments import get_assignment, infer_assignment
 from grader.cases import Assignment
-from grader.checks import describe_student_error, evaluate_case
+from grader.checks import describe_student_error, evaluate_case, with_diagnosis
 from grader.config import GradeConfig
 from grader.errors import InternalError, SubmissionUnreadable, UsageError
 from grader.protocol import call_spec, clean_record, statement_payload
 from grader.policy import forbidden_uses
-from grader.reference import ReferenceRun, expected_outputs
+from grader.mistakes import diagnose, load_mistakes, variant_runs
+from grader.reference import ReferenceRun, expected_outputs, fingerprint
 from grader.result import CheckResult, Report
 from grader.runner import Worker
 from grader.sandbox import describe, resolve_mode
@@ -82,7 +83,9 @@ def grade_submission(path: str | Path, config: GradeConfig | None = None) -> Rep
         policy = {t.name: forbidden_uses(slice_for(parsed, [t.name]).statements, t.forbid)
                   for t in assignment.targets.values() if t.forbid and t.name not in sliced.missing}
         checks = _evaluate(assignment, reference, run, sliced, policy)
-    local = len(runnable) < len(assignment.cases)
+        local = len(runnable) < len(assignment.cases)
+        if not local and any(c.status in ("failed", "error") for c in checks):
+            checks = _diagnose(assignment, checks, run, inputs, config)
     notes = [detail for _, detail in sliced.missing.values()] + list(sliced.notes)
     notes += [e.describe() for e in parsed.syntax_errors if not _explains_missing(e, sliced)]
     notes += [f"{describe_student_error(e, None, '')} (this statement was skipped)" for e in run.exec_errors]
@@ -162,6 +165,26 @@ def _evaluate(assignment: Assignment, reference: ReferenceRun, run: StudentRun, 
                                     reference.records[case.id], tensors, record, unavailable,
                                     assignment.custom_checks))
     return checks
+
+
+def _diagnose(assignment: Assignment, checks: list[CheckResult], run: StudentRun, inputs: Path,
+              config: GradeConfig) -> list[CheckResult]:
+    """Name the known mistakes that failed cases' outputs match (see grader.mistakes)."""
+    mistakes = load_mistakes(assignment.folder)
+    if not mistakes:
+        return checks
+    variants = variant_runs(assignment, inputs, fingerprint(assignment), config.cache_dir, config.use_cache)
+    reference = expected_outputs(assignment, config.cache_dir, config.use_cache)
+    cases = {c.id: c for c in assignment.cases}
+    out = []
+    for result in checks:
+        if result.status in ("failed", "error") and result.case_id in run.calls:
+            case = cases[result.case_id]
+            found = diagnose(case, reference.for_case(case.id), _load_tensors(run.files.get(case.id)),
+                             run.calls[case.id], variants, mistakes)
+            result = with_diagnosis(result, [(m.name, m.hint) for m in found])
+        out.append(result)
+    return out
 
 
 def _load_tensors(path: Path | None) -> dict[str, Any]:

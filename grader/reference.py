@@ -60,6 +60,11 @@ class ReferenceRun:
         save_file(given, str(path))
 
 
+def fingerprint(assignment: Assignment) -> str:
+    """What the reference's outputs depend on: reference, cases, worker code, torch version."""
+    return _fingerprint(assignment)
+
+
 def _fingerprint(assignment: Assignment) -> str:
     h = hashlib.sha256(CACHE_VERSION.encode())
     for path in (assignment.reference, assignment.cases_file, Path(__file__).with_name("worker.py"),

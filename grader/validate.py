@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from grader.cases import Assignment
+from grader.errors import CaseFileError
 from grader.config import GradeConfig
 from grader.release import bundle_paths, read_notebook_json, release, template_notebook
 
@@ -43,6 +44,15 @@ def validate(assignment: Assignment, config: GradeConfig, update: bool = False) 
     unused = [t for t in assignment.targets if not any(c.target == t for c in assignment.cases)]
     add("every target has a case", not unused, f"no case for {unused}" if unused else "")
     config = dataclasses.replace(config, assignment=assignment.name, root=assignment.folder.parent.parent)
+    try:
+        from grader.mistakes import apply_edits, load_mistakes
+        from grader.submission import read_submission
+        units = read_submission(assignment.reference).units
+        for m in load_mistakes(assignment.folder):
+            apply_edits(units, m, str(assignment.folder / "mistakes.toml"))
+        add("every known mistake applies to the reference", True)
+    except CaseFileError as e:
+        add("every known mistake applies to the reference", False, str(e))
 
     ref = grade_submission(assignment.reference, config)
     missing = [c.name for c in ref.checks if c.status != "passed"]

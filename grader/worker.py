@@ -138,6 +138,7 @@ def run_call(spec: dict[str, Any], namespace: dict[str, Any], given: dict[str, t
         load_params(module, {k[len("params/"):]: v for k, v in given.items() if k.startswith("params/")}, spec)
     args, kwargs = call_args(spec, given, "in/")
     record["phase"] = "forward"
+    torch.manual_seed(spec["seed"] + 1)  # any randomness in forward draws the same numbers for everyone
     with torch.set_grad_enabled(spec["grad"]):
         outputs = invoke(module, spec, args, kwargs)
     for k, v in outputs.items():
@@ -150,6 +151,7 @@ def run_call(spec: dict[str, Any], namespace: dict[str, Any], given: dict[str, t
         if generate:
             perturb_inputs(spec, given, tensors)
         args, kwargs = call_args(spec, given, "pin/")
+        torch.manual_seed(spec["seed"] + 1)
         with torch.no_grad():
             pout = invoke(module, spec, args, kwargs)
         for k, v in pout.items():

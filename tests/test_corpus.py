@@ -13,6 +13,7 @@ import pytest
 
 from conftest import ROOT, SUBMISSIONS
 from grader import grade_submission
+from grader.mistakes import load_mistakes
 from grader.render import render
 
 EXPECTED = tomllib.loads((SUBMISSIONS / "expected.toml").read_text(encoding="utf-8"))
@@ -44,8 +45,28 @@ def test_submission_outcome(relpath):
              for cid in statuses if statuses[cid] != expected[cid]}
     assert not wrong, "\n".join(f"{k}: {v}" for k, v in wrong.items())
     assert report.score == sum(c.max_score for c in report.checks if c.status == "passed")
+    _check_diagnosis(relpath, spec, report)
     text = render(report, "rich")
     assert "Traceback" not in text and "grader/" not in text
     for c in report.checks:
         if c.status != "passed":
             assert c.reason, f"{c.case_id} lost points without a reason"
+
+
+def _check_diagnosis(relpath, spec, report):
+    """Each known mistake is named in every case it fails, by its own name; nothing else is named."""
+    named = [c for c in report.checks if c.reason.startswith("Known mistake")]
+    if "mistake" not in spec:
+        assert named == [], f"{relpath} got a diagnosis: {named[0].reason}"
+        return
+    mistakes = {m.id: m for m in load_mistakes(ROOT / "assignments" / report.assignment)}
+    expected = f"Known mistake: {mistakes[spec['mistake']].name}."
+    lost = [c for c in report.checks if c.status in ("failed", "error")]
+    assert lost and all(c.reason.startswith(expected) for c in lost), \
+        [(c.case_id, c.reason) for c in lost if not c.reason.startswith(expected)]
+
+
+def test_every_declared_mistake_has_a_submission():
+    declared = {m.id for name in ("mha", "lstm") for m in load_mistakes(ROOT / "assignments" / name)}
+    covered = {spec["mistake"] for spec in EXPECTED.values() if "mistake" in spec}
+    assert declared == covered, f"mistakes without a submission: {declared - covered}"

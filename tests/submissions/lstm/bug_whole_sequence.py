@@ -1,4 +1,4 @@
-# Bug: classifier applies lin to rnn_out.mean(dim=1) (average over time) instead of the last step; LSTMCell correct.
+# Bug: the classifier gets the whole sequence, lin(rnn_out), [N, L, ydim] instead of [N, ydim]; LSTMCell correct.
 import math
 
 import torch
@@ -28,7 +28,7 @@ class RecurrentNeuralNetworkClass(nn.Module):
         rnn_out, (hn, cn) = self.rnn(x, (h0, c0))
         # x:[N x L x Q] => rnn_out:[N x L x D]
         # Linear
-        out = self.lin(rnn_out.mean(dim=1))
+        out = self.lin(rnn_out)
         return out
 
 
