@@ -55,7 +55,7 @@ def evaluate_case(case: Case, target: Target, ref: Tensors, ref_record: dict[str
         problems += function(case, target, ref, ref_record, stu, stu_record)
     if not problems:
         return result("passed", "")
-    return result("failed", problems[0], "\n".join(problems))
+    return result("failed", problems[0].split("\n")[0], "\n".join(problems))
 
 
 def describe_student_error(err: dict[str, Any], phase: str | None, target: str) -> str:
@@ -243,12 +243,27 @@ def _value_problem(name: str, exp: np.ndarray, got: np.ndarray, case: Case, grad
     diff = np.where(np.isfinite(g), np.abs(g - e), np.inf)
     idx = np.unravel_index(int(np.argmax(np.where(bad, diff, -1))), e.shape) if e.ndim else ()
     label = name if grad else f"`{name}`"
-    msg = (f"{label} differs from the reference: max abs diff {float(diff[bad].max()):.3g} at{_index(idx)} "
-           f"(expected {e[idx]:.5g}, got {g[idx]:.5g}; {int(bad.sum())} of {bad.size} values off)")
+    live = bad & np.isfinite(g) & (np.abs(e) > case.atol)
+    rel = float((np.abs(g - e)[live] / np.abs(e)[live]).max()) if live.any() else float("inf")
+    msg = (f"{label} differs from the reference: max abs diff {float(diff[bad].max()):.3g}, max rel diff "
+           f"{rel:.3g}, at{_index(idx)} (expected {e[idx]:.5g}, got {g[idx]:.5g}; {int(bad.sum())} of "
+           f"{bad.size} values off)")
+    if name == "h_seq" and e.ndim == 3:  # an unrolled recurrence: name the first step that goes wrong
+        first = int(np.argmax(bad.any(axis=(0, 2))))
+        msg += f"; the first time step that differs is t={first}" + (" (the very first step)" if first == 0 else "")
     if not np.isfinite(g).all():
         msg += "; it contains NaN or inf"
+    if e.ndim and e.shape[-1] > 1:
+        row = idx[:-1]
+        msg += f"\n      expected{_index(row)}: {_excerpt(e[row])}\n      got     {_index(row)}: {_excerpt(g[row])}"
     scale = explain_scale(e, g, case, scores=(name == "scores"))
     return [f"{label} is {scale}", msg] if scale else [msg]
+
+
+def _excerpt(row: np.ndarray, n: int = 6) -> str:
+    """The first values of a row, for a side-by-side look."""
+    shown = ", ".join(f"{v:.4g}" if v > MASK_FILL_FLOOR else "masked" for v in row[:n])
+    return f"[{shown}{', …' if row.size > n else ''}]"
 
 
 def explain_scale(exp: np.ndarray, got: np.ndarray, case: Case, scores: bool = False) -> str:
@@ -298,5 +313,6 @@ def with_diagnosis(result: CheckResult, names_and_hints: list[tuple[str, str]]) 
         reason = f"Known mistake: {name}. {hint}".strip()
     else:
         reason = "Known mistake, one of: " + "; ".join(name for name, _ in names_and_hints)
-    details = "\n".join(x for x in (result.reason, result.details) if x)
+    details = result.details if result.details.startswith(result.reason) else \
+        "\n".join(x for x in (result.reason, result.details) if x)
     return dataclasses.replace(result, reason=reason, details=details)
