@@ -316,3 +316,26 @@ def with_diagnosis(result: CheckResult, names_and_hints: list[tuple[str, str]]) 
     details = result.details if result.details.startswith(result.reason) else \
         "\n".join(x for x in (result.reason, result.details) if x)
     return dataclasses.replace(result, reason=reason, details=details)
+
+
+def attention_figure(case: Case, target: Target, ref: Tensors, stu: Tensors) -> dict[str, Any] | None:
+    """The first query-by-key attention map (batch 0, head 0), expected and got, with the mask."""
+    if not target.attention:
+        return None
+    exp, got = ref.get("out/" + target.attention), stu.get("out/" + target.attention)
+    if exp is None or exp.ndim < 2:
+        return None
+    lead = (0,) * (exp.ndim - 2)
+    mask = np.broadcast_to(ref["in/mask"], exp.shape) if "in/mask" in ref else None
+    if got is not None and got.shape == exp.shape and not np.allclose(got, exp, rtol=case.rtol, atol=case.atol):
+        diff = np.nan_to_num(np.abs(got.astype(np.float64) - exp), nan=np.inf)
+        lead = tuple(int(i) for i in np.unravel_index(int(np.argmax(diff)), exp.shape)[:-2])  # where it's worst
+    elif mask is not None and (mask == 0).any():
+        lead = tuple(int(i) for i in np.argwhere(mask == 0)[0][:-2])  # where masking shows
+    figure: dict[str, Any] = {"title": f"{target.attention}{_index(lead)} (batch, head…): queries × keys",
+                              "expected": np.round(exp[lead].astype(np.float64), 4).tolist(), "got": None, "mask": None}
+    if got is not None and got.shape == exp.shape:
+        figure["got"] = np.round(np.nan_to_num(got[lead].astype(np.float64), nan=-1.0), 4).tolist()
+    if mask is not None:
+        figure["mask"] = mask[lead].astype(int).tolist()
+    return figure

@@ -11,7 +11,7 @@ import click
 
 from grader.exitcodes import ExitCode
 
-FORMAT_CHOICES = ("rich", "json", "gradescope", "junit", "csv")
+FORMAT_CHOICES = ("rich", "json", "gradescope", "junit", "csv", "html")
 
 
 class _DefaultCommandGroup(click.Group):

@@ -8,6 +8,7 @@ grader bugs (``InternalError``) and usage mistakes (``UsageError``) raise.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -18,7 +19,7 @@ from safetensors.numpy import load_file
 
 from grader.assignments import get_assignment, infer_assignment
 from grader.cases import Assignment
-from grader.checks import describe_student_error, evaluate_case, with_diagnosis
+from grader.checks import attention_figure, describe_student_error, evaluate_case, with_diagnosis
 from grader.config import GradeConfig
 from grader.errors import InternalError, SubmissionUnreadable, UsageError
 from grader.protocol import call_spec, clean_record, statement_payload
@@ -161,9 +162,11 @@ def _evaluate(assignment: Assignment, reference: ReferenceRun, run: StudentRun, 
             unavailable = sliced.missing[case.target][0]
         else:
             unavailable = run.lost.get(case.id, "not run")
-        checks.append(evaluate_case(case, assignment.targets[case.target], reference.for_case(case.id),
-                                    reference.records[case.id], tensors, record, unavailable,
-                                    assignment.custom_checks))
+        target = assignment.targets[case.target]
+        result = evaluate_case(case, target, reference.for_case(case.id), reference.records[case.id], tensors,
+                               record, unavailable, assignment.custom_checks)
+        figure = attention_figure(case, target, reference.for_case(case.id), tensors)
+        checks.append(dataclasses.replace(result, figures=(figure,)) if figure else result)
     return checks
 
 

@@ -12,7 +12,7 @@ from typing import Any
 
 from grader.result import CheckResult, Report
 
-FORMATS = ("rich", "json", "gradescope", "junit", "csv")
+FORMATS = ("rich", "json", "gradescope", "junit", "csv", "html")
 _STATUS_STYLE = {"passed": ("PASS", "bold green"), "failed": ("FAIL", "bold red"), "error": ("ERROR", "bold yellow"),
                  "pending": ("LATER", "dim")}
 
@@ -23,6 +23,9 @@ def render(report: Report, fmt: str) -> str:
         return render_rich_text(report)
     if fmt not in FORMATS:
         raise ValueError(f"invalid format {fmt!r}, expected one of {', '.join(FORMATS)}")
+    if fmt == "html":
+        from grader.feedback_html import to_html
+        return to_html(report)
     return {"json": to_json, "gradescope": to_gradescope, "junit": to_junit, "csv": to_csv}[fmt](report)
 
 

@@ -33,6 +33,8 @@ class CheckResult:
     details: str = ""
     visibility: str = "visible"
     duration: float = 0.0
+    #: small pictures worth showing (attention maps: expected, got, mask), as plain lists
+    figures: tuple[dict[str, Any], ...] = ()
 
     def __post_init__(self) -> None:
         if self.status not in STATUSES:
@@ -95,6 +97,6 @@ class Report:
         """Inverse of ``to_dict``."""
         fields = {f.name for f in dataclasses.fields(cls)}
         kw = {k: v for k, v in d.items() if k in fields}
-        kw["checks"] = tuple(CheckResult(**c) for c in d.get("checks", ()))
+        kw["checks"] = tuple(CheckResult(**{**c, "figures": tuple(c.get("figures", ()))}) for c in d.get("checks", ()))
         kw["notes"] = tuple(d.get("notes", ()))
         return cls(**kw)

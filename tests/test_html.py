@@ -1,0 +1,41 @@
+"""The HTML feedback file: self-contained, the attention maps drawn, and it renders in Chromium."""
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+
+import pytest
+
+from conftest import ROOT
+from grader import grade_submission
+from grader.render import render
+
+
+@pytest.fixture(scope="module")
+def page():
+    return render(grade_submission(ROOT / "tests" / "submissions" / "mha" / "bug_mask_zero_fill.py"), "html")
+
+
+def test_self_contained(page):
+    assert page.startswith("<!DOCTYPE html>") and "</html>" in page
+    assert not re.search(r"(src|href)=['\"](https?:)?//", page)  # nothing fetched from anywhere
+    assert "<script" not in page
+
+
+def test_failed_attention_cases_show_both_maps_with_masked_cells(page):
+    assert page.count("<section class='case'") == 4  # the four failed mask cases
+    assert page.count("<table class='heat'>") == 8    # reference and yours, for each
+    assert "class='masked off'" in page               # masked cells that got weight are marked
+    assert "Known mistake: masked scores filled with 0 instead of -1e9." in page
+
+
+@pytest.mark.skipif(not shutil.which("chromium"), reason="Chromium is not installed (apt-get install chromium)")
+def test_renders_in_headless_chromium(page, tmp_path):
+    path = tmp_path / "feedback.html"
+    path.write_text(page, encoding="utf-8")
+    p = subprocess.run(["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                        "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                        f"--user-data-dir={tmp_path / 'profile'}", "--dump-dom", path.as_uri()],
+                       capture_output=True, text=True, timeout=60)
+    assert "Feedback on" in p.stdout and p.stdout.count('class="heat"') == 8
