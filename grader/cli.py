@@ -104,91 +104,94 @@ def grade_one(submission: Path, assignment: str | None, fmt: str, output: Path |
     sys.exit(run_and_report(submission, config, fmt, output))
 
 
-def run_and_report(submission: Path, config: "GradeConfig", fmt: str, output: Path | None) -> int:  # noqa: F821
-    """Grade, render, and choose the exit code: the one place exceptions become exit codes."""
+def guarded(action: "Callable[[], int]") -> int:  # noqa: F821
+    """Run a command's work: the one place exceptions become exit codes."""
     from grader.errors import GraderError, UsageError
-    from grader.grading import grade_submission
-    from grader.render import render, rich_renderable
 
     try:
-        report = grade_submission(submission, config)
+        return action()
     except UsageError as e:
         click.echo(f"grade: error: {e}", err=True)
         return ExitCode.USAGE_ERROR
-    except (GraderError, Exception) as e:  # a grader bug is never a student's zero
+    except Exception as e:  # a grader bug is never a student's zero
         click.echo(f"grade: internal error (a problem with the grader, not with the submission): {e}", err=True)
         if not isinstance(e, GraderError):
             import traceback
             traceback.print_exc()
         return ExitCode.INTERNAL_ERROR
-    if output is not None:
-        output.write_text(render(report, fmt), encoding="utf-8")
-    if fmt == "rich" or output is not None:
-        from rich.console import Console
-        Console(highlight=False).print(rich_renderable(report))
-    else:
-        click.echo(render(report, fmt), nl=False)
-    return ExitCode.OK if report.all_passed else ExitCode.CHECKS_FAILED
 
 
-def _course(root: Path | None) -> "Path":
+def run_and_report(submission: Path, config: "GradeConfig", fmt: str, output: Path | None) -> int:  # noqa: F821
+    """Grade, render, and choose the exit code."""
+    from grader.grading import grade_submission
+    from grader.render import render, rich_renderable
+
+    def work() -> int:
+        report = grade_submission(submission, config)
+        if output is not None:
+            output.write_text(render(report, fmt), encoding="utf-8")
+        if fmt == "rich" or output is not None:
+            from rich.console import Console
+            Console(highlight=False).print(rich_renderable(report))
+        else:
+            click.echo(render(report, fmt), nl=False)
+        return ExitCode.OK if report.all_passed else ExitCode.CHECKS_FAILED
+
+    return guarded(work)
+
+
+def _course(root: Path | None) -> Path:
     from grader.config import default_root
     return root.resolve() if root else default_root()
+
+
+_ROOT_OPTION = click.option("--root", type=click.Path(path_type=Path, file_okay=False, exists=True),
+                            help="Course folder [default: $GRADER_ROOT or this checkout].")
 
 
 @main.command("release")
 @click.argument("assignment")
 @click.option("--out", "out", type=click.Path(path_type=Path, file_okay=False), required=True,
               help="Folder to write the student bundle to.")
-@click.option("--root", type=click.Path(path_type=Path, file_okay=False, exists=True),
-              help="Course folder [default: $GRADER_ROOT or this checkout].")
+@_ROOT_OPTION
 def release_cmd(assignment: str, out: Path, root: Path | None) -> None:
     """Write ASSIGNMENT's student bundle: notebook, public case fixtures, no reference."""
     from grader.assignments import get_assignment
     from grader.config import GradeConfig
-    from grader.errors import GraderError, UsageError
     from grader.release import release
 
-    try:
+    def work() -> int:
         a = get_assignment(_course(root), assignment)
         paths = release(a, out, GradeConfig().cache_dir)
-    except UsageError as e:
-        click.echo(f"grade: error: {e}", err=True)
-        sys.exit(ExitCode.USAGE_ERROR)
-    except GraderError as e:
-        click.echo(f"grade: internal error: {e}", err=True)
-        sys.exit(ExitCode.INTERNAL_ERROR)
-    public = sum(c.points for c in a.cases if not c.hidden)
-    click.echo(f"released {a.name} to {out}:\n  {paths.notebook}\n  {paths.cases}\n  {paths.fixtures}\n"
-               f"  {paths.records}\n{public:g} public points, {a.max_score - public:g} hidden points")
+        public = sum(c.points for c in a.cases if not c.hidden)
+        click.echo(f"released {a.name} to {out}:\n  {paths.notebook}\n  {paths.cases}\n  {paths.fixtures}\n"
+                   f"  {paths.records}\n{public:g} public points, {a.max_score - public:g} hidden points")
+        return ExitCode.OK
+
+    sys.exit(guarded(work))
 
 
 @main.command("validate")
 @click.argument("assignments", nargs=-1)
 @click.option("--update", is_flag=True, help="Rewrite the committed template and public fixtures first.")
-@click.option("--root", type=click.Path(path_type=Path, file_okay=False, exists=True),
-              help="Course folder [default: $GRADER_ROOT or this checkout].")
+@_ROOT_OPTION
 def validate_cmd(assignments: tuple[str, ...], update: bool, root: Path | None) -> None:
     """Check ASSIGNMENTS (default: all): reference full marks, template 0, files match a release."""
     from grader.assignments import assignment_names, get_assignment
     from grader.config import GradeConfig
-    from grader.errors import GraderError, UsageError
     from grader.validate import validate
 
-    course = _course(root)
-    failed = False
-    try:
+    def work() -> int:
+        course = _course(root)
+        failed = False
         for name in assignments or assignment_names(course):
             for f in validate(get_assignment(course, name), GradeConfig(root=course), update):
                 failed |= not f.ok
-                click.echo(f"{'ok  ' if f.ok else 'FAIL'} {f.assignment}: {f.check}" + (f" — {f.detail}" if f.detail else ""))
-    except UsageError as e:
-        click.echo(f"grade: error: {e}", err=True)
-        sys.exit(ExitCode.USAGE_ERROR)
-    except GraderError as e:
-        click.echo(f"grade: internal error: {e}", err=True)
-        sys.exit(ExitCode.INTERNAL_ERROR)
-    sys.exit(ExitCode.CHECKS_FAILED if failed else ExitCode.OK)
+                click.echo(f"{'ok  ' if f.ok else 'FAIL'} {f.assignment}: {f.check}"
+                           + (f" — {f.detail}" if f.detail else ""))
+        return ExitCode.CHECKS_FAILED if failed else ExitCode.OK
+
+    sys.exit(guarded(work))
 
 
 if __name__ == "__main__":  # pragma: no cover
