@@ -79,7 +79,8 @@ def main() -> None:
 @click.option("--max-tensor-mb", type=click.IntRange(min=1), metavar="MB",
               help="Largest tensor file a case may return [default: 64].")
 @click.option("--root", type=click.Path(path_type=Path, file_okay=False, exists=True),
-              help="Course folder holding assignments/ and reference/ [default: $GRADER_ROOT, else the nearest folder above SUBMISSION with assignments/, else this checkout].")
+              help="Course folder holding assignments/ and reference/ [default: $GRADER_ROOT, else the "
+                   "nearest folder above SUBMISSION with assignments/, else this checkout].")
 @click.option("--no-cache", is_flag=True, help="Recompute the reference's outputs instead of reusing the cache.")
 def grade_one(submission: Path, assignment: str | None, fmt: str, output: Path | None, timeout: float | None,
               case_timeout: float | None, sandbox: str | None, memory_mb: int | None, cpu_seconds: int | None,

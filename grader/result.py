@@ -6,7 +6,7 @@ compared in tests and rendered by ``grader.render`` in any format.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 Status = Literal["passed", "failed", "error", "pending"]

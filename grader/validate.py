@@ -17,7 +17,7 @@ import numpy as np
 from grader.cases import Assignment
 from grader.errors import CaseFileError
 from grader.config import GradeConfig
-from grader.release import bundle_paths, read_notebook_json, release, template_notebook
+from grader.release import read_notebook_json, release
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ os.environ.setdefault("GRADER_CACHE", tempfile.mkdtemp(prefix="grader-test-cache
 os.environ["GRADER_ROOT"] = str(ROOT)
 
 
-def run_grade(*args: str, timeout: float = 120) -> "subprocess.CompletedProcess[str]":
+def run_grade(*args: str, timeout: float = 120):
     """Run the `grade` command as a user would, in a subprocess."""
     import subprocess
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 import os
 import time
 
-import pytest
 
 from conftest import ROOT
 from grader import GradeConfig, grade_submission
