@@ -109,6 +109,8 @@ def _run_cases(worker: Worker, stack: contextlib.ExitStack, workroot: Path, job:
         run = worker.run(dict(job, calls=calls), max(deadline - time.perf_counter(), 0.1), config.case_timeout)
         if run.internal:
             raise InternalError(f"the grader's worker failed:\n{run.internal}")
+        if not run.started:  # nothing of the submission ran yet: the grader's environment is at fault
+            raise InternalError(f"the grader's worker could not start ({run.stopped}):\n{run.stderr[-2000:]}")
         if attempt == 0:
             merged.exec_errors = run.exec_errors
         for cid, raw in run.calls.items():

@@ -31,6 +31,8 @@ from grader.sandbox import Launch, Limits, launch
 MAX_RECORD_BYTES = 1 << 20
 #: Seconds between SIGTERM and SIGKILL.
 KILL_GRACE = 0.5
+#: Seconds a worker may take to start (import torch, read its job) before it counts as broken.
+STARTUP_TIMEOUT = 120.0
 _OUTPUT_FILE = re.compile(r"^\d+\.safetensors$")
 #: Environment variable that tags a worker and everything it starts.
 TOKEN_VAR = "GRADER_WORKER_TOKEN"
@@ -53,6 +55,8 @@ class WorkerRun:
     stderr: str = ""
     duration: float = 0.0
     finished: bool = False
+    #: the worker started and read its job (before that, nothing of the submission had run)
+    started: bool = False
 
 
 class _Capped:
@@ -174,6 +178,7 @@ class Worker:
         buffer = b""
         pending = list(call_ids)
         exec_done = False
+        ready = False
         step_started = time.perf_counter()
         try:
             while True:
@@ -182,7 +187,11 @@ class Worker:
                 if left <= 0:
                     result.stopped = f"ran out of time (the limit for the whole submission is {time_words(self._timeout)})"
                     break
-                if step_timeout is not None:
+                if not ready:  # the worker is still starting: the grader's time, not the submission's
+                    if now - step_started > STARTUP_TIMEOUT:
+                        result.stopped = f"did not start within {time_words(STARTUP_TIMEOUT)}"
+                        break
+                elif step_timeout is not None:
                     step_left = step_started + step_timeout - now
                     if step_left <= 0:
                         result.stopped = f"timed out after {time_words(step_timeout)}"
@@ -208,6 +217,8 @@ class Worker:
                         kind = self._take(line, result, pending, self._nonce)
                         if kind:
                             step_started = time.perf_counter()
+                        if kind == "ready":
+                            ready = result.started = True
                         if kind == "exec":
                             exec_done = True
                         if kind == "internal" and exec_done:
@@ -239,7 +250,7 @@ class Worker:
             result.internal = str(record.get("traceback"))
         elif kind == "done":
             result.finished = True
-        else:
+        elif kind != "ready":
             return None
         return kind
 

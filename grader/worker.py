@@ -67,6 +67,7 @@ def main(argv: list[str]) -> int:
     try:
         job = json.loads(sys.stdin.read())
         channel.stamp(job.pop("nonce", ""))
+        channel.send({"kind": "ready"})  # started: from here on, time counts against the submission
         run_job(job, channel)
     except BaseException:  # a failure of the worker itself, not of the submission
         channel.send({"kind": "internal", "traceback": traceback.format_exc()})

@@ -10,7 +10,7 @@ class Doubler(nn.Module):
         self.lin = nn.Linear(d, d)
 
     def forward(self, x):
-        for _ in range(2000):
+        for _ in range(600):  # about 14 MB per call, 58 MB in all
             print("flood " * 2000)
             print("flood " * 2000, file=sys.stderr)
         return 2 * self.lin(x)
