@@ -86,7 +86,7 @@ def grade_submission(path: str | Path, config: GradeConfig | None = None) -> Rep
         checks = _evaluate(assignment, reference, run, sliced, policy)
         local = len(runnable) < len(assignment.cases)
         if not local and any(c.status in ("failed", "error") for c in checks):
-            checks = _diagnose(assignment, checks, run, inputs, config)
+            checks = _diagnose(assignment, reference, checks, run, inputs, config)
     notes = [detail for _, detail in sliced.missing.values()] + list(sliced.notes)
     notes += [e.describe() for e in parsed.syntax_errors if not _explains_missing(e, sliced)]
     notes += [f"{describe_student_error(e, None, '')} (this statement was skipped)" for e in run.exec_errors]
@@ -172,14 +172,13 @@ def _evaluate(assignment: Assignment, reference: ReferenceRun, run: StudentRun, 
     return checks
 
 
-def _diagnose(assignment: Assignment, checks: list[CheckResult], run: StudentRun, inputs: Path,
-              config: GradeConfig) -> list[CheckResult]:
+def _diagnose(assignment: Assignment, reference: ReferenceRun, checks: list[CheckResult], run: StudentRun,
+              inputs: Path, config: GradeConfig) -> list[CheckResult]:
     """Name the known mistakes that failed cases' outputs match (see grader.mistakes)."""
     mistakes = load_mistakes(assignment.folder)
     if not mistakes:
         return checks
     variants = variant_runs(assignment, inputs, fingerprint(assignment), config.cache_dir, config.use_cache)
-    reference = expected_outputs(assignment, config.cache_dir, config.use_cache)
     cases = {c.id: c for c in assignment.cases}
     out = []
     for result in checks:
@@ -211,4 +210,3 @@ def _unreadable(path: Path, assignment: Assignment | None, reason: str, start: f
     return Report(str(path), assignment.name if assignment else None, (), reason, (), describe(mode),
                   round(time.perf_counter() - start, 3),
                   declared_max_score=assignment.max_score if assignment else 0.0)
-

@@ -110,9 +110,12 @@ def variant_runs(assignment: Assignment, reference_inputs: Path, fingerprint: st
         else:
             todo.append(m)
     if todo:
+        from grader.submission import read_submission
+
         folder.mkdir(parents=True, exist_ok=True)
+        units = read_submission(assignment.reference).units
         with ThreadPoolExecutor(max_workers=2) as pool:
-            for m, run in zip(todo, pool.map(lambda m: _run_variant(assignment, m, reference_inputs), todo)):
+            for m, run in zip(todo, pool.map(lambda m: _run_variant(assignment, units, m, reference_inputs), todo)):
                 tmp_t, tmp_r = folder / f".{m.id}.{os.getpid()}.t", folder / f".{m.id}.{os.getpid()}.r"
                 save_file(run.tensors, str(tmp_t))
                 tmp_r.write_text(json.dumps(run.records))
@@ -122,13 +125,12 @@ def variant_runs(assignment: Assignment, reference_inputs: Path, fingerprint: st
     return runs
 
 
-def _run_variant(assignment: Assignment, mistake: Mistake, inputs: Path) -> VariantRun:
+def _run_variant(assignment: Assignment, reference_units: tuple[SourceUnit, ...], mistake: Mistake,
+                 inputs: Path) -> VariantRun:
     from grader.runner import Worker
     from grader.slicing import parse_units, slice_for
-    from grader.submission import read_submission
 
-    units = apply_edits(read_submission(assignment.reference).units, mistake,
-                        str(assignment.folder / "mistakes.toml"))
+    units = apply_edits(reference_units, mistake, str(assignment.folder / "mistakes.toml"))
     sliced = slice_for(parse_units(units), assignment.classes)
     job = {"mode": "run", "inputs_file": str(inputs),
            "calls": [call_spec(c, assignment) for c in assignment.cases],

@@ -62,10 +62,6 @@ class ReferenceRun:
 
 def fingerprint(assignment: Assignment) -> str:
     """What the reference's outputs depend on: reference, cases, worker code, torch version."""
-    return _fingerprint(assignment)
-
-
-def _fingerprint(assignment: Assignment) -> str:
     h = hashlib.sha256(CACHE_VERSION.encode())
     for path in (assignment.reference, assignment.cases_file, Path(__file__).with_name("worker.py"),
                  Path(__file__).with_name("protocol.py")):
@@ -99,7 +95,7 @@ def reference_outputs(assignment: Assignment, cache_dir: Path, use_cache: bool =
     if not assignment.reference.is_file():
         raise InternalError(f"reference solution {assignment.reference} not found; grading "
                             f"{assignment.name} needs the course's reference/ folder")
-    folder = cache_dir / assignment.name / _fingerprint(assignment)
+    folder = cache_dir / assignment.name / fingerprint(assignment)
     tensors_file, records_file = folder / "expected.safetensors", folder / "records.json"
     if use_cache and tensors_file.is_file() and records_file.is_file():
         return ReferenceRun(load_file(str(tensors_file)), json.loads(records_file.read_text()))

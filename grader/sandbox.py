@@ -174,7 +174,17 @@ def _in_venv() -> bool:
     return sys.prefix != sys.base_prefix
 
 
+@functools.lru_cache(maxsize=1)
+def _python_roots() -> tuple[str, ...]:
+    return tuple(_find_python_roots())
+
+
 def python_roots() -> list[str]:
+    """Folders the worker's interpreter needs, read-only (computed once per process)."""
+    return list(_python_roots())
+
+
+def _find_python_roots() -> list[str]:
     """Folders the worker's interpreter needs, read-only: prefixes and site-packages."""
     candidates = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix,
                   str(Path(os.path.realpath(sys.executable)).parent.parent)}
