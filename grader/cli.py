@@ -88,7 +88,7 @@ def grade_one(submission: Path, assignment: str | None, fmt: str, output: Path |
               max_tensor_mb: int | None, root: Path | None, no_cache: bool) -> None:
     """Grade one SUBMISSION (.ipynb or .py) and print its report."""
     from grader.config import GradeConfig
-    from grader.sandbox import Limits
+    from grader.execute.sandbox import Limits
 
     limits = {k: v for k, v in (("memory_mb", memory_mb), ("cpu_seconds", cpu_seconds), ("file_mb", max_file_mb),
                                 ("processes", max_processes), ("output_kb", max_output_kb),
@@ -124,8 +124,8 @@ def guarded(action: "Callable[[], int]") -> int:  # noqa: F821
 
 def run_and_report(submission: Path, config: "GradeConfig", fmt: str, output: Path | None) -> int:  # noqa: F821
     """Grade, render, and choose the exit code."""
-    from grader.grading import grade_submission
-    from grader.render import render, rich_renderable
+    from grader.pipeline import grade_submission
+    from grader.report.render import render, rich_renderable
 
     def work() -> int:
         report = grade_submission(submission, config)
@@ -157,9 +157,9 @@ _ROOT_OPTION = click.option("--root", type=click.Path(path_type=Path, file_okay=
 @_ROOT_OPTION
 def release_cmd(assignment: str, out: Path, root: Path | None) -> None:
     """Write ASSIGNMENT's student bundle: notebook, public case fixtures, no reference."""
-    from grader.assignments import get_assignment
+    from grader.course.assignments import get_assignment
     from grader.config import GradeConfig
-    from grader.release import release
+    from grader.authoring.release import release
 
     def work() -> int:
         a = get_assignment(_course(root), assignment)
@@ -178,9 +178,9 @@ def release_cmd(assignment: str, out: Path, root: Path | None) -> None:
 @_ROOT_OPTION
 def validate_cmd(assignments: tuple[str, ...], update: bool, root: Path | None) -> None:
     """Check ASSIGNMENTS (default: all): reference full marks, template 0, files match a release."""
-    from grader.assignments import assignment_names, get_assignment
+    from grader.course.assignments import assignment_names, get_assignment
     from grader.config import GradeConfig
-    from grader.validate import validate
+    from grader.authoring.validate import validate
 
     def work() -> int:
         course = _course(root)

@@ -5,7 +5,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from grader.sandbox import Limits
+from grader.execute.sandbox import Limits
 
 
 def default_root(near: Path | None = None) -> Path:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from grader.config import GradeConfig
 from grader.errors import UsageError
-from grader.result import Report
+from grader.report.result import Report
 
 
 def find_notebook(folder: Path | None = None) -> Path:
@@ -49,12 +49,12 @@ def _has_grader_metadata(path: Path) -> bool:
 
 def check(path: str | Path | None = None, config: GradeConfig | None = None, show: bool = True) -> Report:
     """Grade ``path`` (default: the open notebook's saved file), show the report, return it."""
-    from grader.grading import grade_submission
+    from grader.pipeline import grade_submission
 
     report = grade_submission(Path(path) if path else find_notebook(), config)
     if show:
         from rich.console import Console
 
-        from grader.render import rich_renderable
+        from grader.report.render import rich_renderable
         Console().print(rich_renderable(report))
     return report

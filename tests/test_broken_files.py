@@ -10,7 +10,7 @@ import nbformat
 import pytest
 
 from conftest import ROOT, run_grade
-from grader.assignments import get_assignment
+from grader.course.assignments import get_assignment
 
 MHA_MAX = get_assignment(ROOT, "mha").max_score
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 import pytest
 
 from conftest import ROOT
-from grader.assignments import assignment_names, get_assignment, infer_assignment
-from grader.cases import load_assignment
+from grader.course.assignments import assignment_names, get_assignment, infer_assignment
+from grader.spec.cases import load_assignment
 from grader.errors import CaseFileError, UsageError
 
 HEAD = """

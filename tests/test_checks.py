@@ -5,8 +5,8 @@ import math
 
 import numpy as np
 
-from grader.cases import Case, Target
-from grader.checks import evaluate_case
+from grader.spec.cases import Case, Target
+from grader.judge.checks import evaluate_case
 
 ATT = Target("Att", ("Q", "K", "V"), ("out", "attention"), attention="attention", final="out",
              key_args=("K", "V"), flow=("attention", "out"))

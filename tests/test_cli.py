@@ -6,7 +6,7 @@ import time
 import xml.etree.ElementTree as ET
 
 from conftest import ROOT, run_grade
-from grader.assignments import get_assignment
+from grader.course.assignments import get_assignment
 
 MHA = get_assignment(ROOT, "mha")
 LSTM = get_assignment(ROOT, "lstm")

@@ -13,8 +13,8 @@ import pytest
 
 from conftest import ROOT, SUBMISSIONS
 from grader import grade_submission
-from grader.mistakes import load_mistakes
-from grader.render import render
+from grader.judge.diagnose import load_mistakes
+from grader.report.render import render
 
 EXPECTED = tomllib.loads((SUBMISSIONS / "expected.toml").read_text(encoding="utf-8"))
 

@@ -18,7 +18,7 @@ import tomllib
 import pytest
 
 from conftest import ROOT, run_grade
-from grader.sandbox import bwrap_usable
+from grader.execute.sandbox import bwrap_usable
 
 HOSTILE = ROOT / "tests" / "hostile"
 COURSE = ROOT / "tests" / "fixtures" / "course"

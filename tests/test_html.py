@@ -9,7 +9,7 @@ import pytest
 
 from conftest import ROOT
 from grader import grade_submission
-from grader.render import render
+from grader.report.render import render
 
 
 @pytest.fixture(scope="module")

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import pytest
 
-from grader.policy import forbidden_uses
-from grader.slicing import parse_units, slice_for
-from grader.submission import SourceUnit
+from grader.plan.policy import forbidden_uses
+from grader.plan.slicing import parse_units, slice_for
+from grader.plan.submission import SourceUnit
 
 FORBID = ("torch.nn.LSTMCell", "torch.lstm_cell", "torch._VF")
 HEAD = "import torch\nimport torch.nn as nn\n"

@@ -11,11 +11,11 @@ import tomllib
 import pytest
 
 from conftest import ROOT, run_grade
-from grader.assignments import assignment_names, get_assignment
-from grader.cases import load_assignment
+from grader.course.assignments import assignment_names, get_assignment
+from grader.spec.cases import load_assignment
 from grader.config import GradeConfig
-from grader.release import blank_solutions, dumps_toml, release, released_cases_toml
-from grader.validate import validate
+from grader.authoring.release import blank_solutions, dumps_toml, release, released_cases_toml
+from grader.authoring.validate import validate
 
 
 @pytest.mark.parametrize("source, expected", [

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import json
 
-from grader.render import render
-from grader.result import CheckResult, Report
+from grader.report.render import render
+from grader.report.result import CheckResult, Report
 
 REPORT = Report("s.ipynb", "mha", (
     CheckResult("a", "SDPA: shapes", "SDPA", "passed", 1, 1),

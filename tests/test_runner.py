@@ -7,8 +7,8 @@ import time
 
 from conftest import ROOT
 from grader import GradeConfig, grade_submission
-from grader.assignments import get_assignment
-from grader.reference import reference_statements
+from grader.course.assignments import get_assignment
+from grader.course.store import reference_statements
 
 GOOD = "\n".join(s.source for s in reference_statements(get_assignment(ROOT, "mha"))) + "\n"
 

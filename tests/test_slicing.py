@@ -1,8 +1,8 @@
 """Slicing: only the statements graded names need run; a SyntaxError spoils only its cell."""
 from __future__ import annotations
 
-from grader.slicing import parse_units, slice_for
-from grader.submission import SourceUnit
+from grader.plan.slicing import parse_units, slice_for
+from grader.plan.submission import SourceUnit
 
 
 def _units(*cells):

@@ -7,7 +7,7 @@ import nbformat
 import pytest
 
 from grader.errors import SubmissionUnreadable, UsageError
-from grader.submission import clean_ipython, read_submission
+from grader.plan.submission import clean_ipython, read_submission
 
 
 def _nb(cells, metadata=None, version=4):

@@ -18,14 +18,14 @@ from typing import Any
 import numpy as np
 from safetensors.numpy import load_file, save_file
 
-from grader import protocol
-from grader.cases import Assignment
+from grader.execute import protocol
+from grader.spec.cases import Assignment
 from grader.errors import InternalError
-from grader.protocol import INPUT_PREFIXES, call_spec, statement_payload
+from grader.execute.protocol import INPUT_PREFIXES, call_spec, statement_payload
 from grader.errors import GraderError
-from grader.runner import Worker, WorkerRun
-from grader.slicing import Statement, parse_units, slice_for
-from grader.submission import read_submission
+from grader.execute.runner import Worker, WorkerRun
+from grader.plan.slicing import Statement, parse_units, slice_for
+from grader.plan.submission import read_submission
 
 CACHE_VERSION = "1"
 
@@ -63,8 +63,8 @@ class ReferenceRun:
 def fingerprint(assignment: Assignment) -> str:
     """What the reference's outputs depend on: reference, cases, worker code, torch version."""
     h = hashlib.sha256(CACHE_VERSION.encode())
-    for path in (assignment.reference, assignment.cases_file, Path(__file__).with_name("worker.py"),
-                 Path(__file__).with_name("protocol.py")):
+    for path in (assignment.reference, assignment.cases_file, Path(__file__).parents[1] / "execute" / "worker.py",
+                 Path(__file__).parents[1] / "execute" / "protocol.py"):
         h.update(path.read_bytes())
     try:
         h.update(importlib.metadata.version("torch").encode())

@@ -1,7 +1,7 @@
 """The plain result model: what a grading run found, with no presentation in it.
 
 Everything here is JSON-able (``to_dict``/``from_dict``) so reports can be stored,
-compared in tests and rendered by ``grader.render`` in any format.
+compared in tests and rendered by ``grader.report.render`` in any format.
 """
 from __future__ import annotations
 

@@ -15,7 +15,7 @@ import re
 import symtable
 from dataclasses import dataclass, field
 
-from grader.submission import SourceUnit
+from grader.plan.submission import SourceUnit
 
 _NOT_DEFINITIONS = (ast.For, ast.AsyncFor, ast.While, ast.With, ast.AsyncWith, ast.Expr)
 

@@ -111,12 +111,12 @@ def bwrap_usable() -> bool:
 
 def launch(mode: str, workdir: Path, shared: list[Path], channel_fd: int, limits: Limits,
            hide: list[Path] | None = None) -> Launch:
-    """The command that starts ``python -m grader.worker`` for ``mode``.
+    """The command that starts ``python -m grader.execute.worker`` for ``mode``.
 
     ``workdir`` holds the worker's writable ``run`` (its cwd) and ``out`` folders;
     ``shared`` are read-only files it may read (the case inputs).
     """
-    package_parent = Path(__file__).resolve().parent.parent
+    package_parent = Path(__file__).resolve().parents[2]
     # A clean environment: nothing of the grader's (tokens, paths, credentials) leaks in.
     env = {k: os.environ[k] for k in ("PATH", "LANG", "LC_ALL", "TERM") if k in os.environ}
     env.update({"OMP_NUM_THREADS": "1", "PYTHONDONTWRITEBYTECODE": "1", "PYTHONNOUSERSITE": "1",
@@ -125,7 +125,7 @@ def launch(mode: str, workdir: Path, shared: list[Path], channel_fd: int, limits
     drop = os.geteuid() == 0 if hasattr(os, "geteuid") else False
     if mode == "none":
         env.update({"PYTHONPATH": str(package_parent), "HOME": str(run_dir), "TMPDIR": str(run_dir)})
-        argv = [sys.executable, "-m", "grader.worker", str(channel_fd)]
+        argv = [sys.executable, "-m", "grader.execute.worker", str(channel_fd)]
         return Launch(argv, env, str(run_dir), _limiter(limits, own_uid=True))
     inner = SANDBOX_ROOT
     env.update({"PYTHONPATH": f"{inner}/pkg", "HOME": f"{inner}/run", "TMPDIR": "/tmp"})
@@ -161,7 +161,7 @@ def launch(mode: str, workdir: Path, shared: list[Path], channel_fd: int, limits
         paths[f] = f"{inner}/shared/{i}-{f.name}"
     for hidden in _hidden_paths([package_parent, *(hide or [])]):
         argv += ["--tmpfs", hidden]
-    argv += ["--chdir", f"{inner}/run", "--", python_executable(), "-m", "grader.worker", str(channel_fd)]
+    argv += ["--chdir", f"{inner}/run", "--", python_executable(), "-m", "grader.execute.worker", str(channel_fd)]
     return Launch(argv, env, str(run_dir), _limiter(limits, own_uid=not drop), paths)
 
 

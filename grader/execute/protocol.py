@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from grader.cases import Assignment, Case
-from grader.slicing import Statement
+from grader.spec.cases import Assignment, Case
+from grader.plan.slicing import Statement
 
 #: Tensor name prefixes inside a call's tensors, e.g. "in/Q", "params/lin_Q.weight".
 INPUT_PREFIXES = ("in/", "params/", "gradw/", "pin/")

@@ -20,10 +20,10 @@ from typing import Any
 import numpy as np
 from safetensors.numpy import load_file, save_file
 
-from grader.cases import Assignment, Case
+from grader.spec.cases import Assignment, Case
 from grader.errors import CaseFileError, InternalError
-from grader.protocol import call_spec, statement_payload
-from grader.submission import SourceUnit
+from grader.execute.protocol import call_spec, statement_payload
+from grader.plan.submission import SourceUnit
 
 Tensors = dict[str, np.ndarray]
 
@@ -110,7 +110,7 @@ def variant_runs(assignment: Assignment, reference_inputs: Path, fingerprint: st
         else:
             todo.append(m)
     if todo:
-        from grader.submission import read_submission
+        from grader.plan.submission import read_submission
 
         folder.mkdir(parents=True, exist_ok=True)
         units = read_submission(assignment.reference).units
@@ -127,8 +127,8 @@ def variant_runs(assignment: Assignment, reference_inputs: Path, fingerprint: st
 
 def _run_variant(assignment: Assignment, reference_units: tuple[SourceUnit, ...], mistake: Mistake,
                  inputs: Path) -> VariantRun:
-    from grader.runner import Worker
-    from grader.slicing import parse_units, slice_for
+    from grader.execute.runner import Worker
+    from grader.plan.slicing import parse_units, slice_for
 
     units = apply_edits(reference_units, mistake, str(assignment.folder / "mistakes.toml"))
     sliced = slice_for(parse_units(units), assignment.classes)

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
-from grader.cases import Assignment
+from grader.spec.cases import Assignment
 from grader.errors import CaseFileError
 from grader.config import GradeConfig
-from grader.release import read_notebook_json, release
+from grader.authoring.release import read_notebook_json, release
 
 
 @dataclass(frozen=True)
@@ -32,7 +32,7 @@ class Finding:
 
 def validate(assignment: Assignment, config: GradeConfig, update: bool = False) -> list[Finding]:
     """Validate one assignment; with ``update``, rewrite the committed template and fixtures first."""
-    from grader.grading import grade_submission
+    from grader.pipeline import grade_submission
 
     findings: list[Finding] = []
 
@@ -45,8 +45,8 @@ def validate(assignment: Assignment, config: GradeConfig, update: bool = False) 
     add("every target has a case", not unused, f"no case for {unused}" if unused else "")
     config = dataclasses.replace(config, assignment=assignment.name, root=assignment.folder.parent.parent)
     try:
-        from grader.mistakes import apply_edits, load_mistakes
-        from grader.submission import read_submission
+        from grader.judge.diagnose import apply_edits, load_mistakes
+        from grader.plan.submission import read_submission
         units = read_submission(assignment.reference).units
         for m in load_mistakes(assignment.folder):
             apply_edits(units, m, str(assignment.folder / "mistakes.toml"))

@@ -10,7 +10,7 @@ import json
 import xml.etree.ElementTree as ET
 from typing import Any
 
-from grader.result import CheckResult, Report
+from grader.report.result import CheckResult, Report
 
 FORMATS = ("rich", "json", "gradescope", "junit", "csv", "html")
 _STATUS_STYLE = {"passed": ("PASS", "bold green"), "failed": ("FAIL", "bold red"), "error": ("ERROR", "bold yellow"),
@@ -24,7 +24,7 @@ def render(report: Report, fmt: str) -> str:
     if fmt not in FORMATS:
         raise ValueError(f"invalid format {fmt!r}, expected one of {', '.join(FORMATS)}")
     if fmt == "html":
-        from grader.feedback_html import to_html
+        from grader.report.html import to_html
         return to_html(report)
     return {"json": to_json, "gradescope": to_gradescope, "junit": to_junit, "csv": to_csv}[fmt](report)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import html
 from typing import Any
 
-from grader.result import CheckResult, Report
+from grader.report.result import CheckResult, Report
 
 _STYLE = """
 body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;margin:2rem;color:#1b1f24;max-width:72rem}

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from grader.cases import Assignment, load_assignment
+from grader.spec.cases import Assignment, load_assignment
 from grader.errors import UsageError
 
 

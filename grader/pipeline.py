@@ -17,20 +17,20 @@ from typing import Any
 
 from safetensors.numpy import load_file
 
-from grader.assignments import get_assignment, infer_assignment
-from grader.cases import Assignment
-from grader.checks import attention_figure, describe_student_error, evaluate_case, with_diagnosis
+from grader.course.assignments import get_assignment, infer_assignment
+from grader.spec.cases import Assignment
+from grader.judge.checks import attention_figure, describe_student_error, evaluate_case, with_diagnosis
 from grader.config import GradeConfig
 from grader.errors import InternalError, SubmissionUnreadable, UsageError
-from grader.protocol import call_spec, clean_record, statement_payload
-from grader.policy import forbidden_uses
-from grader.mistakes import diagnose, load_mistakes, variant_runs
-from grader.reference import ReferenceRun, expected_outputs, fingerprint
-from grader.result import CheckResult, Report
-from grader.runner import Worker
-from grader.sandbox import describe, resolve_mode
-from grader.slicing import ParsedSource, Slice, UnitSyntaxError, parse_units, slice_for
-from grader.submission import Submission, read_submission
+from grader.execute.protocol import call_spec, clean_record, statement_payload
+from grader.plan.policy import forbidden_uses
+from grader.judge.diagnose import diagnose, load_mistakes, variant_runs
+from grader.course.store import ReferenceRun, expected_outputs, fingerprint
+from grader.report.result import CheckResult, Report
+from grader.execute.runner import Worker
+from grader.execute.sandbox import describe, resolve_mode
+from grader.plan.slicing import ParsedSource, Slice, UnitSyntaxError, parse_units, slice_for
+from grader.plan.submission import Submission, read_submission
 
 #: How many fresh workers may replace one that crashed or hung, per submission.
 MAX_RESTARTS = 3
@@ -174,7 +174,7 @@ def _evaluate(assignment: Assignment, reference: ReferenceRun, run: StudentRun, 
 
 def _diagnose(assignment: Assignment, reference: ReferenceRun, checks: list[CheckResult], run: StudentRun,
               inputs: Path, config: GradeConfig) -> list[CheckResult]:
-    """Name the known mistakes that failed cases' outputs match (see grader.mistakes)."""
+    """Name the known mistakes that failed cases' outputs match (see grader.judge.diagnose)."""
     mistakes = load_mistakes(assignment.folder)
     if not mistakes:
         return checks

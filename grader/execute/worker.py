@@ -1,6 +1,6 @@
 """The worker: the only place where submitted (or reference) code runs.
 
-Started by ``grader.runner`` as ``python -m grader.worker CHANNEL_FD``. It imports torch
+Started by ``grader.execute.runner`` as ``python -m grader.execute.worker CHANNEL_FD``. It imports torch
 first (so the import overlaps with the parent's own work), then reads one job from
 stdin, executes the given statements, and for every call builds the module, loads the
 parameters it is given, runs the inputs it is given, and writes plain named tensors to

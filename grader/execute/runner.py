@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from grader.sandbox import Launch, Limits, launch
+from grader.execute.sandbox import Launch, Limits, launch
 
 #: The longest record line accepted on the channel.
 MAX_RECORD_BYTES = 1 << 20
@@ -86,7 +86,7 @@ class _Capped:
 class Worker:
     """A started worker process waiting for its job; use as a context manager.
 
-    ``mode`` is 'bwrap' or 'none' (see ``grader.sandbox``); ``shared`` are read-only
+    ``mode`` is 'bwrap' or 'none' (see ``grader.execute.sandbox``); ``shared`` are read-only
     folders the worker may read (the case inputs); ``hide`` are folders it must never
     see (the course, the reference cache), masked if they sit inside a mounted tree.
     """

@@ -12,9 +12,9 @@ from typing import Any, Callable
 
 import numpy as np
 
-from grader.cases import Case, Target
-from grader.protocol import UNROLL_OUTPUTS
-from grader.result import CheckResult
+from grader.spec.cases import Case, Target
+from grader.execute.protocol import UNROLL_OUTPUTS
+from grader.report.result import CheckResult
 
 Tensors = dict[str, np.ndarray]
 #: How close masked attention weights must be to 0, and rows' sums to 1.
@@ -192,7 +192,7 @@ def check_param_count(case: Case, target: Target, ref: Tensors, ref_record: dict
 
 
 def check_policy(case: Case, target: Target, ref: Tensors, ref_record: dict, stu: Tensors, stu_record: dict) -> list[str]:
-    """No forbidden API is used (found statically by grader.policy before the run)."""
+    """No forbidden API is used (found statically by grader.plan.policy before the run)."""
     return list(stu_record.get("policy", []))
 
 

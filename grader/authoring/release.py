@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from grader.cases import RELEASED_HIDDEN_KEYS, Assignment
+from grader.spec.cases import RELEASED_HIDDEN_KEYS, Assignment
 from grader.errors import UsageError
 
 SOLUTION = "# SOLUTION"
@@ -106,7 +106,7 @@ def bundle_paths(assignment: Assignment, out: Path) -> Bundle:
 
 def release(assignment: Assignment, out: Path, cache_dir: Path, use_cache: bool = True) -> Bundle:
     """Write a student bundle for ``assignment`` into ``out``."""
-    from grader.reference import reference_outputs
+    from grader.course.store import reference_outputs
 
     if assignment.released:
         raise UsageError(f"{assignment.name} is itself a released bundle; release from the course folder")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import ast
 
-from grader.slicing import Statement
+from grader.plan.slicing import Statement
 
 
 def forbidden_uses(statements: tuple[Statement, ...], forbid: tuple[str, ...]) -> list[str]:
