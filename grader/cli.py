@@ -88,7 +88,7 @@ def grade_one(submission: Path, assignment: str | None, fmt: str, output: Path |
               max_tensor_mb: int | None, root: Path | None, no_cache: bool) -> None:
     """Grade one SUBMISSION (.ipynb or .py) and print its report."""
     from grader.config import GradeConfig
-    from grader.execute.sandbox import Limits
+    from grader.config import Limits
 
     limits = {k: v for k, v in (("memory_mb", memory_mb), ("cpu_seconds", cpu_seconds), ("file_mb", max_file_mb),
                                 ("processes", max_processes), ("output_kb", max_output_kb),
@@ -141,13 +141,13 @@ def run_and_report(submission: Path, config: "GradeConfig", fmt: str, output: Pa
     return guarded(work)
 
 
-def _course(root: Path | None) -> Path:
-    from grader.config import default_root
-    return root.resolve() if root else default_root()
+def _course(root: Path | None) -> "Course":  # noqa: F821
+    from grader.course.resolve import resolve_course
+    return resolve_course(root)
 
 
 _ROOT_OPTION = click.option("--root", type=click.Path(path_type=Path, file_okay=False, exists=True),
-                            help="Course folder [default: $GRADER_ROOT or this checkout].")
+                            help="Course folder [default: $GRADER_ROOT, else the course around the current folder, else this checkout].")
 
 
 @main.command("release")
@@ -163,7 +163,7 @@ def release_cmd(assignment: str, out: Path, root: Path | None) -> None:
 
     def work() -> int:
         a = get_assignment(_course(root), assignment)
-        paths = release(a, out, GradeConfig().cache_dir)
+        paths = release(a, out, GradeConfig())
         public = sum(c.points for c in a.cases if not c.hidden)
         click.echo(f"released {a.name} to {out}:\n  {paths.notebook}\n  {paths.cases}\n  {paths.fixtures}\n"
                    f"  {paths.records}\n{public:g} public points, {a.max_score - public:g} hidden points")
@@ -185,8 +185,8 @@ def validate_cmd(assignments: tuple[str, ...], update: bool, root: Path | None) 
     def work() -> int:
         course = _course(root)
         failed = False
-        for name in assignments or assignment_names(course):
-            for f in validate(get_assignment(course, name), GradeConfig(root=course), update):
+        for name in assignments or assignment_names(course.root):
+            for f in validate(get_assignment(course, name), GradeConfig(root=course.root), update):
                 failed |= not f.ok
                 click.echo(f"{'ok  ' if f.ok else 'FAIL'} {f.assignment}: {f.check}"
                            + (f" — {f.detail}" if f.detail else ""))

@@ -5,27 +5,23 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from grader.execute.sandbox import Limits
 
+@dataclass(frozen=True)
+class Limits:
+    """Resource limits of one submission's worker and everything it starts."""
 
-def default_root(near: Path | None = None) -> Path:
-    """The course folder holding ``assignments/`` (and, for instructors, ``reference/``).
-
-    ``$GRADER_ROOT`` if set; else the nearest folder above ``near`` (a submission) that
-    has ``assignments/`` (so a student bundle finds its own fixtures); else the checkout
-    this package lives in (a development or editable install); else the current directory.
-    """
-    env = os.environ.get("GRADER_ROOT")
-    if env:
-        return Path(env).resolve()
-    if near is not None:
-        for folder in Path(near).resolve().parents:
-            if (folder / "assignments").is_dir():
-                return folder
-    here = Path(__file__).resolve().parent.parent
-    if (here / "assignments").is_dir():
-        return here
-    return Path.cwd()
+    #: the memory of all the submission's processes together (resident), and each one's address space
+    memory_mb: int = 4096
+    cpu_seconds: int = 600
+    file_mb: int = 64
+    #: everything the submission may write (under bubblewrap: one sized tmpfs for its folder and /tmp)
+    disk_mb: int = 256
+    processes: int = 64
+    open_files: int = 1024
+    #: how much of stdout and stderr is kept (the rest is counted and dropped)
+    output_kb: int = 64
+    #: largest tensor payload a worker may return for one case
+    tensor_mb: int = 64
 
 
 def default_cache_dir() -> Path:
@@ -42,15 +38,15 @@ class GradeConfig:
     """Options of one grading run.
 
     ``assignment``: force the assignment instead of reading the notebook metadata or
-    inferring it from the classes defined. ``timeout``: wall-clock seconds allowed for
-    all of a submission's code; ``case_timeout``: for its top-level code or any one case.
+    inferring it from the classes defined. ``root``: the course folder (None: found as
+    ``grader.course.resolve`` documents). ``timeout``: wall-clock seconds allowed for all
+    of a submission's code; ``case_timeout``: for its top-level code or any one case.
     ``use_cache``: reuse the reference's cached outputs. ``sandbox``: 'auto' (bubblewrap
     when it works here, else a plain subprocess), 'bwrap' or 'none'; None reads
-    ``$GRADER_SANDBOX``. ``limits``: the worker's resource limits.
+    ``$GRADER_SANDBOX``. ``limits``: the resource limits of the submission's code.
     """
 
     assignment: str | None = None
-    #: the course folder; None finds it from the submission's location (see ``default_root``)
     root: Path | None = None
     cache_dir: Path = field(default_factory=default_cache_dir)
     timeout: float = 120.0
@@ -58,7 +54,3 @@ class GradeConfig:
     use_cache: bool = True
     sandbox: str | None = None
     limits: Limits = field(default_factory=Limits)
-
-    def course_root(self, submission: Path | None = None) -> Path:
-        """The course folder for grading ``submission``."""
-        return self.root if self.root is not None else default_root(submission)

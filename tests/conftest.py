@@ -16,15 +16,21 @@ os.environ.setdefault("GRADER_CACHE", tempfile.mkdtemp(prefix="grader-test-cache
 os.environ["GRADER_ROOT"] = str(ROOT)
 
 
-def run_grade(*args: str, timeout: float = 120):
-    """Run the `grade` command as a user would, in a subprocess."""
+def run_grade(*args: str, timeout: float = 120, env: dict[str, str] | None = None, cwd: Path = ROOT):
+    """Run the `grade` command as a user would, in a subprocess (``env`` adds to the environment)."""
     import subprocess
 
     return subprocess.run([sys.executable, "-m", "grader", *args], capture_output=True, text=True,
-                          timeout=timeout, cwd=ROOT, env={**os.environ, "COLUMNS": "160"})
+                          timeout=timeout, cwd=cwd, env={**os.environ, "COLUMNS": "160", **(env or {})})
 
 
 @pytest.fixture
 def grade_cli():
     """The `grade` command as a function returning CompletedProcess."""
     return run_grade
+
+
+def course(root: Path = ROOT):
+    """The course at ``root``, as a trusted course (as ``--root`` gives it)."""
+    from grader.course.resolve import Course
+    return Course(Path(root), "option")

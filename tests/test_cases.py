@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, course
 from grader.course.assignments import assignment_names, get_assignment, infer_assignment
 from grader.spec.cases import load_assignment
 from grader.errors import CaseFileError, UsageError
@@ -29,7 +29,7 @@ def _load(tmp_path, cases: str):
 def test_shipped_assignments_load():
     assert {"mha", "lstm"} <= set(assignment_names(ROOT))
     for name in ("mha", "lstm"):
-        a = get_assignment(ROOT, name)
+        a = get_assignment(course(), name)
         assert a.cases and a.max_score > 0 and a.reference.is_file()
 
 
@@ -64,13 +64,13 @@ def test_invalid_toml(tmp_path):
 
 def test_unknown_assignment_lists_known_ones():
     with pytest.raises(UsageError, match="known assignments: gru, lstm, mha"):
-        get_assignment(ROOT, "rnn")
+        get_assignment(course(), "rnn")
 
 
 def test_inference():
-    assert infer_assignment(ROOT, {"MultiHeadedAttention"}).name == "mha"
-    assert infer_assignment(ROOT, {"LSTMCell", "Foo"}).name == "lstm"
+    assert infer_assignment(course(), {"MultiHeadedAttention"}).name == "mha"
+    assert infer_assignment(course(), {"LSTMCell", "Foo"}).name == "lstm"
     with pytest.raises(UsageError, match="pass --assignment"):
-        infer_assignment(ROOT, {"Foo"})
+        infer_assignment(course(), {"Foo"})
     with pytest.raises(UsageError, match="ambiguous"):
-        infer_assignment(ROOT, {"LSTMCell", "MultiHeadedAttention"})
+        infer_assignment(course(), {"LSTMCell", "MultiHeadedAttention"})

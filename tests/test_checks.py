@@ -1,12 +1,15 @@
-"""Verdicts from captured records: pure numpy, no worker involved."""
+"""Verdicts from captured observations: pure numpy, no worker involved."""
 from __future__ import annotations
 
 import math
 
 import numpy as np
 
+from grader.execute.observation import Observation
+from grader.execute.protocol import ErrorInfo
+from grader.judge.judge import evaluate_case
+from grader.report.outcomes import Cause
 from grader.spec.cases import Case, Target
-from grader.judge.checks import evaluate_case
 
 ATT = Target("Att", ("Q", "K", "V"), ("out", "attention"), attention="attention", final="out",
              key_args=("K", "V"), flow=("attention", "out"))
@@ -21,20 +24,25 @@ def _softmax(x):
     return e / e.sum(-1, keepdims=True)
 
 
-def _ok(**tensors):
-    return {"status": "ok", "phase": None, "error": None, "params": {"w": [2, 3]}, "duration": 0.1}
+def _ok(tensors=None):
+    return Observation("c", "ok", params={"w": (2, 3)}, duration=0.1, tensors=dict(tensors or {}))
+
+
+def _eval(case, target, ref, stu, unavailable=Cause("not_run", {"why": "time"})):
+    """Judge one case from plain tensor dicts (None: the student produced no observation)."""
+    return evaluate_case(case, target, _ok(ref), stu if not isinstance(stu, dict) else _ok(stu), unavailable)
 
 
 def test_pass_and_points():
     ref = {"out/out": np.ones((2, 3), np.float32), "out/attention": np.full((2, 2), 0.5, np.float32)}
-    r = evaluate_case(_case(["shape", "match"]), ATT, ref, _ok(), dict(ref), _ok())
+    r = _eval(_case(["shape", "match"]), ATT, ref, dict(ref))
     assert (r.status, r.score, r.max_score, r.reason) == ("passed", 2.0, 2.0, "")
 
 
 def test_shape_message_names_tensor_and_dims():
     ref = {"out/out": np.zeros((2, 4, 5), np.float32), "out/attention": np.zeros((2, 4, 6), np.float32)}
     stu = {"out/out": np.zeros((2, 5, 4), np.float32)}
-    r = evaluate_case(_case(["shape"]), ATT, ref, _ok(), stu, _ok())
+    r = _eval(_case(["shape"]), ATT, ref, stu)
     assert r.status == "failed" and r.score == 0
     assert r.reason == "`attention` is missing from the outputs"
     assert "`out` has shape [2, 5, 4], expected [2, 4, 5] (dims 1, 2 differ)" in r.details.splitlines()
@@ -46,7 +54,7 @@ def test_first_divergence_in_flow_order_and_scale_explained():
     ref = {"out/attention": _softmax(scores).astype(np.float32), "out/out": rng.normal(size=(2, 3, 4)).astype(np.float32)}
     stu = {"out/attention": (ref["out/attention"] * 2).astype(np.float32), "out/out": ref["out/out"] * 2}
     case = _case(["match"], inputs={"Q": [2, 3, 4], "K": [2, 3, 4], "V": [2, 3, 4]})
-    r = evaluate_case(case, ATT, ref, _ok(), stu, _ok())
+    r = _eval(case, ATT, ref, stu)
     assert r.reason == "`attention` is 2× the expected values"
     assert "`attention` differs from the reference: max abs diff" in r.details
     assert "`out` differ too, which may follow from the first difference above" in r.details
@@ -58,7 +66,7 @@ def test_sqrt_d_feat_is_recognised():
     mha = Target("MHA", ("Q", "K", "V"), "dict", keys=("scores",))
     case = Case(id="m", name="m", target="MHA", checks=("match",), points=1, init={"d_feat": 20, "n_head": 4})
     got = (exp * math.sqrt(5 / 20)).astype(np.float32)
-    r = evaluate_case(case, mha, {"out/scores": exp}, _ok(), {"out/scores": got}, _ok())
+    r = _eval(case, mha, {"out/scores": exp}, {"out/scores": got})
     assert "dividing by √d_feat instead of √d_head" in r.reason
 
 
@@ -66,7 +74,7 @@ def test_mask_fill_values_are_equivalent():
     exp = np.array([[0.5, -1e9]], np.float32)
     got = np.array([[0.5, -np.inf]], np.float32)
     t = Target("T", ("x",), "scores")
-    r = evaluate_case(Case("c", "c", "T", ("match",), 1), t, {"out/scores": exp}, _ok(), {"out/scores": got}, _ok())
+    r = _eval(Case("c", "c", "T", ("match",), 1), t, {"out/scores": exp}, {"out/scores": got})
     assert r.status == "passed"
 
 
@@ -76,12 +84,12 @@ def test_mask_checks_catch_leaks_and_bad_rows():
     ref = {"in/mask": mask, "out/attention": good, "out/out": np.zeros((1, 2, 4), np.float32)}
     case = _case(["mask"], mask={"kind": "padding", "lengths": [2]})
     leaky = np.array([[[0.3, 0.5, 0.2], [0.5, 0.5, 0.0]]], np.float32)
-    r = evaluate_case(case, ATT, ref, _ok(), {"out/attention": leaky}, _ok())
+    r = _eval(case, ATT, ref, {"out/attention": leaky})
     assert r.reason.startswith("masked positions get attention: `attention` [0, 0, 2] = 0.2")
     wrong_dim = np.array([[[0.4, 0.4, 0.0], [0.6, 0.6, 0.0]]], np.float32)
-    r = evaluate_case(case, ATT, ref, _ok(), {"out/attention": wrong_dim}, _ok())
+    r = _eval(case, ATT, ref, {"out/attention": wrong_dim})
     assert "must sum to 1" in r.reason and "dim=-1" in r.reason
-    assert evaluate_case(case, ATT, ref, _ok(), {"out/attention": good}, _ok()).status == "passed"
+    assert _eval(case, ATT, ref, {"out/attention": good}).status == "passed"
 
 
 def test_mask_invariance():
@@ -92,39 +100,40 @@ def test_mask_invariance():
     case = _case(["mask_invariance"], mask={"kind": "causal"})
     fine = base.copy()
     fine[0, 2] += 1  # the last row may change
-    assert evaluate_case(case, ATT, ref, _ok(), {"out/out": base, "pout/out": fine}, _ok()).status == "passed"
+    assert _eval(case, ATT, ref, {"out/out": base, "pout/out": fine}).status == "passed"
     leak = base.copy()
     leak[0, 1] += 1
-    r = evaluate_case(case, ATT, ref, _ok(), {"out/out": base, "pout/out": leak}, _ok())
+    r = _eval(case, ATT, ref, {"out/out": base, "pout/out": leak})
     assert r.reason.startswith("`out` changed at row [0, 1] when only a masked key/value was changed")
 
 
 def test_missing_gradient_is_named():
     ref = {"grad/w": np.ones((2, 3), np.float32), "grad/b": np.ones(3, np.float32)}
-    r = evaluate_case(_case(["grad"]), ATT, ref, _ok(), {"grad/w": np.ones((2, 3), np.float32)}, _ok())
+    r = _eval(_case(["grad"]), ATT, ref, {"grad/w": np.ones((2, 3), np.float32)})
     assert r.reason == "parameter `b` received no gradient (is it used in forward?)"
 
 
 def test_student_exception_is_an_error_with_cell_and_line():
-    err = {"type": "RuntimeError", "mro": ["RuntimeError", "Exception"], "message": "shape mismatch",
-           "traceback": "cell 7, line 3, in forward\n    y = x @ w", "label": "cell 7", "line": 3,
-           "code": "y = x @ w", "function": "forward", "student_error": True}
-    record = {"status": "error", "phase": "forward", "error": err, "duration": 0.0}
-    r = evaluate_case(_case(["match"], hint="Check the shapes."), ATT, {}, _ok(), {}, record)
+    err = ErrorInfo("RuntimeError", ("RuntimeError", "Exception"), "shape mismatch",
+                    "cell 7, line 3, in forward\n    y = x @ w", "cell 7", 3, "y = x @ w", "forward")
+    stu = Observation("c", "error", "forward", err)
+    r = _eval(_case(["match"], hint="Check the shapes."), ATT, {}, stu)
     assert r.status == "error" and r.score == 0
     assert r.reason == "RuntimeError in cell 7, line 3 (forward): `y = x @ w` — shape mismatch"
     assert r.details.endswith("Hint: Check the shapes.")
+    assert r.cause.kind == "exception" and r.cause.data["phase"] == "forward"
 
 
 def test_raises():
     case = Case("c", "c", "Att", ("raises",), 1, init={"d_feat": 20, "n_head": 3}, raises="ValueError")
-    err = {"type": "MyError", "mro": ["MyError", "ValueError", "Exception"], "message": "no", "student_error": True}
-    raised = {"status": "error", "phase": "build", "error": err}
-    assert evaluate_case(case, ATT, {}, {}, {}, raised).status == "passed"
-    r = evaluate_case(case, ATT, {}, {}, {}, _ok())
+    err = ErrorInfo("MyError", ("MyError", "ValueError", "Exception"), "no", "")
+    assert _eval(case, ATT, {}, Observation("c", "error", "build", err)).status == "passed"
+    r = _eval(case, ATT, {}, {})
     assert (r.status, r.reason) == ("failed", "Att(d_feat=20, n_head=3) did not raise ValueError")
 
 
 def test_unavailable_is_an_error():
-    r = evaluate_case(_case(["match"]), ATT, {}, {}, {}, None, "not implemented yet (cell 4, line 12 is a blank)")
+    cause = Cause("not_implemented", {"target": "Att", "label": "cell 4", "line": 12, "code": "x = # FILL IN HERE"})
+    r = _eval(_case(["match"]), ATT, {}, None, cause)
     assert (r.status, r.reason, r.details) == ("error", "not implemented yet (cell 4, line 12 is a blank)", "")
+    assert r.cause.kind == "not_implemented"

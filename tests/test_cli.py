@@ -5,11 +5,11 @@ import json
 import time
 import xml.etree.ElementTree as ET
 
-from conftest import ROOT, run_grade
+from conftest import ROOT, run_grade, course
 from grader.course.assignments import get_assignment
 
-MHA = get_assignment(ROOT, "mha")
-LSTM = get_assignment(ROOT, "lstm")
+MHA = get_assignment(course(), "mha")
+LSTM = get_assignment(course(), "lstm")
 
 TEMPLATE = "assignments/mha/mha.ipynb"
 FILLED = "tests/submissions/mha/filled.ipynb"

@@ -13,7 +13,7 @@ import pytest
 
 from conftest import ROOT, SUBMISSIONS
 from grader import grade_submission
-from grader.judge.diagnose import load_mistakes
+from grader.spec.mistakes import load_mistakes
 from grader.report.render import render
 
 EXPECTED = tomllib.loads((SUBMISSIONS / "expected.toml").read_text(encoding="utf-8"))
@@ -31,7 +31,7 @@ def test_submission_outcome(relpath):
     spec = EXPECTED[relpath]
     report = grade_submission(ROOT / relpath)
     assert report.problem is None
-    statuses = {c.case_id: c.status for c in report.checks}
+    statuses = {c.case_id: c.status for c in report.cases}
     if spec.get("all"):
         expected = {cid: spec["all"] for cid in statuses}
     else:
@@ -41,27 +41,27 @@ def test_submission_outcome(relpath):
         expected.update({cid: "failed" for cid in spec.get("failed", [])})
         expected.update({cid: "error" for cid in spec.get("errors", [])})
     wrong = {cid: f"{statuses[cid]} (expected {expected[cid]}): "
-                  f"{next(c.reason for c in report.checks if c.case_id == cid)}"
+                  f"{next(c.reason for c in report.cases if c.case_id == cid)}"
              for cid in statuses if statuses[cid] != expected[cid]}
     assert not wrong, "\n".join(f"{k}: {v}" for k, v in wrong.items())
-    assert report.score == sum(c.max_score for c in report.checks if c.status == "passed")
+    assert report.score == sum(c.max_score for c in report.cases if c.status == "passed")
     _check_diagnosis(relpath, spec, report)
     text = render(report, "rich")
     assert "Traceback" not in text and "grader/" not in text
-    for c in report.checks:
+    for c in report.cases:
         if c.status != "passed":
             assert c.reason, f"{c.case_id} lost points without a reason"
 
 
 def _check_diagnosis(relpath, spec, report):
     """Each known mistake is named in every case it fails, by its own name; nothing else is named."""
-    named = [c for c in report.checks if c.reason.startswith("Known mistake")]
+    named = [c for c in report.cases if c.reason.startswith("Known mistake")]
     if "mistake" not in spec:
         assert named == [], f"{relpath} got a diagnosis: {named[0].reason}"
         return
     mistakes = {m.id: m for m in load_mistakes(ROOT / "assignments" / report.assignment)}
     expected = f"Known mistake: {mistakes[spec['mistake']].name}."
-    lost = [c for c in report.checks if c.status in ("failed", "error")]
+    lost = [c for c in report.cases if c.status in ("failed", "error")]
     assert lost and all(c.reason.startswith(expected) for c in lost), \
         [(c.case_id, c.reason) for c in lost if not c.reason.startswith(expected)]
 

@@ -2,8 +2,12 @@
 
 Each file in tests/hostile/ is graded against the toy assignment (tests/fixtures/course) with
 tight limits, in every isolation mode its entry in expected.toml names. Besides its score
-and errors, every run must: exit 0 or 1 within its time, leave no process behind, change no
-project file, and send nothing to a TCP listener the test starts on 127.0.0.1.
+and errors, every run must: exit 0 or 1 within its time, leave no process and no file behind,
+change no project file, and send nothing to a TCP listener the test starts on 127.0.0.1.
+
+Only this run's processes are counted (other graders may run on the same host): the grade
+command gets a unique ``GRADER_RUN_TAG`` (every worker token starts with it) and the
+submission's own children carry a unique marker in their command line.
 """
 from __future__ import annotations
 
@@ -14,6 +18,7 @@ import socket
 import threading
 import time
 import tomllib
+import uuid
 
 import pytest
 
@@ -43,20 +48,29 @@ def _project_digest() -> str:
     return h.hexdigest()
 
 
-def _tagged_processes() -> list[int]:
-    """Processes left by a worker: they carry its token, or the MARKER argument."""
+def tagged_processes(tag: str) -> list[int]:
+    """Processes of this run: a worker token that starts with ``tag``, or ``tag`` in the command line."""
+    token, marker = f"GRADER_WORKER_TOKEN={tag}.".encode(), tag.encode()
     left = []
     for pid in (p for p in os.listdir("/proc") if p.isdigit()):
         try:
-            with open(f"/proc/{pid}/environ", "rb") as f:
-                env = f.read()
             with open(f"/proc/{pid}/cmdline", "rb") as f:
                 cmd = f.read()
+            with open(f"/proc/{pid}/environ", "rb") as f:
+                env = f.read()
         except OSError:
-            continue
-        if b"GRADER_WORKER_TOKEN=" in env or b"MARKER" in cmd.split(b"\0")[-2:]:
+            env = b""
+        if token in env or marker in cmd:
             left.append(int(pid))
     return left
+
+
+def expectation(name: str, mode: str) -> dict:
+    """The entry for ``name``, with its ``[name.none]`` or ``[name.bwrap]`` overrides for ``mode``."""
+    spec = dict(EXPECTED[name])
+    spec.update(spec.pop(mode, {}))
+    spec.pop("bwrap" if mode == "none" else "none", None)
+    return spec
 
 
 class Listener:
@@ -105,29 +119,36 @@ def test_hostile(tmp_path, digest, name, mode):
         if os.environ.get("CI"):
             pytest.fail("bubblewrap must be installed in CI (see .ci/run)")
         pytest.skip("bubblewrap is not available here")
-    spec = EXPECTED[name]
+    spec = expectation(name, mode)
     listener = Listener()
-    already = set(_tagged_processes())  # other graders' workers (if any run beside the tests)
+    tag = f"hostile{uuid.uuid4().hex[:12]}"
+    scratch = tmp_path / "scratch"  # the grader's TMPDIR: its workers' folders live here
+    scratch.mkdir()
     submission = tmp_path / name
-    submission.write_text((HOSTILE / name).read_text().replace("PORT", str(listener.port)))
+    submission.write_text((HOSTILE / name).read_text().replace("PORT", str(listener.port)).replace("MARKER", tag))
     try:
         start = time.perf_counter()
         p = run_grade(str(submission), "--root", str(COURSE), "--assignment", "toy", "--sandbox", mode,
-                      "--format", "json", *LIMITS, timeout=MAX_SECONDS + 30)
+                      "--format", "json", *LIMITS, timeout=MAX_SECONDS + 30,
+                      env={"GRADER_RUN_TAG": tag, "TMPDIR": str(scratch)})
         elapsed = time.perf_counter() - start
     finally:
         listener.close()
     assert p.returncode in (0, 1), p.stderr[-2000:]
     assert elapsed < MAX_SECONDS
     report = json.loads(p.stdout)
-    statuses = {c["case_id"]: c["status"] for c in report["checks"]}
+    statuses = {c["case_id"]: c["status"] for c in report["cases"]}
     assert report["score"] == spec["score"], json.dumps(report, indent=1)[:3000]
     assert sorted(k for k, v in statuses.items() if v == "error") == sorted(spec.get("errors", []))
     if spec.get("reason"):
-        first = next(c for c in report["checks"] if c["status"] == "error")
+        first = next(c for c in report["cases"] if c["status"] == "error")
         assert spec["reason"] in first["reason"] + " ".join(report["notes"]), first["reason"]
     assert report["isolation"].startswith("bubblewrap" if mode == "bwrap" else "plain subprocess")
     time.sleep(0.2)
-    assert set(_tagged_processes()) - already == set()
+    assert tagged_processes(tag) == []
+    # the workers' folders are gone, whatever the code wrote in them (as root without a sandbox they
+    # may live in /tmp: a worker's own user must reach them)
+    assert list(scratch.iterdir()) == [] and not [f for f in os.listdir("/tmp") if f.startswith(f"grader-{tag}")]
+    assert not [f for d in ("/tmp", "/dev/shm") for f in os.listdir(d) if f.startswith("fill-")]
     assert listener.connections == 0 and listener.received == []
     assert _project_digest() == digest

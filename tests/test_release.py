@@ -10,7 +10,7 @@ import tomllib
 
 import pytest
 
-from conftest import ROOT, run_grade
+from conftest import ROOT, run_grade, course
 from grader.course.assignments import assignment_names, get_assignment
 from grader.spec.cases import load_assignment
 from grader.config import GradeConfig
@@ -32,7 +32,7 @@ def test_blank_solutions(source, expected):
 
 @pytest.mark.parametrize("name", ["mha", "lstm", "gru"])
 def test_released_case_file_keeps_hidden_cases_to_name_and_points(name):
-    a = get_assignment(ROOT, name)
+    a = get_assignment(course(), name)
     text = released_cases_toml(a)
     data = tomllib.loads(text)
     assert data["assignment"]["released"] is True
@@ -46,12 +46,12 @@ def test_released_case_file_keeps_hidden_cases_to_name_and_points(name):
 
 def test_bundle_checks_locally_without_the_reference(tmp_path):
     out = tmp_path / "bundle"
-    paths = release(get_assignment(ROOT, "mha"), out, GradeConfig().cache_dir)
+    paths = release(get_assignment(course(), "mha"), out, GradeConfig())
     assert not (out / "reference").exists()
     text = " ".join(p.read_text(errors="replace") for p in out.rglob("*") if p.suffix in (".ipynb", ".toml", ".json"))
     assert "# SOLUTION" not in text and "masked_fill(mask == 0" not in text
     from safetensors.numpy import load_file
-    hidden = {c.id for c in get_assignment(ROOT, "mha").cases if c.hidden}
+    hidden = {c.id for c in get_assignment(course(), "mha").cases if c.hidden}
     assert not {k.split("/")[0] for k in load_file(str(paths.fixtures))} & hidden
     shutil.copy(ROOT / "tests" / "submissions" / "mha" / "bug_sqrt_dfeat.py", out / "submit.py")
     env = {k: v for k, v in os.environ.items() if k != "GRADER_ROOT"}
@@ -59,9 +59,9 @@ def test_bundle_checks_locally_without_the_reference(tmp_path):
                        capture_output=True, text=True, timeout=120)
     report = json.loads(p.stdout)
     assert report["local"] is True and report["pending_points"] == sum(
-        c.points for c in get_assignment(ROOT, "mha").cases if c.hidden)
-    assert {c["case_id"] for c in report["checks"] if c["status"] == "pending"} == hidden
-    assert report["max_score"] == get_assignment(ROOT, "mha").max_score - report["pending_points"]
+        c.points for c in get_assignment(course(), "mha").cases if c.hidden)
+    assert {c["case_id"] for c in report["cases"] if c["status"] == "pending"} == hidden
+    assert report["max_score"] == get_assignment(course(), "mha").max_score - report["pending_points"]
     rich = subprocess.run([sys.executable, "-m", "grader", "submit.py"], cwd=out, env={**env, "COLUMNS": "150"},
                           capture_output=True, text=True, timeout=120).stdout
     assert "Total, public cases only" in rich and "graded after you submit" in rich
@@ -70,7 +70,7 @@ def test_bundle_checks_locally_without_the_reference(tmp_path):
 
 @pytest.mark.parametrize("name", ["mha", "lstm", "gru"])
 def test_validate(name):
-    findings = validate(get_assignment(ROOT, name), GradeConfig(root=ROOT))
+    findings = validate(get_assignment(course(), name), GradeConfig(root=ROOT))
     assert [f for f in findings if not f.ok] == []
     assert len(findings) == 7
 
@@ -93,7 +93,7 @@ def test_a_case_added_to_the_toml_shows_up_in_the_next_report(tmp_path):
                 'init = { xdim = 3, hdim = 40 }\ninputs = { x = [2, 3], h = [2, 40] }\nchecks = ["match"]\npoints = 3\n')
     p = run_grade(str(ROOT / "tests" / "submissions" / "gru" / "bug_reset_before_bias.py"), "--root", str(course),
                   "--format", "json")
-    checks = {c["case_id"]: c for c in json.loads(p.stdout)["checks"]}
+    checks = {c["case_id"]: c for c in json.loads(p.stdout)["cases"]}
     assert checks["gru-wide"]["status"] == "failed" and checks["gru-wide"]["max_score"] == 3
 
 
@@ -109,7 +109,7 @@ def test_instructor_check_function(tmp_path):
                 'inputs = { x = [2, 3] }\nchecks = ["bounded"]\npoints = 1\n')
     assert load_assignment(course / "assignments" / "gru", course).custom_checks.keys() == {"bounded"}
     p = run_grade(str(ROOT / "tests" / "submissions" / "gru" / "correct.py"), "--root", str(course), "--format", "json")
-    checks = {c["case_id"]: c for c in json.loads(p.stdout)["checks"]}
+    checks = {c["case_id"]: c for c in json.loads(p.stdout)["cases"]}
     assert checks["gru-bounded"]["status"] == "passed"
 
 

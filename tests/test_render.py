@@ -4,13 +4,13 @@ from __future__ import annotations
 import json
 
 from grader.report.render import render
-from grader.report.result import CheckResult, Report
+from grader.report.result import CaseResult, Report
 
 REPORT = Report("s.ipynb", "mha", (
-    CheckResult("a", "SDPA: shapes", "SDPA", "passed", 1, 1),
-    CheckResult("b", "MHA: values", "MHA", "failed", 0, 3, "`scores` differs: 0.5× expected",
-                "`scores` differs: 0.5× expected\n`x` differs\nHint: divide by √d_head."),
-    CheckResult("c", "MHA: grads", "MHA", "error", 0, 2, "RuntimeError in cell 7, line 3 (forward): boom",
+    CaseResult("a", "SDPA: shapes", "SDPA", "passed", 1, 1),
+    CaseResult("b", "MHA: values", "MHA", "failed", 0, 3, "`scores` differs: 0.5× expected",
+                "`x` differs\nHint: divide by √d_head."),
+    CaseResult("c", "MHA: grads", "MHA", "error", 0, 2, "RuntimeError in cell 7, line 3 (forward): boom",
                 "cell 7, line 3, in forward\n    y = x @ w", "hidden"),
 ), None, ("cell 9, line 1: SyntaxError",), "subprocess", 1.25)
 

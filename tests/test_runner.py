@@ -5,12 +5,12 @@ import os
 import time
 
 
-from conftest import ROOT
+from conftest import ROOT, course
 from grader import GradeConfig, grade_submission
 from grader.course.assignments import get_assignment
 from grader.course.store import reference_statements
 
-GOOD = "\n".join(s.source for s in reference_statements(get_assignment(ROOT, "mha"))) + "\n"
+GOOD = "\n".join(s.source for s in reference_statements(get_assignment(course(), "mha"))) + "\n"
 
 
 def _submission(tmp_path, forward_prefix: str, top: str = ""):
@@ -24,7 +24,7 @@ def _submission(tmp_path, forward_prefix: str, top: str = ""):
 
 
 def _statuses(report, prefix):
-    return {c.status for c in report.checks if c.case_id.startswith(prefix)}
+    return {c.status for c in report.cases if c.case_id.startswith(prefix)}
 
 
 def _no_children_left(marker: str) -> bool:
@@ -44,19 +44,19 @@ def test_an_infinite_loop_times_out_its_case_and_the_rest_still_run(tmp_path):
     start = time.perf_counter()
     report = grade_submission(path, GradeConfig(case_timeout=3, timeout=60))
     assert time.perf_counter() - start < 20
-    by_id = {c.case_id: c for c in report.checks}
+    by_id = {c.case_id: c for c in report.cases}
     assert by_id["mha-cross"].status == "error"
     assert by_id["mha-cross"].reason == "your code timed out after 3.0 s in this case"
-    assert all(c.status == "passed" for c in report.checks if c.case_id != "mha-cross")
+    assert all(c.status == "passed" for c in report.cases if c.case_id != "mha-cross")
 
 
 def test_os_exit_in_forward_is_a_crash_of_that_case(tmp_path):
     path = _submission(tmp_path, "if Q.shape[0] == 1:\n    import os; os._exit(0)")  # only mha-batch1
     report = grade_submission(path)
-    by_id = {c.case_id: c for c in report.checks}
+    by_id = {c.case_id: c for c in report.cases}
     assert by_id["mha-batch1"].status == "error"
     assert "exited early" in by_id["mha-batch1"].reason
-    assert [c.case_id for c in report.checks if c.status != "passed"] == ["mha-batch1"]
+    assert [c.case_id for c in report.cases if c.status != "passed"] == ["mha-batch1"]
 
 
 def test_sys_exit_in_forward_is_an_ordinary_error(tmp_path):
@@ -64,7 +64,7 @@ def test_sys_exit_in_forward_is_an_ordinary_error(tmp_path):
     report = grade_submission(path)
     assert _statuses(report, "mha-") - {"passed"} == {"error"}  # mha-indivisible never calls forward
     assert _statuses(report, "sdpa-") == {"passed"}
-    reason = next(c.reason for c in report.checks if c.case_id == "mha-match")
+    reason = next(c.reason for c in report.cases if c.case_id == "mha-match")
     assert reason.startswith("SystemExit in s.py, line") and "forward" in reason
 
 
@@ -77,7 +77,7 @@ def test_a_hanging_top_level_statement_needed_by_the_classes(tmp_path):
     start = time.perf_counter()
     report = grade_submission(path, GradeConfig(case_timeout=3))
     assert time.perf_counter() - start < 15
-    assert report.score == 0 and {c.status for c in report.checks} == {"error"}
+    assert report.score == 0 and {c.status for c in report.cases} == {"error"}
     assert any("top-level code timed out" in n for n in report.notes)
 
 

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from grader.config import GradeConfig
 from grader.spec.cases import RELEASED_HIDDEN_KEYS, Assignment
 from grader.errors import UsageError
 
@@ -104,8 +105,8 @@ def bundle_paths(assignment: Assignment, out: Path) -> Bundle:
                   folder / "public.json")
 
 
-def release(assignment: Assignment, out: Path, cache_dir: Path, use_cache: bool = True) -> Bundle:
-    """Write a student bundle for ``assignment`` into ``out``."""
+def release(assignment: Assignment, out: Path, config: GradeConfig) -> Bundle:
+    """Write a student bundle for ``assignment`` into ``out`` (the reference runs as ``config`` says)."""
     from grader.course.store import reference_outputs
 
     if assignment.released:
@@ -114,7 +115,7 @@ def release(assignment: Assignment, out: Path, cache_dir: Path, use_cache: bool 
     paths.cases.parent.mkdir(parents=True, exist_ok=True)
     write_notebook(paths.notebook, template_notebook(read_notebook_json(assignment.reference), assignment.name))
     paths.cases.write_text(released_cases_toml(assignment), encoding="utf-8")
-    reference_outputs(assignment, cache_dir, use_cache).public(assignment).save(paths.fixtures, paths.records)
+    reference_outputs(assignment, config).public(assignment).save(paths.fixtures, paths.records)
     if (assignment.folder / "checks.py").is_file():
         shutil.copy(assignment.folder / "checks.py", paths.cases.parent / "checks.py")
     return paths

@@ -45,7 +45,7 @@ def validate(assignment: Assignment, config: GradeConfig, update: bool = False) 
     add("every target has a case", not unused, f"no case for {unused}" if unused else "")
     config = dataclasses.replace(config, assignment=assignment.name, root=assignment.folder.parent.parent)
     try:
-        from grader.judge.diagnose import apply_edits, load_mistakes
+        from grader.spec.mistakes import apply_edits, load_mistakes
         from grader.plan.submission import read_submission
         units = read_submission(assignment.reference).units
         for m in load_mistakes(assignment.folder):
@@ -55,12 +55,12 @@ def validate(assignment: Assignment, config: GradeConfig, update: bool = False) 
         add("every known mistake applies to the reference", False, str(e))
 
     ref = grade_submission(assignment.reference, config)
-    missing = [c.name for c in ref.checks if c.status != "passed"]
+    missing = [c.name for c in ref.cases if c.status != "passed"]
     add("the reference gets full marks", ref.all_passed and ref.score == assignment.max_score,
         f"{ref.score:g}/{ref.max_score:g}; not passed: {missing}" if missing else "")
 
     with tempfile.TemporaryDirectory(prefix="grader-validate-") as tmp:
-        fresh = release(assignment, Path(tmp), config.cache_dir, config.use_cache)
+        fresh = release(assignment, Path(tmp), config)
         template = assignment.folder / f"{assignment.name}.ipynb"
         if update:
             template.write_text(fresh.notebook.read_text(encoding="utf-8"), encoding="utf-8")
@@ -72,8 +72,8 @@ def validate(assignment: Assignment, config: GradeConfig, update: bool = False) 
         add("the committed public fixtures equal a fresh release", *_same_fixtures(assignment, fresh.cases.parent))
 
         student = grade_submission(fresh.notebook, config)
-        unclean = [c.name for c in student.checks
-                   if c.status != "error" or not c.reason.startswith("not implemented yet")]
+        unclean = [c.name for c in student.cases
+                   if c.status != "error" or c.cause is None or c.cause.kind != "not_implemented"]
         add("the released template gets 0, every case 'not implemented yet'",
             student.score == 0 and not unclean, f"{student.score:g} points; unclear: {unclean}" if unclean else "")
     return findings

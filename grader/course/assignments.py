@@ -3,8 +3,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from grader.spec.cases import Assignment, load_assignment
+from grader.course.resolve import Course
 from grader.errors import UsageError
+from grader.spec.cases import Assignment, load_assignment
 
 
 def assignment_names(root: Path) -> list[str]:
@@ -15,22 +16,22 @@ def assignment_names(root: Path) -> list[str]:
     return sorted(p.name for p in base.iterdir() if (p / "cases.toml").is_file())
 
 
-def get_assignment(root: Path, name: str) -> Assignment:
+def get_assignment(course: Course, name: str) -> Assignment:
     """Load one assignment by name; an unknown name is a usage error listing the known ones."""
-    names = assignment_names(root)
+    names = assignment_names(course.root)
     if name not in names:
-        known = ", ".join(names) or f"none (no assignments/ folder under {root})"
-        raise UsageError(f"unknown assignment {name!r}; known assignments: {known}")
-    return load_assignment(root / "assignments" / name, root)
+        known = ", ".join(names) or "none"
+        raise UsageError(f"unknown assignment {name!r} in the course {course.describe()}; known assignments: {known}")
+    return load_assignment(course.root / "assignments" / name, course.root, course.trusted)
 
 
-def infer_assignment(root: Path, class_names: set[str]) -> Assignment:
+def infer_assignment(course: Course, class_names: set[str]) -> Assignment:
     """The one assignment whose graded classes the submission defines.
 
     Picks the assignment with the most graded classes present; none or a tie is a
     usage error that tells the user to pass ``--assignment``.
     """
-    assignments = [get_assignment(root, n) for n in assignment_names(root)]
+    assignments = [get_assignment(course, n) for n in assignment_names(course.root)]
     scored = sorted(((len(set(a.classes) & class_names), a.name, a) for a in assignments), reverse=True)
     known = ", ".join(a.name for a in assignments)
     if not scored or scored[0][0] == 0:

@@ -1,9 +1,11 @@
-"""The reference's outputs for every case: computed once in a worker, then cached.
+"""The reference's outputs for every case, and every known mistake's: computed once, then cached.
 
-The reference runs in its own worker (never inside a student's), in ``generate`` mode:
-it makes the seeded inputs, masks, parameters and loss weights, and the expected
-outputs. The cache key covers everything that could change them: the reference file,
-the cases file, the worker's code and the torch version.
+The one place that owns them: the fingerprint that keys the cache, the cache's files, the
+public fixtures of a student bundle, and the mistake variants. The reference is code, so it
+runs in a worker in the configured sandbox, like any submission (never inside a student's
+worker), in ``generate`` mode: it makes the seeded inputs, masks, parameters and loss
+weights, and the expected outputs. The cache key covers everything that could change them:
+the reference file, the cases file, the worker's code and the torch version.
 """
 from __future__ import annotations
 
@@ -11,60 +13,68 @@ import hashlib
 import importlib.metadata
 import json
 import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
-from safetensors.numpy import load_file, save_file
+from safetensors.numpy import load_file, save, save_file
 
-from grader.execute import protocol
-from grader.spec.cases import Assignment
-from grader.errors import InternalError
-from grader.execute.protocol import INPUT_PREFIXES, call_spec, statement_payload
-from grader.errors import GraderError
+from grader.config import GradeConfig
+from grader.errors import CaseFileError, GraderError, InternalError, UsageError
+from grader.execute.jobs import call_spec, make_job
+from grader.execute.observation import Observation, Tensors, from_saved
+from grader.execute.protocol import INPUT_PREFIXES, ProtocolViolation, split_key
 from grader.execute.runner import Worker, WorkerRun
+from grader.execute.sandbox import resolve_mode
+from grader.judge.diagnose import Variants
 from grader.plan.slicing import Statement, parse_units, slice_for
-from grader.plan.submission import read_submission
+from grader.plan.submission import SourceUnit, read_submission
+from grader.report.messages import stop_phrase
+from grader.spec.cases import Assignment
+from grader.spec.mistakes import Mistake, apply_edits, load_mistakes, mistakes_file
 
-CACHE_VERSION = "1"
+CACHE_VERSION = "2"
+#: Fixture files larger than this are refused when the course is not trusted.
+MAX_FIXTURE_BYTES = 256 << 20
+#: Seconds the reference (and each mistake variant) may take for all its cases.
+REFERENCE_TIMEOUT = 300.0
 
 
 @dataclass(frozen=True)
-class ReferenceRun:
-    """Expected tensors (``case-id/kind/name`` -> array) and the reference's call records."""
+class ReferenceOutputs:
+    """The reference's observation of each case it ran (in a student bundle: the public ones)."""
 
-    tensors: dict[str, np.ndarray]
-    records: dict[str, dict[str, Any]]
+    observations: dict[str, Observation]
 
-    def for_case(self, case_id: str) -> dict[str, np.ndarray]:
-        """This case's tensors, keyed without the case prefix ("out/x", "in/mask", ...)."""
-        prefix = case_id + "/"
-        return {k[len(prefix):]: v for k, v in self.tensors.items() if k.startswith(prefix)}
+    def inputs(self, case_ids: set[str] | None = None) -> bytes:
+        """What a worker may see of these cases (default: all), as safetensors bytes: inputs,
+        parameters, loss weights; no outputs."""
+        given = {f"{cid}/{k}": v for cid, o in self.observations.items() for k, v in o.tensors.items()
+                 if k.startswith(INPUT_PREFIXES) and (case_ids is None or cid in case_ids)}
+        return save(given) if given else b""
 
-    def public(self, assignment: Assignment) -> "ReferenceRun":
+    def public(self, assignment: Assignment) -> "ReferenceOutputs":
         """Only the public cases: what a student bundle may contain (inputs and expected outputs)."""
         keep = {c.id for c in assignment.cases if not c.hidden}
-        stable = ("id", "status", "phase", "error", "params")  # no paths or timings: fixtures are reproducible
-        return ReferenceRun({k: v for k, v in self.tensors.items() if protocol.split_key(k)[0] in keep},
-                            {k: {f: r.get(f) for f in stable} for k, r in self.records.items() if k in keep})
+        return ReferenceOutputs({k: o for k, o in self.observations.items() if k in keep})
 
     def save(self, tensors_file: Path, records_file: Path) -> None:
-        """Write as fixtures (safetensors + JSON)."""
-        save_file(self.tensors, str(tensors_file))
-        records_file.write_text(json.dumps(self.records, indent=1, sort_keys=True) + "\n")
+        """Write as files (the cache, or a bundle's fixtures): safetensors + JSON, reproducible bytes."""
+        _write(tensors_file, records_file, self.observations)
 
-    def write_inputs(self, path: Path) -> None:
-        """Write what a student's worker may see: inputs, parameters, loss weights; no outputs."""
-        given = {k: v for k, v in self.tensors.items() if protocol.split_key(k)[1].startswith(INPUT_PREFIXES)}
-        save_file(given, str(path))
+    @classmethod
+    def load(cls, tensors_file: Path, records_file: Path, where: str) -> "ReferenceOutputs":
+        """Read files written by ``save``, checked like a worker's records (they may come from anywhere)."""
+        return cls(_read(tensors_file, records_file, where))
 
 
 def fingerprint(assignment: Assignment) -> str:
     """What the reference's outputs depend on: reference, cases, worker code, torch version."""
     h = hashlib.sha256(CACHE_VERSION.encode())
-    for path in (assignment.reference, assignment.cases_file, Path(__file__).parents[1] / "execute" / "worker.py",
-                 Path(__file__).parents[1] / "execute" / "protocol.py"):
+    package = Path(__file__).resolve().parents[1]
+    for path in (assignment.reference, assignment.cases_file, package / "execute" / "worker.py",
+                 package / "execute" / "protocol.py", package / "execute" / "jobs.py"):
         h.update(path.read_bytes())
     try:
         h.update(importlib.metadata.version("torch").encode())
@@ -73,79 +83,169 @@ def fingerprint(assignment: Assignment) -> str:
     return h.hexdigest()[:20]
 
 
-def expected_outputs(assignment: Assignment, cache_dir: Path, use_cache: bool = True) -> ReferenceRun:
-    """The reference's run when the reference is here; else the public fixtures (a student bundle)."""
-    if assignment.reference.is_file() and not assignment.released:
-        return reference_outputs(assignment, cache_dir, use_cache)
+def expected_outputs(assignment: Assignment, config: GradeConfig) -> ReferenceOutputs:
+    """The reference's run when this is a trusted course with its reference; else the released fixtures."""
+    if assignment.trusted and not assignment.released and assignment.reference.is_file():
+        return reference_outputs(assignment, config)
     return load_fixtures(assignment)
 
 
-def load_fixtures(assignment: Assignment) -> ReferenceRun:
-    """The public cases' data as released by ``grade release``."""
+def load_fixtures(assignment: Assignment) -> ReferenceOutputs:
+    """The public cases' data as released by ``grade release`` (only public cases are taken)."""
     tensors_file, records_file = assignment.fixtures_file, assignment.fixtures_file.with_suffix(".json")
     if not (tensors_file.is_file() and records_file.is_file()):
-        raise InternalError(f"neither the reference ({assignment.reference}) nor the public fixtures "
-                            f"({tensors_file}) of {assignment.name} are here; run `grade release` to make them")
-    return ReferenceRun(load_file(str(tensors_file)), json.loads(records_file.read_text()))
+        if assignment.trusted and not assignment.released:
+            raise InternalError(f"neither the reference ({assignment.reference}) nor the public fixtures "
+                                f"({tensors_file}) of {assignment.name} are here; run `grade release` to make them")
+        raise UsageError(f"the course folder {assignment.folder.parent.parent} has no released fixtures for "
+                         f"{assignment.name}; pass --root with the course folder")
+    for f in (tensors_file, records_file):
+        if not assignment.trusted and f.stat().st_size > MAX_FIXTURE_BYTES:
+            raise UsageError(f"{f} is larger than {MAX_FIXTURE_BYTES >> 20} MB: not a released fixture file")
+    outputs = ReferenceOutputs.load(tensors_file, records_file, str(records_file))
+    return outputs.public(assignment)
 
 
-def reference_outputs(assignment: Assignment, cache_dir: Path, use_cache: bool = True,
-                      timeout: float = 300.0) -> ReferenceRun:
+def reference_outputs(assignment: Assignment, config: GradeConfig) -> ReferenceOutputs:
     """The reference's run for ``assignment``, from the cache when it is still valid."""
     if not assignment.reference.is_file():
         raise InternalError(f"reference solution {assignment.reference} not found; grading "
                             f"{assignment.name} needs the course's reference/ folder")
-    folder = cache_dir / assignment.name / fingerprint(assignment)
+    folder = config.cache_dir / assignment.name / fingerprint(assignment)
     tensors_file, records_file = folder / "expected.safetensors", folder / "records.json"
-    if use_cache and tensors_file.is_file() and records_file.is_file():
-        return ReferenceRun(load_file(str(tensors_file)), json.loads(records_file.read_text()))
-    run = _run_reference(assignment, timeout)
+    if config.use_cache and tensors_file.is_file() and records_file.is_file():
+        try:
+            return ReferenceOutputs.load(tensors_file, records_file, str(records_file))
+        except (CaseFileError, UsageError):
+            pass  # a damaged cache entry is recomputed
+    job = make_job("generate", reference_statements(assignment), "reference",
+                   [call_spec(c, assignment) for c in assignment.cases])
+    with _worker(config) as worker:
+        run = worker.run(job, b"", REFERENCE_TIMEOUT)
+    outputs = ReferenceOutputs(_checked_reference(assignment, run))
     folder.mkdir(parents=True, exist_ok=True)
-    tmp_t, tmp_r = folder / f".t{os.getpid()}", folder / f".r{os.getpid()}"
-    save_file(run.tensors, str(tmp_t))
-    tmp_r.write_text(json.dumps(run.records))
-    os.replace(tmp_t, tensors_file)  # atomic: a concurrent grader sees old or new, never half
-    os.replace(tmp_r, records_file)
-    return run
+    _write(tensors_file, records_file, outputs.observations, atomic=True)
+    return outputs
 
 
 def reference_statements(assignment: Assignment) -> tuple[Statement, ...]:
     """The reference's statements that define the graded classes (a notebook or a .py file)."""
+    return _statements(assignment, _reference_units(assignment), "reference")
+
+
+def variant_outputs(assignment: Assignment, expected: ReferenceOutputs, config: GradeConfig) -> Variants:
+    """Every known mistake's observations, from the cache or computed (two workers at a time)."""
+    mistakes = load_mistakes(assignment.folder)
+    if not mistakes or not assignment.trusted or not assignment.reference.is_file():
+        return {}
+    text = mistakes_file(assignment.folder).read_bytes()
+    folder = (config.cache_dir / assignment.name / fingerprint(assignment)
+              / ("mistakes-" + hashlib.sha256(text).hexdigest()[:16]))
+    runs: Variants = {}
+    todo = []
+    for m in mistakes:
+        t, r = folder / f"{m.id}.safetensors", folder / f"{m.id}.json"
+        try:
+            if config.use_cache and t.is_file() and r.is_file():
+                runs[m.id] = _read(t, r, str(r))
+                continue
+        except (CaseFileError, UsageError):
+            pass
+        todo.append(m)
+    if todo:
+        folder.mkdir(parents=True, exist_ok=True)
+        units = _reference_units(assignment)
+        inputs = expected.inputs()
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            for m, observations in zip(todo, pool.map(lambda m: _run_variant(assignment, units, m, inputs, config),
+                                                      todo)):
+                _write(folder / f"{m.id}.safetensors", folder / f"{m.id}.json", observations, atomic=True)
+                runs[m.id] = observations
+    return runs
+
+
+def _run_variant(assignment: Assignment, units: tuple[SourceUnit, ...], mistake: Mistake, inputs: bytes,
+                 config: GradeConfig) -> dict[str, Observation]:
+    edited = apply_edits(units, mistake, str(mistakes_file(assignment.folder)))
+    job = make_job("run", _statements(assignment, edited, "variant"), "variant",
+                   [call_spec(c, assignment) for c in assignment.cases])
+    with _worker(config) as worker:
+        run = worker.run(job, inputs, REFERENCE_TIMEOUT, config.case_timeout)
+    if run.internal or run.start_failure:
+        raise InternalError(f"the worker failed on mistake {mistake.id!r}: {run.internal or run.start_failure}")
+    return run.observations
+
+
+def _worker(config: GradeConfig) -> Worker:
+    """A worker for the course's own code, in the configured sandbox, seeing nothing of the course."""
+    return Worker(resolve_mode(config.sandbox), config.limits, (config.cache_dir,))
+
+
+def _reference_units(assignment: Assignment) -> tuple[SourceUnit, ...]:
     try:
-        submission = read_submission(assignment.reference)
+        return read_submission(assignment.reference).units
     except GraderError as e:
         raise InternalError(f"reference {assignment.reference} cannot be read: {e}") from None
-    parsed = parse_units(submission.units)
-    sliced = slice_for(parsed, assignment.classes)
+
+
+def _statements(assignment: Assignment, units: tuple[SourceUnit, ...], what: str) -> tuple[Statement, ...]:
+    sliced = slice_for(parse_units(units), assignment.classes)
     if sliced.missing:
-        raise InternalError(f"reference {assignment.reference}: " + "; ".join(d for _, d in sliced.missing.values()))
+        raise InternalError(f"{what} {assignment.reference}: " + "; ".join(d for _, d in sliced.missing.values()))
     return sliced.statements
 
 
-def _run_reference(assignment: Assignment, timeout: float) -> ReferenceRun:
-    job = {"mode": "generate", "calls": [call_spec(c, assignment) for c in assignment.cases],
-           **statement_payload(reference_statements(assignment), "reference")}
-    with Worker() as worker:
-        result = worker.run(job, timeout)
-        return _collect(assignment, result)
-
-
-def _collect(assignment: Assignment, result: WorkerRun) -> ReferenceRun:
-    """Check the reference ran cleanly and merge its per-case tensor files (still on disk)."""
-    if result.internal:
-        raise InternalError(f"the worker failed while running the reference:\n{result.internal}")
-    if result.exec_errors:
-        raise InternalError(f"reference {assignment.reference} failed to run: {result.exec_errors[0]}")
-    if not result.finished:
-        raise InternalError(f"the reference run {result.stopped}\n{result.stderr}")
-    tensors: dict[str, np.ndarray] = {}
+def _checked_reference(assignment: Assignment, run: WorkerRun) -> dict[str, Observation]:
+    """The reference ran cleanly: every case as the case file expects (or it is the course's fault)."""
+    if run.internal or run.start_failure:
+        raise InternalError(f"the worker failed while running the reference: {run.internal or run.start_failure}")
+    if run.exec_errors:
+        e = run.exec_errors[0]
+        raise InternalError(f"reference {assignment.reference} failed to run: {e.type} in {e.label}, line {e.line}: "
+                            f"{e.message}")
+    if not run.finished:
+        why = stop_phrase(run.stop) if run.stop else "did not finish"
+        raise InternalError(f"the reference's code {why}:\n{run.late_traceback or run.stderr[-2000:]}")
     for case in assignment.cases:
-        record = result.calls[case.id]
-        expects_error = case.raises is not None
-        if (record["status"] == "error") != expects_error:
+        obs = run.observations[case.id]
+        if (obs.status == "error") != (case.raises is not None):
             raise InternalError(f"reference {assignment.reference} on case {case.id!r}: "
-                                f"{record['error'] or 'did not raise ' + str(case.raises)}")
-        if record.get("file"):
-            for k, v in load_file(record["file"]).items():
-                tensors[f"{case.id}/{k}"] = v
-    return ReferenceRun(tensors, result.calls)
+                                f"{obs.error.message if obs.error else 'did not raise ' + str(case.raises)}")
+    return run.observations
+
+
+def _write(tensors_file: Path, records_file: Path, observations: dict[str, Observation], atomic: bool = False) -> None:
+    tensors = {f"{cid}/{k}": v for cid, o in observations.items() for k, v in o.tensors.items()}
+    records = json.dumps({cid: o.record() for cid, o in observations.items()}, indent=1, sort_keys=True) + "\n"
+    if not atomic:
+        save_file(tensors, str(tensors_file))
+        records_file.write_text(records)
+        return
+    tmp_t, tmp_r = (p.with_name(f".{p.name}.{os.getpid()}") for p in (tensors_file, records_file))
+    save_file(tensors, str(tmp_t))
+    tmp_r.write_text(records)
+    os.replace(tmp_t, tensors_file)  # atomic: a concurrent grader sees old or new, never half
+    os.replace(tmp_r, records_file)
+
+
+def _read(tensors_file: Path, records_file: Path, where: str) -> dict[str, Observation]:
+    try:
+        tensors = load_file(str(tensors_file))
+        records = json.loads(records_file.read_text(encoding="utf-8"))
+    except Exception as e:  # OSError, JSON errors, RecursionError, safetensors' own errors
+        raise CaseFileError(where, "file", f"cannot be read: {type(e).__name__}") from None
+    if not isinstance(records, dict):
+        raise CaseFileError(where, "file", "is not a table of case records")
+    by_case: dict[str, Tensors] = {}
+    for key, value in tensors.items():
+        cid, rest = split_key(key)
+        if value.dtype.kind not in "fiub":
+            raise CaseFileError(where, key, f"has dtype {value.dtype}")
+        by_case.setdefault(cid, {})[rest] = np.asarray(value)
+    out = {}
+    for cid, record in records.items():
+        try:
+            out[cid] = from_saved(record, by_case.get(cid, {}))
+        except ProtocolViolation as e:
+            raise CaseFileError(where, f"case {cid!r}", str(e)) from None
+    return out

@@ -1,62 +1,92 @@
-"""Running a worker process: start it early, send its job, collect its records, clean up.
+"""Running one worker process: start it early, send its job, read its records, stop it, clean up.
 
 The worker is started before the submission is even parsed, so its ``import torch``
-overlaps the grader's own work. Records arrive as JSON lines on a dedicated pipe;
-stdout and stderr are drained separately and only their head and tail are kept, so
-printed text can neither fake a result nor fill memory. Everything a worker sends is
-data to check, never trusted: tensor files must be the worker's own, named as the
-protocol says, and no larger than the limit. On a timeout the whole process group is
-killed (SIGTERM, then SIGKILL after a short grace), and so is any process that
-escaped the group but still carries the worker's token.
+overlaps the grader's own work. The job and the case inputs go in on stdin; records come
+back on a dedicated pipe and are checked by ``grader.execute.protocol.RecordReader`` (the
+one place they are validated); stdout and stderr are drained separately and only their head
+and tail are kept, so printed text can neither fake a result nor fill memory.
+
+Until the worker reports ``ready`` nothing of the submission has run, so a failure then is
+the grader's own (``WorkerRun.start_failure``, ``WorkerRun.internal``). After it, whatever
+happens is the submission's: a timeout, a crash, memory or disk beyond the limits, a
+malformed or forged record all end the run with a ``Stop``, and the worker's processes
+(all of them: ``grader.execute.procs.ProcessGroup``) are killed.
 """
 from __future__ import annotations
 
-import json
+import dataclasses
+import fcntl
 import os
 import re
 import selectors
-import signal
 import subprocess
-import sys
 import tempfile
 import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-from grader.execute.sandbox import Launch, Limits, launch
+from grader.config import Limits
+from grader.execute.observation import Observation, observe
+from grader.execute.procs import ProcessGroup, folder_bytes, fresh_uid, owned_bytes, remove_owned, remove_tree
+from grader.execute.protocol import (WORKER_FAILED_EXIT, CallRecord, Done, ErrorInfo, ExecRecord, Internal, Job,
+                                     ProtocolViolation, Ready, Record, RecordReader)
+from grader.execute.sandbox import launch
+from grader.report.messages import signal_name
+from grader.report.outcomes import Stop
 
-#: The longest record line accepted on the channel.
-MAX_RECORD_BYTES = 1 << 20
-#: Seconds between SIGTERM and SIGKILL.
-KILL_GRACE = 0.5
 #: Seconds a worker may take to start (import torch, read its job) before it counts as broken.
 STARTUP_TIMEOUT = 120.0
-_OUTPUT_FILE = re.compile(r"^\d+\.safetensors$")
+#: How often the memory (and, without a sandbox, disk) of the worker's processes is measured.
+WATCH_INTERVAL = 0.2
+#: How often, at most, a cheap memory sum over the limit is confirmed with the precise one.
+CONFIRM_INTERVAL = 1.0
+DISK_WATCH_INTERVAL = 0.5
 #: Environment variable that tags a worker and everything it starts.
 TOKEN_VAR = "GRADER_WORKER_TOKEN"
+#: Optional tag (letters, digits, '-', '_') put in front of every token, to tell one run's workers from another's.
+RUN_TAG_VAR = "GRADER_RUN_TAG"
 
 
 @dataclass
 class WorkerRun:
     """Everything a worker reported, captured as plain data, whatever happened to it."""
 
-    exec_errors: list[dict[str, Any]] = field(default_factory=list)
-    calls: dict[str, dict[str, Any]] = field(default_factory=dict)
-    #: a failure of the worker's own code (a grader bug), with its traceback; only trusted
-    #: when it came before any submitted code ran (after that, the submission could fake it)
-    internal: str | None = None
-    #: why the worker stopped before finishing (timeout, crash), in plain words
-    stopped: str | None = None
-    #: the call that was running when it stopped ("" while running top-level statements)
+    #: the worker reported ``ready`` (before that, nothing of the submission had run)
+    started: bool = False
+    exec_done: bool = False
+    exec_errors: tuple[ErrorInfo, ...] = ()
+    observations: dict[str, Observation] = field(default_factory=dict)
+    finished: bool = False
+    #: why the worker stopped early, once the submission's code had started
+    stop: Stop | None = None
+    #: the case running when it stopped ("" while running top-level statements)
     running: str | None = None
+    #: a failure of the worker's own code before the submission started (a grader bug), with its traceback
+    internal: str | None = None
+    #: the traceback the worker sent when it failed after the submission started (for the course's own
+    #: code, the reference, this is a grader or course bug worth showing; for a student's, it is not trusted)
+    late_traceback: str | None = None
+    #: why the worker never became ready (it could not start: the grader's environment is at fault)
+    start_failure: str | None = None
     stdout: str = ""
     stderr: str = ""
+    #: lines on the result channel that were not records (stray writes of the submission)
+    ignored: int = 0
     duration: float = 0.0
-    finished: bool = False
-    #: the worker started and read its job (before that, nothing of the submission had run)
-    started: bool = False
+
+
+def _scratch_base() -> str | None:
+    """Where a worker running as its own user can reach its folder by absolute path: the usual
+    temporary folder if every folder above it lets others through, else /tmp."""
+    base = Path(tempfile.gettempdir()).resolve()
+    for folder in (base, *base.parents):
+        try:
+            if not folder.stat().st_mode & 0o001:
+                return "/tmp"
+        except OSError:
+            return "/tmp"
+    return None
 
 
 class _Capped:
@@ -80,44 +110,50 @@ class _Capped:
 
     def text(self) -> str:
         middle = f"\n[… {self.dropped:,} bytes not kept …]\n" if self.dropped else ""
-        return (bytes(self.head).decode("utf-8", "replace") + middle + bytes(self.tail).decode("utf-8", "replace"))
+        return bytes(self.head).decode("utf-8", "replace") + middle + bytes(self.tail).decode("utf-8", "replace")
 
 
 class Worker:
     """A started worker process waiting for its job; use as a context manager.
 
-    ``mode`` is 'bwrap' or 'none' (see ``grader.execute.sandbox``); ``shared`` are read-only
-    folders the worker may read (the case inputs); ``hide`` are folders it must never
-    see (the course, the reference cache), masked if they sit inside a mounted tree.
+    ``mode`` is 'bwrap' or 'none' (see ``grader.execute.sandbox``); ``hide`` are folders it
+    must never see (the course, the reference cache), masked if they sit inside a mounted tree.
     """
 
-    def __init__(self, workdir: Path | None = None, mode: str = "none", limits: Limits | None = None,
-                 shared: tuple[Path, ...] = (), hide: tuple[Path, ...] = ()):
-        self._tmp = None
-        if workdir is None:
-            self._tmp = tempfile.TemporaryDirectory(prefix="grader-")
-            workdir = Path(self._tmp.name)
-        self.workdir = Path(workdir)
-        self.limits = limits or Limits()
+    def __init__(self, mode: str, limits: Limits | None = None, hide: tuple[Path, ...] = ()):
         self.mode = mode
-        self.out_dir = self.workdir / "out"
-        self.run_dir = self.workdir / "run"
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        self.run_dir.mkdir(exist_ok=True)
+        self.limits = limits or Limits()
+        tag = re.sub(r"[^A-Za-z0-9_-]", "", os.environ.get(RUN_TAG_VAR, ""))[:40]
+        self.token = f"{tag}.{uuid.uuid4().hex}" if tag else uuid.uuid4().hex
+        self.uid = fresh_uid()
+        self._tmp = tempfile.mkdtemp(prefix=f"grader-{tag}-" if tag else "grader-",
+                                     dir=_scratch_base() if self.uid is not None and mode == "none" else None)
+        self.run_dir = Path(self._tmp) / "run"
+        self.run_dir.mkdir(mode=0o700)
+        if self.uid is not None:
+            os.chmod(self._tmp, 0o711)  # the worker's own user may pass through to its folder, not list it
+        self.group = ProcessGroup.create(self.token, self.uid, memory_bytes=self.limits.memory_mb << 20,
+                                         max_pids=self.limits.processes)
         read_fd, write_fd = os.pipe()
-        self.launch: Launch = launch(mode, self.workdir, list(shared), write_fd, self.limits, list(hide))
-        self.token = uuid.uuid4().hex
-        self.launch.env[TOKEN_VAR] = self.token
+        spec = launch(mode, self.run_dir, write_fd, self.limits, list(hide), self.uid, self.group.preexec)
+        spec.env[TOKEN_VAR] = self.token
         self._started = time.perf_counter()
-        self.proc = subprocess.Popen(
-            self.launch.argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            pass_fds=(write_fd,), cwd=self.launch.cwd, env=self.launch.env, start_new_session=True,
-            preexec_fn=self.launch.preexec,
-        )
+        try:
+            self.proc = subprocess.Popen(
+                spec.argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                pass_fds=(write_fd,), cwd=spec.cwd, env=spec.env, start_new_session=True, preexec_fn=spec.preexec)
+        except BaseException:
+            os.close(read_fd)
+            os.close(write_fd)
+            self.group.close()
+            remove_tree(self._tmp)
+            raise
         os.close(write_fd)
-        self._channel = os.fdopen(read_fd, "rb", buffering=0)
+        self.group.attach(self.proc.pid)
+        self._channel = read_fd
         self._out = _Capped(self.limits.output_kb << 10)
         self._err = _Capped(self.limits.output_kb << 10)
+        self._closed = False
 
     def __enter__(self) -> "Worker":
         return self
@@ -125,81 +161,86 @@ class Worker:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def run(self, job: dict[str, Any], timeout: float, step_timeout: float | None = None) -> WorkerRun:
-        """Send ``job`` and collect records until the worker finishes or ``timeout`` passes.
+    def run(self, job: Job, inputs: bytes, timeout: float, step_timeout: float | None = None) -> WorkerRun:
+        """Send ``job`` and its inputs; collect records until the worker finishes or stops.
 
-        ``step_timeout`` bounds each step (the top-level statements, then each call): a
-        step that sends nothing for that long is a timeout of that step.
+        ``timeout`` bounds the whole run once the worker is ready; ``step_timeout`` bounds
+        each step (the top-level statements, then each call): a step that sends nothing
+        for that long is a timeout of that step.
         """
-        self._nonce = uuid.uuid4().hex
-        job = dict(job, out_dir=self.launch.inside(self.out_dir), nonce=self._nonce)
-        if job.get("inputs_file"):
-            job["inputs_file"] = self.launch.inside(Path(job["inputs_file"]))
+        job = dataclasses.replace(job, inputs_size=len(inputs))
         result = WorkerRun()
+        reader = RecordReader(job.nonce, self.limits.tensor_mb << 20)
+        pending = [c.id for c in job.calls]
         try:
-            assert self.proc.stdin is not None
-            self.proc.stdin.write(json.dumps(job).encode())
-            self.proc.stdin.close()  # the student's input() then sees end-of-file
-        except (BrokenPipeError, OSError):
-            pass  # it died already; the read loop below reports how
-        self._timeout = timeout
-        self._read_records(result, time.perf_counter() + timeout, step_timeout, [c["id"] for c in job["calls"]])
-        if not result.finished and result.stopped is None:
-            code = self._wait(1.0)
-            if self.mode == "bwrap" and code is not None and code > 128:
-                code = 128 - code  # bwrap exits with 128 + the signal that killed its child
-            result.stopped = describe_exit(code)
-        result.duration = time.perf_counter() - self._started
-        self.kill()
-        self._drain()
-        result.stdout, result.stderr = self._out.text(), self._err.text()
+            self._exchange(job.to_line() + inputs, reader, result, pending, timeout, step_timeout,
+                           job.mode == "generate")
+        finally:
+            result.ignored = reader.ignored
+            result.running = (pending[0] if pending else None) if result.exec_done else ""
+            if result.started and not result.finished and result.stop is None and result.internal is None:
+                result.stop = self._exit_stop()
+            elif not result.started and result.internal is None and result.start_failure is None:
+                result.start_failure = f"it ended before starting ({self._exit_words()})"
+            result.duration = time.perf_counter() - self._started
+            self.group.kill()
+            self._drain()
+            result.stdout, result.stderr = self._out.text(), self._err.text()
         return result
 
-    def output_file(self, record: dict[str, Any]) -> Path | None:
-        """The host path of a record's tensor file, if it is a legitimate one of this worker's."""
-        name = Path(str(record.get("file") or "")).name
-        if not _OUTPUT_FILE.match(name):
-            return None
-        path = self.out_dir / name
-        try:
-            if not path.is_file() or path.is_symlink() or path.stat().st_size > (self.limits.tensor_mb << 20):
-                return None
-        except OSError:
-            return None
-        return path
+    # ----------------------------------------------------------------------- the loop
 
-    def _read_records(self, result: WorkerRun, deadline: float, step_timeout: float | None,
-                      call_ids: list[str]) -> None:
+    def _exchange(self, job_bytes: bytes, reader: RecordReader, result: WorkerRun, pending: list[str],
+                  timeout: float, step_timeout: float | None, generate: bool) -> None:
+        assert self.proc.stdin is not None and self.proc.stdout is not None and self.proc.stderr is not None
+        stdin = self.proc.stdin.fileno()
+        fcntl.fcntl(stdin, fcntl.F_SETFL, fcntl.fcntl(stdin, fcntl.F_GETFL) | os.O_NONBLOCK)
+        to_send = memoryview(job_bytes)
         sel = selectors.DefaultSelector()
         sel.register(self._channel, selectors.EVENT_READ, "channel")
-        assert self.proc.stdout is not None and self.proc.stderr is not None
         sel.register(self.proc.stdout, selectors.EVENT_READ, self._out)
         sel.register(self.proc.stderr, selectors.EVENT_READ, self._err)
-        buffer = b""
-        pending = list(call_ids)
-        exec_done = False
-        ready = False
-        step_started = time.perf_counter()
+        sel.register(stdin, selectors.EVENT_WRITE, "stdin")
+        deadline = None
+        step_started = last_watch = last_disk = time.perf_counter()
+        last_confirm = 0.0
         try:
             while True:
                 now = time.perf_counter()
-                left = deadline - now
-                if left <= 0:
-                    result.stopped = f"ran out of time (the limit for the whole submission is {time_words(self._timeout)})"
-                    break
-                if not ready:  # the worker is still starting: the grader's time, not the submission's
-                    if now - step_started > STARTUP_TIMEOUT:
-                        result.stopped = f"did not start within {time_words(STARTUP_TIMEOUT)}"
-                        break
-                elif step_timeout is not None:
-                    step_left = step_started + step_timeout - now
-                    if step_left <= 0:
-                        result.stopped = f"timed out after {time_words(step_timeout)}"
-                        break
-                    left = min(left, step_left)
-                channel_closed = False
-                for key, _ in sel.select(timeout=min(left, 0.5)):
-                    chunk = os.read(key.fileobj.fileno(), 65536)
+                if not result.started:  # still starting: the grader's time, not the submission's
+                    if now - self._started > STARTUP_TIMEOUT:
+                        result.start_failure = f"it did not start within {STARTUP_TIMEOUT:.0f} s"
+                        return
+                    wait = 0.5
+                else:
+                    deadline = deadline or now + timeout
+                    if now >= deadline:
+                        result.stop = Stop("submission_timeout", {"seconds": timeout})
+                        return
+                    if step_timeout is not None and now - step_started >= step_timeout:
+                        result.stop = Stop("case_timeout", {"seconds": step_timeout})
+                        return
+                    if now - last_watch >= WATCH_INTERVAL:
+                        last_watch = now
+                        limit = self.limits.memory_mb << 20
+                        # resident sizes count pages shared after a fork once per process: confirm
+                        if self.group.resident_bytes() > limit and now - last_confirm >= CONFIRM_INTERVAL:
+                            last_confirm = now
+                            if self.group.proportional_bytes() > limit:
+                                result.stop = Stop("memory", {"limit_mb": self.limits.memory_mb})
+                                return
+                    if self.mode == "none" and now - last_disk >= DISK_WATCH_INTERVAL:
+                        last_disk = now
+                        if self._disk_bytes() > self.limits.disk_mb << 20:
+                            result.stop = Stop("disk", {"limit_mb": self.limits.disk_mb})
+                            return
+                    wait = min(deadline - now, WATCH_INTERVAL,
+                               step_started + step_timeout - now if step_timeout else WATCH_INTERVAL)
+                for key, _ in sel.select(timeout=max(wait, 0.01)):
+                    if key.data == "stdin":
+                        to_send = self._send(stdin, to_send, sel)
+                        continue
+                    chunk = os.read(key.fd, 1 << 16)
                     if key.data != "channel":
                         if chunk:
                             key.data.add(chunk)
@@ -207,52 +248,104 @@ class Worker:
                             sel.unregister(key.fileobj)
                         continue
                     if not chunk:
-                        channel_closed = True
-                        break
-                    buffer += chunk
-                    *lines, buffer = buffer.split(b"\n")
-                    if len(buffer) > MAX_RECORD_BYTES:
-                        buffer = b""  # not a record of ours
-                    for line in lines:
-                        kind = self._take(line, result, pending, self._nonce)
-                        if kind:
-                            step_started = time.perf_counter()
-                        if kind == "ready":
-                            ready = result.started = True
-                        if kind == "exec":
-                            exec_done = True
-                        if kind == "internal" and exec_done:
-                            result.internal = None  # submitted code ran: not a trustworthy report
-                            result.stopped = "broke the grader's worker process"
-                            break
-                if channel_closed or result.finished or result.internal or result.stopped:
-                    break
+                        return  # the worker closed the channel: it ended
+                    try:
+                        for record in reader.feed(chunk):
+                            if self._apply(record, result, pending, generate):
+                                step_started = time.perf_counter()
+                    except ProtocolViolation as e:
+                        if not result.started:
+                            result.internal = f"the worker broke the protocol before starting: {e}"
+                        else:
+                            result.stop = Stop("protocol", {"rule": str(e)})
+                        return
+                    if result.finished or result.stop or result.internal:
+                        return
         finally:
             sel.close()
-            result.running = (pending[0] if pending else None) if exec_done else ""
+
+    def _send(self, fd: int, data: memoryview, sel: selectors.BaseSelector) -> memoryview:
+        """Write what stdin takes now; close it when everything is sent (input() then sees end-of-file)."""
+        try:
+            data = data[os.write(fd, data):]
+        except BlockingIOError:
+            return data
+        except OSError:  # it died: the loop finds out how
+            data = data[len(data):]
+        if not data:
+            sel.unregister(fd)
+            assert self.proc.stdin is not None
+            try:
+                self.proc.stdin.close()
+            except OSError:
+                pass
+        return data
 
     @staticmethod
-    def _take(line: bytes, result: WorkerRun, pending: list[str], nonce: str) -> str | None:
-        """Apply one well-formed record of this job; anything else on the channel is ignored."""
-        try:
-            record = json.loads(line)
-        except ValueError:
-            return None
-        if not isinstance(record, dict) or record.get("nonce") != nonce:
-            return None
-        kind = record.get("kind")
-        if kind == "exec" and isinstance(record.get("errors"), list):
-            result.exec_errors = [e for e in record["errors"] if isinstance(e, dict)]
-        elif kind == "call" and record.get("id") in pending:
-            result.calls[record["id"]] = record
-            pending.remove(record["id"])
-        elif kind == "internal":
-            result.internal = str(record.get("traceback"))
-        elif kind == "done":
+    def _apply(record: Record, result: WorkerRun, pending: list[str], generate: bool) -> bool:
+        """Take one record in protocol order; True when it starts a new step."""
+        if isinstance(record, Internal):
+            if not result.started:
+                result.internal = record.traceback
+            else:  # submitted code ran: not a trustworthy report of the grader's own failure
+                result.stop = Stop("worker_failed")
+                result.late_traceback = record.traceback
+            return False
+        if isinstance(record, Ready):
+            if result.started:
+                raise ProtocolViolation("the worker said it started twice")
+            result.started = True
+            return True
+        if not result.started:
+            raise ProtocolViolation("a record came before the worker started")
+        if isinstance(record, ExecRecord):
+            if result.exec_done:
+                raise ProtocolViolation("the top-level statements were reported twice")
+            result.exec_done, result.exec_errors = True, record.errors
+            return True
+        if not result.exec_done:
+            raise ProtocolViolation("a case was reported before the top-level statements ran")
+        if isinstance(record, CallRecord):
+            if record.id not in pending:
+                raise ProtocolViolation("a result for a case that was not asked for, or reported twice")
+            result.observations[record.id] = observe(record, reference=generate)
+            pending.remove(record.id)
+            return True
+        if isinstance(record, Done):
+            if pending:
+                raise ProtocolViolation("the worker said it was done before reporting every case")
             result.finished = True
-        elif kind != "ready":
+        return False
+
+    def _disk_bytes(self) -> int:
+        """Without a sandbox: what the worker wrote in its folder and, as its own user, in /tmp and the like."""
+        used = folder_bytes(self.run_dir)
+        return used + owned_bytes(self.uid) if self.uid is not None else used
+
+    # ----------------------------------------------------------------------- ending
+
+    def _exit_code(self) -> int | None:
+        try:
+            code = self.proc.wait(timeout=1.0)
+        except subprocess.TimeoutExpired:
             return None
-        return kind
+        if self.mode == "bwrap" and code > 128:
+            return 128 - code  # bwrap exits with 128 + the signal that killed its child
+        return code
+
+    def _exit_stop(self) -> Stop:
+        code = self._exit_code()
+        if code is None:
+            return Stop("unresponsive")
+        if code == WORKER_FAILED_EXIT:
+            return Stop("worker_failed")
+        if code < 0:
+            return Stop("crashed", {"signal": signal_name(-code)})
+        return Stop("exited", {"code": code})
+
+    def _exit_words(self) -> str:
+        code = self._exit_code()
+        return "still running" if code is None else f"exit status {code}"
 
     def _drain(self, seconds: float = 0.5) -> None:
         """Read what is left in stdout/stderr after the worker is gone (bounded in time)."""
@@ -264,7 +357,7 @@ class Worker:
         try:
             while sel.get_map() and time.perf_counter() < end:
                 for key, _ in sel.select(timeout=0.05):
-                    chunk = os.read(key.fileobj.fileno(), 65536)
+                    chunk = os.read(key.fd, 1 << 16)
                     if chunk:
                         key.data.add(chunk)
                     else:
@@ -272,89 +365,26 @@ class Worker:
         finally:
             sel.close()
 
-    def _wait(self, seconds: float) -> int | None:
-        try:
-            return self.proc.wait(timeout=seconds)
-        except subprocess.TimeoutExpired:
-            return None
-
-    def kill(self) -> None:
-        """Stop the worker and every process it started (its group, and any orphans)."""
-        if self.proc.poll() is None and self._wait(0.05) is None:
-            _signal_group(self.proc.pid, signal.SIGTERM)
-            if self._wait(KILL_GRACE) is None:
-                _signal_group(self.proc.pid, signal.SIGKILL)
-                self._wait(5.0)
-        _signal_group(self.proc.pid, signal.SIGKILL)  # children left in the group
-        if self.mode == "none":
-            _kill_tagged(self.token)
-
     def close(self) -> None:
-        """Kill what is left and remove the working folder."""
-        self.kill()
-        for f in (self._channel, self.proc.stdout, self.proc.stderr, self.proc.stdin):
+        """Kill every process of the worker and remove its scratch folder."""
+        if self._closed:
+            return
+        self._closed = True
+        self.group.close()
+        try:
+            self.proc.wait(timeout=1.0)
+        except subprocess.TimeoutExpired:
+            pass
+        for f in (self.proc.stdout, self.proc.stderr, self.proc.stdin):
             try:
                 if f is not None:
                     f.close()
             except OSError:
                 pass
-        if self._tmp is not None:
-            self._tmp.cleanup()
-
-
-def _signal_group(pid: int, sig: int) -> None:
-    try:
-        os.killpg(pid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
-
-
-def _kill_tagged(token: str) -> None:
-    """Kill every process carrying this worker's token in its environment (Linux).
-
-    A plain subprocess's children may leave its process group (setsid, double fork);
-    they still inherit the token, so they are found and killed here.
-    """
-    if not sys.platform.startswith("linux"):
-        return
-    needle = f"{TOKEN_VAR}={token}".encode()
-    me = os.getpid()
-    for _ in range(5):
-        found = False
-        for pid in (int(p) for p in os.listdir("/proc") if p.isdigit()):
-            if pid == me:
-                continue
-            try:
-                with open(f"/proc/{pid}/environ", "rb") as f:
-                    tagged = needle in f.read().split(b"\0")
-            except OSError:
-                continue
-            if tagged:
-                found = True
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except OSError:
-                    pass
-        if not found:
-            return
-        time.sleep(0.05)
-
-
-def describe_exit(code: int | None) -> str:
-    """Plain words for how a worker process ended."""
-    if code is None:
-        return "stopped responding"
-    if code < 0:
         try:
-            name = signal.Signals(-code).name
-        except ValueError:
-            name = f"signal {-code}"
-        extra = {"SIGKILL": " (out of memory?)", "SIGXCPU": " (CPU time limit)",
-                 "SIGXFSZ": " (file size limit)", "SIGSEGV": " (e.g. runaway recursion)"}.get(name, "")
-        return f"crashed ({name}){extra}"
-    return f"exited early with code {code} (sys.exit or os._exit in the submission?)"
-
-
-def time_words(seconds: float) -> str:
-    """'61 s' style."""
-    return f"{seconds:.0f} s" if seconds >= 10 else f"{seconds:.1f} s"
+            os.close(self._channel)
+        except OSError:
+            pass
+        remove_tree(self._tmp)
+        if self.uid is not None and self.mode == "none":
+            remove_owned(self.uid)

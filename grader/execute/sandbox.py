@@ -1,17 +1,20 @@
 """Where a worker runs: a bubblewrap sandbox when it can, else a plain subprocess; limits either way.
 
 ``bwrap`` mode: new PID, network, IPC and UTS namespaces; a read-only view of the system
-and of the Python environment; a private ``/tmp``; only this worker's own folders
-writable; nothing of the course (``reference/``, the cases, other submissions, the
-reference cache) mounted; killed when the grader dies. When the grader runs as root the
-worker drops to ``nobody`` before it imports anything, so process limits apply.
+and of the Python environment; nothing of the host writable: the working folder and
+``/tmp`` are one sized tmpfs, ``/dev`` is read-only; nothing of the course
+(``reference/``, the cases, other submissions, the reference cache) mounted; killed when
+the grader dies. When the grader runs as root the worker drops to a uid of its own once
+its imports are done, before the job, so the process limit counts only its processes.
 
 ``none`` mode (bwrap missing or unusable: macOS, some containers): a plain subprocess in
-its own session with the same resource limits. The file system and the network stay
-reachable; docs/security.md says what that means.
+its own session with the same resource limits, in a host scratch folder (watched for size
+by the runner). As root it also runs as a uid of its own. The file system and the network
+stay reachable; docs/security.md says what that means.
 
 Resource limits are ``setrlimit`` values set just before exec (inherited by anything the
-submission starts): address space, CPU seconds, file size, open files, processes.
+submission starts): address space, CPU seconds, file size, open files, processes. The
+total memory of all the worker's processes is watched by ``grader.execute.runner``.
 """
 from __future__ import annotations
 
@@ -22,54 +25,28 @@ import shutil
 import site
 import subprocess
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from grader.config import Limits
 from grader.errors import UsageError
 
 MODES = ("auto", "bwrap", "none")
-NOBODY = 65534
-#: Where the worker's folders appear inside the sandbox.
+#: Where the grader package appears inside the sandbox, and the worker's working folder.
 SANDBOX_ROOT = "/grader"
+WORK_DIR = "/tmp/work"
 _SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc")
 
 
 @dataclass(frozen=True)
-class Limits:
-    """Resource limits of one worker process (and everything it starts)."""
-
-    memory_mb: int = 4096
-    cpu_seconds: int = 600
-    file_mb: int = 64
-    processes: int = 64
-    open_files: int = 1024
-    #: how much of stdout and stderr is kept (the rest is counted and dropped)
-    output_kb: int = 64
-    #: largest tensor file a worker may return for one case
-    tensor_mb: int = 64
-
-
-@dataclass(frozen=True)
 class Launch:
-    """How to start one worker: the command, its environment and where its folders appear."""
+    """How to start one worker: the command, its environment, its folder and its child-side setup."""
 
     argv: list[str]
     env: dict[str, str]
     cwd: str
     preexec: Callable[[], None]
-    #: host folder -> the path the worker sees for it
-    paths: dict[Path, str] = field(default_factory=dict)
-
-    def inside(self, host: Path) -> str:
-        """The worker's path for a host path under one of the mapped folders."""
-        for root, seen in self.paths.items():
-            try:
-                rel = Path(host).relative_to(root)
-            except ValueError:
-                continue
-            return str(Path(seen) / rel) if str(rel) != "." else seen
-        return str(host)
 
 
 def resolve_mode(mode: str | None) -> str:
@@ -86,15 +63,6 @@ def resolve_mode(mode: str | None) -> str:
     return "bwrap" if usable else "none"
 
 
-def describe(mode: str) -> str:
-    """The isolation line of a report."""
-    if mode == "bwrap":
-        return ("bubblewrap sandbox (no network, read-only system, private /tmp, "
-                "course files not mounted) with resource limits")
-    return ("plain subprocess with resource limits, NOT sandboxed (no bubblewrap): the submission "
-            "could read files and use the network")
-
-
 @functools.lru_cache(maxsize=1)
 def bwrap_usable() -> bool:
     """Whether bubblewrap exists and can create its namespaces here (probed once)."""
@@ -109,41 +77,41 @@ def bwrap_usable() -> bool:
     return probe.returncode == 0
 
 
-def launch(mode: str, workdir: Path, shared: list[Path], channel_fd: int, limits: Limits,
-           hide: list[Path] | None = None) -> Launch:
+def launch(mode: str, run_dir: Path, channel_fd: int, limits: Limits, hide: list[Path],
+           uid: int | None, join_group: Callable[[], None]) -> Launch:
     """The command that starts ``python -m grader.execute.worker`` for ``mode``.
 
-    ``workdir`` holds the worker's writable ``run`` (its cwd) and ``out`` folders;
-    ``shared`` are read-only files it may read (the case inputs).
+    ``run_dir`` is the worker's host scratch folder (``none`` mode only); ``hide`` are
+    folders it must never see; ``uid``, when given (the grader runs as root), is the
+    worker's own user; ``join_group`` runs in the child before exec (the process group).
     """
     package_parent = Path(__file__).resolve().parents[2]
     # A clean environment: nothing of the grader's (tokens, paths, credentials) leaks in.
     env = {k: os.environ[k] for k in ("PATH", "LANG", "LC_ALL", "TERM") if k in os.environ}
     env.update({"OMP_NUM_THREADS": "1", "PYTHONDONTWRITEBYTECODE": "1", "PYTHONNOUSERSITE": "1",
                 "MPLBACKEND": "Agg"})
-    run_dir, out_dir = workdir / "run", workdir / "out"
-    drop = os.geteuid() == 0 if hasattr(os, "geteuid") else False
+    if uid is not None:  # the worker gives up root itself, after its imports (grader.execute.worker)
+        env["GRADER_WORKER_UID"] = str(uid)
     if mode == "none":
         env.update({"PYTHONPATH": str(package_parent), "HOME": str(run_dir), "TMPDIR": str(run_dir)})
+        if uid is not None:
+            os.chown(run_dir, uid, uid)
         argv = [sys.executable, "-m", "grader.execute.worker", str(channel_fd)]
-        return Launch(argv, env, str(run_dir), _limiter(limits, own_uid=True))
-    inner = SANDBOX_ROOT
-    env.update({"PYTHONPATH": f"{inner}/pkg", "HOME": f"{inner}/run", "TMPDIR": "/tmp"})
-    if drop:
-        env["GRADER_WORKER_UID"] = str(NOBODY)
-        for d in (run_dir, out_dir):
-            os.chown(d, NOBODY, NOBODY)
+        return Launch(argv, env, str(run_dir), _child_setup(limits, uid, join_group))
+    env.update({"PYTHONPATH": f"{SANDBOX_ROOT}/pkg", "HOME": WORK_DIR, "TMPDIR": "/tmp"})
     bwrap = shutil.which("bwrap") or "bwrap"
-    if drop:  # as root: no user namespace, so that the worker can become nobody itself
+    if uid is not None:  # as root: no user namespace, so that the worker can become its own user
         argv = [bwrap, "--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try"]
     else:
         argv = [bwrap, "--unshare-all", "--cap-drop", "ALL"]
     argv += ["--die-with-parent", "--new-session"]
     for d in _SYSTEM_DIRS:
         argv += ["--ro-bind-try", d, d]
-    # /tmp first: a Python environment that lives under /tmp (a venv) is mounted on top of it.
-    argv += ["--proc", "/proc", "--dev", "/dev", "--perms", "1777", "--size", str(4 * limits.file_mb << 20),
-             "--tmpfs", "/tmp"]
+    # One sized tmpfs holds everything the worker may write; /tmp first, so that a Python
+    # environment that lives under /tmp (a venv) is mounted on top of it.
+    argv += ["--proc", "/proc", "--dev", "/dev", "--remount-ro", "/dev",
+             "--perms", "1777", "--size", str(limits.disk_mb << 20), "--tmpfs", "/tmp",
+             "--perms", "1777", "--dir", WORK_DIR]
     made: set[str] = {"/tmp"}
     for d in python_roots():
         for parent in reversed(Path(d).parents):  # traversable mount points, whatever the host's modes
@@ -151,18 +119,22 @@ def launch(mode: str, workdir: Path, shared: list[Path], channel_fd: int, limits
                 argv += ["--perms", "0755", "--dir", str(parent)]
                 made.add(str(parent))
         argv += ["--ro-bind", d, d]
-    for d in (inner, f"{inner}/pkg", f"{inner}/shared"):
+    for d in (SANDBOX_ROOT, f"{SANDBOX_ROOT}/pkg"):
         argv += ["--perms", "0755", "--dir", d]
-    argv += ["--ro-bind", str(package_parent / "grader"), f"{inner}/pkg/grader",
-             "--bind", str(run_dir), f"{inner}/run", "--bind", str(out_dir), f"{inner}/out"]
-    paths = {run_dir: f"{inner}/run", out_dir: f"{inner}/out"}
-    for i, f in enumerate(shared):
-        argv += ["--ro-bind", str(f), f"{inner}/shared/{i}-{f.name}"]
-        paths[f] = f"{inner}/shared/{i}-{f.name}"
-    for hidden in _hidden_paths([package_parent, *(hide or [])]):
+    argv += ["--ro-bind", str(package_parent / "grader"), f"{SANDBOX_ROOT}/pkg/grader"]
+    for hidden in _hidden_paths([package_parent, *hide]):
         argv += ["--tmpfs", hidden]
-    argv += ["--chdir", f"{inner}/run", "--", python_executable(), "-m", "grader.execute.worker", str(channel_fd)]
-    return Launch(argv, env, str(run_dir), _limiter(limits, own_uid=not drop), paths)
+    argv += ["--chdir", WORK_DIR, "--", python_executable(), "-m", "grader.execute.worker", str(channel_fd)]
+    return Launch(argv, env, str(run_dir), _child_setup(limits, uid, join_group))
+
+
+def describe(mode: str) -> str:
+    """The isolation line of a report."""
+    if mode == "bwrap":
+        return ("bubblewrap sandbox (no network, read-only system, private sized /tmp, "
+                "course files not mounted) with resource limits")
+    return ("plain subprocess with resource limits, NOT sandboxed (no bubblewrap): the submission "
+            "could read files and use the network")
 
 
 def python_executable() -> str:
@@ -207,12 +179,15 @@ def _under(path: str, root: str) -> bool:
     return path == root or path.startswith(root.rstrip("/") + "/")
 
 
-def _limiter(limits: Limits, own_uid: bool) -> Callable[[], None]:
-    """A preexec function setting the limits (computed now, applied in the child)."""
+def _child_setup(limits: Limits, uid: int | None, join_group: Callable[[], None]) -> Callable[[], None]:
+    """What the child does between fork and exec: join the process group, set the limits.
+
+    Computed now; the child only makes system calls (no imports, no allocation to speak of).
+    """
     nproc = None
     if hasattr(resource, "RLIMIT_NPROC"):
-        uid = os.getuid() if own_uid else NOBODY
-        nproc = _count_processes(uid) + limits.processes
+        # A fresh uid runs nothing yet; our own uid's limit counts what it already runs.
+        nproc = limits.processes if uid is not None else _count_processes(os.getuid()) + limits.processes
     settings = [
         (resource.RLIMIT_AS, limits.memory_mb << 20),
         (resource.RLIMIT_CPU, limits.cpu_seconds),
@@ -224,6 +199,7 @@ def _limiter(limits: Limits, own_uid: bool) -> Callable[[], None]:
         settings.append((resource.RLIMIT_NPROC, nproc))
 
     def apply() -> None:
+        join_group()
         for kind, value in settings:
             try:
                 resource.setrlimit(kind, (value, value))

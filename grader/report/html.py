@@ -10,7 +10,7 @@ from __future__ import annotations
 import html
 from typing import Any
 
-from grader.report.result import CheckResult, Report
+from grader.report.result import CaseResult, Report
 
 _STYLE = """
 body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;margin:2rem;color:#1b1f24;max-width:72rem}
@@ -46,25 +46,25 @@ def to_html(report: Report) -> str:
     if report.problem:
         parts.append(f"<div class='problem'>Could not grade: {e(report.problem)}</div>")
     parts += [f"<div class='note'>{e(n)}</div>" for n in report.notes]
-    if report.checks:
+    if report.cases:
         rows = "".join(
             f"<tr><td>{_link(c)}</td><td class='pts'>{c.score:g}/{c.max_score:g}</td>"
-            f"<td class='{c.status}'>{c.status.upper()}</td><td>{e(c.reason)}</td></tr>" for c in report.checks)
+            f"<td class='{c.status}'>{c.status.upper()}</td><td>{e(c.reason)}</td></tr>" for c in report.cases)
         parts.append("<table class='report'><thead><tr><th>Check</th><th>Points</th><th>Status</th><th>Reason</th>"
                      f"</tr></thead><tbody>{rows}</tbody></table>")
-    for c in report.checks:  # what went wrong, with pictures where they help
+    for c in report.cases:  # what went wrong, with pictures where they help
         if c.status in ("failed", "error"):
             parts.append(_case_section(c))
     parts.append("</body></html>")
     return "\n".join(parts) + "\n"
 
 
-def _link(c: CheckResult) -> str:
+def _link(c: CaseResult) -> str:
     e = html.escape
     return f"<a href='#{e(c.case_id)}'>{e(c.name)}</a>" if c.status in ("failed", "error") else e(c.name)
 
 
-def _case_section(c: CheckResult) -> str:
+def _case_section(c: CaseResult) -> str:
     e = html.escape
     body = [f"<section class='case' id='{e(c.case_id)}'><h2>{e(c.name)} — <span class='{c.status}'>"
             f"{c.status.upper()}</span></h2>"]

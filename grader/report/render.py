@@ -1,6 +1,8 @@
 """Rendering a ``Report``: a rich table for people; JSON, Gradescope JSON, JUnit XML, CSV for machines.
 
-The result model knows nothing of presentation; everything about looks lives here.
+The result model knows nothing of presentation; everything about looks lives here. Text in
+the model is already safe (``grader.report.text``); renderers never parse it as markup:
+rich gets ``Text`` objects, never markup strings.
 """
 from __future__ import annotations
 
@@ -10,7 +12,9 @@ import json
 import xml.etree.ElementTree as ET
 from typing import Any
 
-from grader.report.result import CheckResult, Report
+from grader.report.messages import points as _points
+from grader.report.result import CaseResult, Report
+from grader.report.text import spreadsheet_safe
 
 FORMATS = ("rich", "json", "gradescope", "junit", "csv", "html")
 _STATUS_STYLE = {"passed": ("PASS", "bold green"), "failed": ("FAIL", "bold red"), "error": ("ERROR", "bold yellow"),
@@ -29,10 +33,6 @@ def render(report: Report, fmt: str) -> str:
     return {"json": to_json, "gradescope": to_gradescope, "junit": to_junit, "csv": to_csv}[fmt](report)
 
 
-def _points(x: float) -> str:
-    return f"{x:g}"
-
-
 def rich_renderable(report: Report) -> Any:
     """A rich renderable of the report: header, notes, a table of checks, the total, and why."""
     from rich.console import Group
@@ -45,39 +45,40 @@ def rich_renderable(report: Report) -> Any:
         title.append(f"  assignment: {report.assignment}")
     parts.append(title)
     if report.problem:
-        parts.append(Text.assemble(("Could not grade: ", "bold red"), report.problem))
+        parts.append(Text.assemble(("Could not grade: ", "bold red"), Text(report.problem)))
     for note in report.notes:
-        parts.append(Text.assemble(("note: ", "yellow"), note))
-    if report.checks:
+        parts.append(Text.assemble(("note: ", "yellow"), Text(note)))
+    if report.cases:
         table = Table(show_header=True, header_style="bold", expand=False, show_lines=False)
         table.add_column("Check", overflow="fold", ratio=3)
         table.add_column("Points", justify="right", no_wrap=True)
         table.add_column("Status", no_wrap=True)
         table.add_column("Reason", overflow="fold", ratio=4)
-        for c in report.checks:
+        for c in report.cases:
             label, style = _STATUS_STYLE[c.status]
-            table.add_row(c.name, f"{_points(c.score)}/{_points(c.max_score)}", Text(label, style=style), c.reason)
+            table.add_row(Text(c.name), Text(f"{_points(c.score)}/{_points(c.max_score)}"), Text(label, style=style),
+                          Text(c.reason))
         table.add_section()
         label = "Total, public cases only" if report.local else "Total"
         table.add_row(Text(label, style="bold"), Text(f"{_points(report.score)}/{_points(report.max_score)}",
-                                                      style="bold"), "", "")
+                                                      style="bold"), Text(""), Text(""))
         if report.pending_points:
-            table.add_row(Text("Hidden cases"), Text(f"?/{_points(report.pending_points)}"), "",
-                          "graded after you submit; not included in the total above")
+            table.add_row(Text("Hidden cases"), Text(f"?/{_points(report.pending_points)}"), Text(""),
+                          Text("graded after you submit; not included in the total above"))
         parts.append(table)
     else:
         parts.append(Text(f"Total: {_points(report.score)}/{_points(report.max_score)}", style="bold"))
     groups: dict[str, list[str]] = {}  # identical details are shown once, under every name they concern
-    for c in report.checks:
-        if c.status not in ("passed", "pending") and _extra(c):
-            groups.setdefault(_extra(c), []).append(c.name)
+    for c in report.cases:
+        if c.status not in ("passed", "pending") and c.details:
+            groups.setdefault(c.details, []).append(c.name)
     if groups:
         parts.append(Text("Details", style="bold"))
         for extra, names in groups.items():
             heading = Text()
             for i, name in enumerate(names):
                 heading.append(("\n" if i else "") + "• ", "bold").append(name, "bold")
-            parts.append(Text.assemble(heading, "\n", _indent(extra)))
+            parts.append(Text.assemble(heading, "\n", Text(_indent(extra))))
     footer = f"isolation: {report.isolation}" if report.isolation else ""
     if report.execution_time:
         footer += f"{' · ' if footer else ''}{report.execution_time:.1f} s"
@@ -105,17 +106,8 @@ def to_json(report: Report) -> str:
     return json.dumps(report.to_dict(), indent=2, ensure_ascii=False) + "\n"
 
 
-def _extra(c: CheckResult) -> str:
-    """The details beyond the one-line reason (which is often their first line)."""
-    lines = c.details.splitlines()
-    if lines and lines[0] == c.reason:
-        lines = lines[1:]
-    return "\n".join(lines)
-
-
-def _test_output(c: CheckResult) -> str:
-    extra = _extra(c)
-    return f"{c.reason}\n{extra}" if c.reason and extra else (c.reason or extra)
+def _test_output(c: CaseResult) -> str:
+    return f"{c.reason}\n{c.details}" if c.reason and c.details else (c.reason or c.details)
 
 
 def to_gradescope(report: Report) -> str:
@@ -135,7 +127,7 @@ def to_gradescope(report: Report) -> str:
             {"name": c.name, "score": c.score, "max_score": c.max_score,
              "status": "passed" if c.status == "passed" else "failed",
              "output": _test_output(c), "visibility": c.visibility}
-            for c in report.checks if c.status != "pending"
+            for c in report.cases if c.status != "pending"
         ],
     }
     if report.pending_points:
@@ -145,13 +137,13 @@ def to_gradescope(report: Report) -> str:
 
 
 def to_junit(report: Report) -> str:
-    """JUnit XML: one testsuite, one testcase per check; failures and errors kept apart."""
+    """JUnit XML: one testsuite, one testcase per case; failures and errors kept apart."""
     suite = ET.Element("testsuite", {
         "name": report.assignment or "submission",
-        "tests": str(max(len(report.checks), 1 if report.problem else 0)),
-        "failures": str(sum(c.status == "failed" for c in report.checks)),
-        "skipped": str(sum(c.status == "pending" for c in report.checks)),
-        "errors": str(sum(c.status == "error" for c in report.checks) + (1 if report.problem else 0)),
+        "tests": str(max(len(report.cases), 1 if report.problem else 0)),
+        "failures": str(sum(c.status == "failed" for c in report.cases)),
+        "skipped": str(sum(c.status == "pending" for c in report.cases)),
+        "errors": str(sum(c.status == "error" for c in report.cases) + (1 if report.problem else 0)),
         "time": f"{report.execution_time:.3f}",
     })
     ET.SubElement(suite, "properties")
@@ -162,7 +154,7 @@ def to_junit(report: Report) -> str:
     if report.problem:
         tc = ET.SubElement(suite, "testcase", {"classname": "submission", "name": "read submission", "time": "0"})
         ET.SubElement(tc, "error", {"message": report.problem}).text = report.problem
-    for c in report.checks:
+    for c in report.cases:
         tc = ET.SubElement(suite, "testcase", {"classname": c.target, "name": c.name, "time": f"{c.duration:.3f}"})
         if c.status == "pending":
             ET.SubElement(tc, "skipped", {"message": c.reason})
@@ -179,15 +171,19 @@ CSV_FIELDS = ("submission", "assignment", "case_id", "name", "status", "score", 
 
 
 def to_csv(report: Report, header: bool = True) -> str:
-    """One row per check (or one row with the problem when nothing could be graded)."""
+    """One row per case (or one row with the problem when nothing could be graded).
+
+    Text cells that a spreadsheet would run as a formula are neutralised.
+    """
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     if header:
         writer.writerow(CSV_FIELDS)
+    safe = spreadsheet_safe
     if report.problem:
-        writer.writerow([report.submission, report.assignment or "", "", "read submission", "error", 0,
-                         _points(report.max_score), report.problem])
-    for c in report.checks:
-        writer.writerow([report.submission, report.assignment or "", c.case_id, c.name, c.status,
-                         _points(c.score), _points(c.max_score), c.reason])
+        writer.writerow([safe(report.submission), report.assignment or "", "", "read submission", "error", 0,
+                         _points(report.max_score), safe(report.problem)])
+    for c in report.cases:
+        writer.writerow([safe(report.submission), report.assignment or "", safe(c.case_id), safe(c.name), c.status,
+                         _points(c.score), _points(c.max_score), safe(c.reason)])
     return buf.getvalue()

@@ -1,7 +1,9 @@
 """The plain result model: what a grading run found, with no presentation in it.
 
 Everything here is JSON-able (``to_dict``/``from_dict``) so reports can be stored,
-compared in tests and rendered by ``grader.report.render`` in any format.
+compared in tests and rendered by ``grader.report.render`` in any format. Text fields are
+made safe (``grader.report.text.safe_text``) as the model is built: this is the one
+boundary every student-derived string crosses on its way to a report.
 """
 from __future__ import annotations
 
@@ -9,18 +11,23 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from grader.report.outcomes import Cause, Problem
+from grader.report.text import safe_text
+
 Status = Literal["passed", "failed", "error", "pending"]
 STATUSES: tuple[str, ...] = ("passed", "failed", "error", "pending")
 
 
 @dataclass(frozen=True)
-class CheckResult:
+class CaseResult:
     """The outcome of one graded case.
 
     ``status`` is ``passed``, ``failed`` (the code ran and gave a wrong answer),
     ``error`` (the student's code could not run: syntax error, exception, crash, timeout)
     or ``pending`` (a hidden case in a student's local check: graded after submission).
-    ``reason`` is one line for tables; ``details`` the longer explanation.
+    ``reason`` is one line for tables; ``details`` what follows it (never the reason again).
+    ``cause`` and ``problems`` say the same as data; ``mistakes`` are the ids of the known
+    mistakes its outputs match.
     """
 
     case_id: str
@@ -35,57 +42,80 @@ class CheckResult:
     duration: float = 0.0
     #: small pictures worth showing (attention maps: expected, got, mask), as plain lists
     figures: tuple[dict[str, Any], ...] = ()
+    cause: Cause | None = None
+    problems: tuple[Problem, ...] = ()
+    mistakes: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.status not in STATUSES:
             raise ValueError(f"invalid status {self.status!r}, expected one of {', '.join(STATUSES)}")
+        object.__setattr__(self, "name", safe_text(self.name, one_line=True))
+        object.__setattr__(self, "reason", safe_text(self.reason, one_line=True))
+        object.__setattr__(self, "details", safe_text(self.details))
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "CaseResult":
+        """Inverse of ``dataclasses.asdict``."""
+        kw = {f.name: d[f.name] for f in dataclasses.fields(cls) if f.name in d}
+        kw["figures"] = tuple(d.get("figures", ()))
+        kw["cause"] = Cause(**d["cause"]) if d.get("cause") else None
+        kw["problems"] = tuple(Problem(**p) for p in d.get("problems", ()))
+        kw["mistakes"] = tuple(d.get("mistakes", ()))
+        return cls(**kw)
 
 
 @dataclass(frozen=True)
 class Report:
-    """A whole submission's grade: its checks, total, and what stopped grading (if anything)."""
+    """A whole submission's grade: its cases, total, and what stopped grading (if anything)."""
 
     submission: str
     assignment: str | None
-    checks: tuple[CheckResult, ...] = ()
+    cases: tuple[CaseResult, ...] = ()
     #: Why the submission could not be graded at all (unreadable file, ...), else None.
     problem: str | None = None
     #: Notes about the submission shown above the table (e.g. a cell with a syntax error).
     notes: tuple[str, ...] = ()
     isolation: str = ""
     execution_time: float = 0.0
-    #: Maximum score when no checks could be listed (unreadable submission).
+    #: Maximum score when no cases could be listed (unreadable submission).
     declared_max_score: float | None = None
     #: True for a student's local check: public cases only, hidden ones pending.
     local: bool = False
+    #: The course folder the cases came from.
+    course: str = ""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "submission", safe_text(self.submission, one_line=True))
+        object.__setattr__(self, "notes", tuple(safe_text(n) for n in self.notes))
+        if self.problem is not None:
+            object.__setattr__(self, "problem", safe_text(self.problem))
 
     @property
     def score(self) -> float:
-        """The sum of the checks' scores."""
-        return round(sum(c.score for c in self.checks), 6)
+        """The sum of the cases' scores."""
+        return round(sum(c.score for c in self.cases), 6)
 
     @property
     def max_score(self) -> float:
-        """The sum of the checks' maximum scores."""
-        if not self.checks and self.declared_max_score is not None:
+        """The sum of the cases' maximum scores (hidden cases of a local check excluded)."""
+        if not self.cases and self.declared_max_score is not None:
             return self.declared_max_score
-        return round(sum(c.max_score for c in self.checks if c.status != "pending"), 6)
+        return round(sum(c.max_score for c in self.cases if c.status != "pending"), 6)
 
     @property
     def pending_points(self) -> float:
         """Points of hidden cases not graded here (a local check)."""
-        return round(sum(c.max_score for c in self.checks if c.status == "pending"), 6)
+        return round(sum(c.max_score for c in self.cases if c.status == "pending"), 6)
 
     @property
     def all_passed(self) -> bool:
-        """True when the submission was graded and every check that ran passed."""
-        ran = [c for c in self.checks if c.status != "pending"]
+        """True when the submission was graded and every case that ran passed."""
+        ran = [c for c in self.cases if c.status != "pending"]
         return self.problem is None and bool(ran) and all(c.status == "passed" for c in ran)
 
     def to_dict(self) -> dict[str, Any]:
         """A plain dict (the ``--format json`` output)."""
         d = dataclasses.asdict(self)
-        d["checks"] = [dataclasses.asdict(c) for c in self.checks]
         d["notes"] = list(self.notes)
         d["score"] = self.score
         d["max_score"] = self.max_score
@@ -97,6 +127,6 @@ class Report:
         """Inverse of ``to_dict``."""
         fields = {f.name for f in dataclasses.fields(cls)}
         kw = {k: v for k, v in d.items() if k in fields}
-        kw["checks"] = tuple(CheckResult(**{**c, "figures": tuple(c.get("figures", ()))}) for c in d.get("checks", ()))
+        kw["cases"] = tuple(CaseResult.from_dict(c) for c in d.get("cases", ()))
         kw["notes"] = tuple(d.get("notes", ()))
         return cls(**kw)

@@ -34,6 +34,8 @@ _CASE_KEYS = {"id", "name", "target", "init", "inputs", "dtypes", "mask", "check
 #: Keys a hidden case keeps in a released (student) case file.
 RELEASED_HIDDEN_KEYS = ("id", "name", "target", "points", "visibility")
 VISIBILITIES = ("public", "hidden")
+#: A case file larger than this is refused (they are a few KB).
+MAX_CASE_FILE_BYTES = 1 << 20
 DTYPES = ("float32", "float64", "float16")
 
 
@@ -112,8 +114,10 @@ class Assignment:
     timeout: float | None = None
     #: a student bundle's case file (made by ``grade release``): no reference, hidden cases as placeholders
     released: bool = False
-    #: custom checks: name -> function, from the assignment folder's ``checks.py``
+    #: custom checks: name -> function, from the assignment folder's ``checks.py`` (trusted courses only)
     custom_checks: dict[str, Any] = field(default_factory=dict)
+    #: False for a bundle found beside a submission: nothing of it is imported or run (``grader.course.resolve``)
+    trusted: bool = True
 
     @property
     def classes(self) -> tuple[str, ...]:
@@ -136,14 +140,23 @@ class Assignment:
         return self.folder / "cases.toml"
 
 
-def load_assignment(folder: Path, root: Path) -> Assignment:
-    """Read ``folder/cases.toml``; ``root`` is the course folder holding ``reference/``."""
+def load_assignment(folder: Path, root: Path, trusted: bool = True) -> Assignment:
+    """Read ``folder/cases.toml``; ``root`` is the course folder holding ``reference/``.
+
+    ``trusted``: the course was configured by whoever runs the grader (see
+    ``grader.course.resolve``), so its ``checks.py`` may be imported. An untrusted course's
+    own check names are accepted but never loaded: those cases cannot be checked locally.
+    """
     path = folder / "cases.toml"
     where = str(path)
     try:
+        if path.stat().st_size > MAX_CASE_FILE_BYTES:
+            raise CaseFileError(where, "file", f"larger than {MAX_CASE_FILE_BYTES >> 20} MB; a case file is a few KB")
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as e:
         raise CaseFileError(where, "file", f"not valid TOML: {e}") from None
+    except (RecursionError, MemoryError, UnicodeDecodeError):
+        raise CaseFileError(where, "file", "cannot be read (nested too deeply, or not UTF-8 text)") from None
     _only(data, {"assignment", "targets", "cases"}, where, "top level")
     head = _table(data, "assignment", where, "top level")
     _only(head, _ASSIGNMENT_KEYS, where, "[assignment]")
@@ -156,7 +169,7 @@ def load_assignment(folder: Path, root: Path) -> Assignment:
     reference = root / "reference" / ref_name
     targets = {t: _target(t, spec, where) for t, spec in _table(data, "targets", where, "top level").items()}
     released = bool(head.get("released", False))
-    custom = load_custom_checks(folder)
+    custom = load_custom_checks(folder) if trusted else None
     raw_cases = data.get("cases")
     if not isinstance(raw_cases, list) or not raw_cases:
         raise CaseFileError(where, "top level", "no [[cases]] tables; add at least one case")
@@ -170,7 +183,7 @@ def load_assignment(folder: Path, root: Path) -> Assignment:
         cases.append(case)
     timeout = head.get("timeout")
     return Assignment(name, str(head.get("title", name)), folder, reference, targets, tuple(cases),
-                      float(timeout) if timeout is not None else None, released, custom)
+                      float(timeout) if timeout is not None else None, released, custom or {}, trusted)
 
 
 def load_custom_checks(folder: Path) -> dict[str, Any]:
@@ -244,7 +257,7 @@ def _case(raw: Any, i: int, targets: dict[str, Target], where: str, rtol: float,
     checks = tuple(_get(raw, "checks", list, where, ctx))
     known = [*CHECKS, *(custom or {})]
     for c in checks:
-        if c not in known:
+        if c not in known and custom is not None:
             raise CaseFileError(where, ctx, f"unknown check {c!r}; known checks: {', '.join(known)}")
     if not checks:
         raise CaseFileError(where, ctx, "checks is empty; name at least one check")

@@ -1,18 +1,21 @@
-# Starts a daemon (double fork, new session) and a detached Popen: none may outlive grading.
+# Starts a daemon (double fork, new session), a detached Popen, and a double-forked child in a new
+# session that clears its environment (no token left to find it by): none may outlive grading.
 import os
 import subprocess
-import sys
 
 import torch.nn as nn
 
+SLEEPER = ["/bin/sh", "-c", "sleep 600; exit 0", "MARKER"]  # $0 is MARKER: the test finds leftovers by it
+
 
 def spawn():
-    subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)", "MARKER"], start_new_session=True)
-    if os.fork() == 0:
-        os.setsid()
+    subprocess.Popen(SLEEPER, start_new_session=True)
+    for env in (dict(os.environ), {}):
         if os.fork() == 0:
-            os.execv(sys.executable, [sys.executable, "-c", "import time; time.sleep(600)", "MARKER"])
-        os._exit(0)
+            os.setsid()
+            if os.fork() == 0:
+                os.execve(SLEEPER[0], SLEEPER, env)
+            os._exit(0)
     return True
 
 

@@ -1,0 +1,76 @@
+"""Which course folder grading uses, and whether it is trusted.
+
+The course (``assignments/`` with the case files, ``reference/`` with the solutions) is
+looked for in this order, the first that exists wins:
+
+1. ``--root DIR`` (``GradeConfig.root``)
+2. ``$GRADER_ROOT``
+3. the course around the current directory: the current directory or the nearest folder
+   above it that holds ``assignments/``
+4. the grader's own checkout (a development or editable install)
+
+Each of these is **trusted**: its instructor checks (``checks.py``) are imported and its
+reference runs (in the sandbox, like any code). Only when none exists is a released bundle
+beside the submission used (the nearest folder above the submission holding
+``assignments/``): that is a student's local check, it is **not trusted**, nothing in it is
+imported or run outside the sandbox, only its public fixtures are read, and the report
+says so. A folder beside the submission is never the course while a trusted one exists,
+so a student who uploads a (forged) bundle with their work changes nothing.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from grader.errors import UsageError
+
+#: Where a course was found, in the order they are tried.
+SOURCES = ("option", "env", "cwd", "checkout", "submission")
+_WORDS = {"option": "--root", "env": "$GRADER_ROOT", "cwd": "the current folder", "checkout": "the grader's checkout",
+          "submission": "beside the submission (not trusted)"}
+
+
+@dataclass(frozen=True)
+class Course:
+    """A course folder and how it was found."""
+
+    root: Path
+    source: str
+
+    @property
+    def trusted(self) -> bool:
+        """False only for a bundle found beside the submission (a student's local check)."""
+        return self.source != "submission"
+
+    def describe(self) -> str:
+        """'/path/to/course (from $GRADER_ROOT)'."""
+        return f"{self.root} (from {_WORDS[self.source]})"
+
+
+def resolve_course(explicit: Path | None = None, submission: Path | None = None) -> Course:
+    """The course for grading ``submission`` (see the module docstring for the order)."""
+    if explicit is not None:
+        return Course(Path(explicit).resolve(), "option")
+    env = os.environ.get("GRADER_ROOT")
+    if env:
+        return Course(Path(env).resolve(), "env")
+    around = _course_above(Path.cwd())
+    if around is not None:
+        return Course(around, "cwd")
+    checkout = Path(__file__).resolve().parents[2]
+    if (checkout / "assignments").is_dir():
+        return Course(checkout, "checkout")
+    if submission is not None:
+        beside = _course_above(Path(submission).resolve().parent)
+        if beside is not None:
+            return Course(beside, "submission")
+    raise UsageError("no course found: pass --root DIR (the folder holding assignments/ and reference/), "
+                     "set $GRADER_ROOT, or run from inside the course folder")
+
+
+def _course_above(folder: Path) -> Path | None:
+    for candidate in (folder, *folder.parents):
+        if (candidate / "assignments").is_dir():
+            return candidate
+    return None

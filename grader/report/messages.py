@@ -1,0 +1,292 @@
+"""Every sentence a student or an instructor reads about a submission, in one place.
+
+Stages return facts (``grader.report.outcomes``, ``ErrorInfo``); these functions word
+them. Nothing else in the grader builds student-facing text from outcomes, and nothing
+parses the text built here.
+"""
+from __future__ import annotations
+
+import signal
+from typing import Any, Iterable
+
+from grader.report.outcomes import Cause, Note, Problem, Stop
+
+#: How each known cause of a scale error in the attention scores is explained.
+SCALE_CAUSES = {
+    "sqrt_d_feat": "that is what dividing by √d_feat instead of √d_head gives (divide the scores by √d_head, "
+                   "the size of one head)",
+    "unscaled_d_head": "the scores are not scaled at all (divide by √d_head)",
+    "unscaled_d_k": "the scores are not scaled at all (divide by √d_K)",
+}
+_PHASES = {"build": "while building {target}", "load_params": "while loading the reference's parameters",
+           "backward": "during backward"}
+
+
+def points(x: float) -> str:
+    """A number of points as the reports print it (``2``, ``1.5``)."""
+    return f"{x:g}"
+
+
+def time_words(seconds: float) -> str:
+    """'61 s' style."""
+    return f"{seconds:.0f} s" if seconds >= 10 else f"{seconds:.1f} s"
+
+
+# --------------------------------------------------------------------------- stops
+
+
+def stop_phrase(stop: Stop) -> str:
+    """What the code did, to follow 'your code ...': 'timed out after 3.0 s'."""
+    d = stop.data
+    if stop.kind == "case_timeout":
+        return f"timed out after {time_words(d['seconds'])}"
+    if stop.kind == "submission_timeout":
+        return f"ran out of time (the limit for the whole submission is {time_words(d['seconds'])})"
+    if stop.kind == "crashed":
+        name = d.get("signal", "")
+        extra = {"SIGKILL": " (out of memory?)", "SIGXCPU": " (CPU time limit)",
+                 "SIGXFSZ": " (file size limit)", "SIGSEGV": " (e.g. runaway recursion)"}.get(name, "")
+        return f"crashed ({name}){extra}"
+    if stop.kind == "exited":
+        return f"exited early with code {d.get('code')} (sys.exit or os._exit in the submission?)"
+    if stop.kind == "memory":
+        return (f"used more than {d['limit_mb']} MB of memory in total (all its processes together) "
+                "and was stopped")
+    if stop.kind == "disk":
+        return f"wrote more than {d['limit_mb']} MB of files and was stopped"
+    if stop.kind == "protocol":
+        return f"interfered with the grader's result channel ({d.get('rule', 'a malformed record')})"
+    if stop.kind == "worker_failed":
+        return ("broke the grader's worker process (did it change Python's or torch's own functions, "
+                "such as json or os?)")
+    return "stopped responding"
+
+
+def signal_name(number: int) -> str:
+    """'SIGSEGV' for 11."""
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
+
+
+# --------------------------------------------------------------------------- errors
+
+
+def student_error(err: dict[str, Any], phase: str | None, target: str) -> str:
+    """'RuntimeError in cell 7, line 21 (forward): `y = x @ w` — <message>' for a captured exception.
+
+    ``err`` is an ``ErrorInfo`` as a dict (how causes keep it: plain data).
+    """
+    where = ""
+    if err.get("label"):
+        where = f" in {err['label']}, line {err.get('line')}"
+        if err.get("function") and err["function"] != "<module>":
+            where += f" ({err['function']})"
+        if err.get("code"):
+            where += f": `{err['code']}`"
+    message = " ".join(str(err.get("message", "")).split())
+    if err.get("api_misuse"):
+        return message if not where else f"{message} ({where.strip()})"
+    during = _PHASES.get(phase or "", "").format(target=target)
+    lead = f"{err.get('type', 'Error')}{where}"
+    return f"{lead}{' ' + during if during else ''} — {message}" if message else f"{lead} {during}".strip()
+
+
+# --------------------------------------------------------------------------- problems
+
+
+def problem_text(p: Problem, case: Any = None) -> str:
+    """One problem in plain words (a first line, then any excerpt lines)."""
+    d = p.data
+    name = d.get("name", "")
+    label = f"gradient of {name}" if d.get("grad") else f"`{name}`"
+    k = p.kind
+    if k == "missing_output":
+        purpose = d.get("purpose")
+        if purpose == "compare":
+            return f"`{name}` is missing, so it cannot be compared"
+        if purpose == "mask":
+            return f"`{name}` is missing, so the mask cannot be checked"
+        if purpose == "masking":
+            return f"`{name}` is missing, so masking cannot be checked"
+        return f"`{name}` is missing from {'the returned dict' if d.get('in_dict') else 'the outputs'}"
+    if k == "shape_differs":
+        got, exp = d["got"], d["expected"]
+        msg = f"{label} has shape {got}, expected {exp}"
+        if len(got) != len(exp):
+            return msg + f" ({len(got)} dims instead of {len(exp)})"
+        dims = [i for i, (a, b) in enumerate(zip(exp, got)) if a != b]
+        return msg + f" (dim{'s' if len(dims) > 1 else ''} {', '.join(map(str, dims))} differ{'' if len(dims) > 1 else 's'})"
+    if k == "value_differs":
+        msg = (f"{label} differs from the reference: max abs diff {d['max_abs']:.3g}, max rel diff "
+               f"{d['max_rel']:.3g}, at{_index(d['index'])} (expected {d['expected']:.5g}, got {d['got']:.5g}; "
+               f"{d['n_bad']} of {d['n_total']} values off)")
+        if "first_step" in d:
+            first = d["first_step"]
+            msg += f"; the first time step that differs is t={first}" + (" (the very first step)" if first == 0 else "")
+        if d.get("non_finite"):
+            msg += "; it contains NaN or inf"
+        if "row" in d:
+            row, more = d["row"], d["row_len"] > len(d["expected_row"])
+            msg += (f"\n      expected{_index(row)}: {_excerpt(d['expected_row'], more)}"
+                    f"\n      got     {_index(row)}: {_excerpt(d['got_row'], more)}")
+        return msg
+    if k == "scale":
+        text = f"{label} is {d['factor']:.4g}× the expected values"
+        return f"{text} — {SCALE_CAUSES[d['known']]}" if d.get("known") in SCALE_CAUSES else text
+    if k == "downstream":
+        return (f"{', '.join(f'`{n}`' for n in d['names'])} differ too, which may follow from the first "
+                "difference above")
+    if k == "non_finite":
+        return (f"`{name}`{_index(d['index'])} is NaN or inf; every value must be a finite number "
+                "(is something divided by zero, or a mask filled with -inf in a row that is all masked?)")
+    if k == "masked_leak":
+        return (f"masked positions get attention: `{name}`{_index(d['index'])} = {d['value']:.4g} where mask == 0 "
+                "(expected ≈ 0; fill the masked scores with -1e9 before the softmax)")
+    if k == "row_sum":
+        return (f"rows of `{name}` must sum to 1 over the keys (last dim); row{_index(d['index'])} sums to "
+                f"{d['total']:.4g} (is the softmax over dim=-1?)")
+    if k == "perturbed_changed":
+        return (f"`{name}` changed at row{_index(d['index'])} when only a masked key/value was changed "
+                "(masked positions must not influence the output)")
+    if k == "no_gradient":
+        return f"parameter `{d['param']}` received no gradient (is it used in forward?)"
+    if k == "param_missing":
+        return f"parameter `{d['param']}` {d['expected']} is missing"
+    if k == "param_shape":
+        return f"parameter `{d['param']}` has shape {d['got']}, expected {d['expected']}"
+    if k == "param_unexpected":
+        return f"unexpected parameter `{d['param']}` {d['got']}"
+    if k == "param_count":
+        call = f"{case.target}({kwargs(case.init)})" if case is not None else "the module"
+        return f"{call} has {d['got']:,} parameters, expected {d['expected']:,}"
+    if k == "forbidden_static":
+        if "text" in d:
+            return d["text"]
+        return (f"{d['label']}, line {d['line']}: `{d['code']}` uses {d['used']}, which this exercise "
+                f"forbids; write the computation yourself")
+    if k == "forbidden_runtime":
+        return (f"while case {d['case']!r} ran, your code called {d['called']}, which this exercise forbids "
+                f"({d['forbidden']}); write the computation yourself")
+    if k == "did_not_raise":
+        return f"{case.target}({kwargs(case.init)}) did not raise {case.raises}"
+    if k == "raised_other":
+        return f"raised {d['type']} ({' '.join(d['message'].split())}), expected {case.raises}"
+    return str(d.get("text", k))
+
+
+def kwargs(init: dict[str, Any]) -> str:
+    """'d_feat=20, n_head=4'."""
+    return ", ".join(f"{k}={v!r}" for k, v in init.items())
+
+
+def _index(idx: Iterable[int]) -> str:
+    idx = list(idx)
+    return f" [{', '.join(str(int(i)) for i in idx)}]" if idx else ""
+
+
+def _excerpt(values: list[float], more: bool) -> str:
+    shown = ", ".join(f"{v:.4g}" if v > -1e8 else "masked" for v in values)
+    return f"[{shown}{', …' if more else ''}]"
+
+
+# --------------------------------------------------------------------------- causes
+
+
+def cause_reason(cause: Cause, case: Any, problems: tuple[Problem, ...] = ()) -> str:
+    """The one-line reason of a case that did not pass."""
+    d = cause.data
+    k = cause.kind
+    if k == "not_implemented":
+        return f"not implemented yet ({d['label']}, line {d['line']} is a blank)"
+    if k == "syntax_error":
+        return f"{d['target']} has a SyntaxError ({d['label']}, line {d['line']})"
+    if k == "missing_target":
+        return f"{d['target']} is not defined"
+    if k == "exception":
+        return student_error(d["error"], d.get("phase"), case.target)
+    if k == "stopped":
+        stop = Stop(**d["stop"])
+        if d.get("scope") == "top-level":
+            return f"your top-level code {stop_phrase(stop)}"
+        return f"your code {stop_phrase(stop)} in this case"
+    if k == "not_run":
+        why = ("the time limit for the submission ran out" if d.get("why") == "time"
+               else f"your code stopped the grader's process {d.get('stops')} times")
+        return f"not run: {why}"
+    if k == "unverified":
+        return (f"cannot confirm that {d['target']} avoids the forbidden APIs: none of its cases ran to "
+                "completion")
+    if k == "pending":
+        return f"graded after submission ({points(case.points)} point{'' if case.points == 1 else 's'})"
+    if k == "unavailable":
+        return "checked when graded: this case uses the course's own check, which a local check does not run"
+    if problems:
+        return problem_text(problems[0], case).split("\n")[0]
+    return k.replace("_", " ")
+
+
+def cause_details(cause: Cause, case: Any, problems: tuple[Problem, ...], hint: str) -> str:
+    """Everything below the reason: the rest of the problems, the traceback, the hint; never the reason again."""
+    lines: list[str] = []
+    if cause.kind == "exception":
+        lines.append(cause.data["error"].get("traceback", ""))
+    elif cause.kind in ("missing_target", "syntax_error", "not_implemented") and cause.data.get("explanation"):
+        lines.append(cause.data["explanation"])
+    texts = [problem_text(p, case) for p in problems]
+    if texts and cause.kind in ("wrong_answer", "forbidden"):
+        first, *rest = texts[0].split("\n")
+        lines += rest + texts[1:]
+    else:
+        lines += texts
+    if hint:
+        lines.append(f"Hint: {hint}")
+    return "\n".join(x for x in lines if x)
+
+
+def missing_explanation(target: str, kind: str, where: str = "", code: str = "", message: str = "") -> str:
+    """The full explanation of a graded class that is missing or does not parse."""
+    if kind == "not_implemented":
+        return (f"{target}: not implemented yet: {where} is still a blank (`{code}`); replace `# FILL IN HERE` "
+                "with your code")
+    if kind == "syntax_error":
+        shown = f": `{code}`" if code else ""
+        return f"{target}: SyntaxError in {where}{shown} ({message}); fix this line so the cell runs"
+    return (f"{target} is not defined in the submission; define `class {target}(nn.Module)` at the top level "
+            "of a cell, with exactly this name")
+
+
+def known_mistake(names_and_hints: list[tuple[str, str]]) -> str:
+    """The reason of a case whose outputs match known mistake(s)."""
+    if len(names_and_hints) == 1:
+        name, hint = names_and_hints[0]
+        return f"Known mistake: {name}. {hint}".strip()
+    return "Known mistake, one of: " + "; ".join(name for name, _ in names_and_hints)
+
+
+# --------------------------------------------------------------------------- notes
+
+
+def note_text(note: Note) -> str:
+    """A remark shown above a report's table."""
+    d = note.data
+    k = note.kind
+    if k == "skipped_statement":
+        return f"{student_error(d['error'], None, '')} (this statement was skipped)"
+    if k == "output_tail":
+        return "Last output of your code before it stopped: " + d["text"]
+    if k == "top_level_stop":
+        return f"Your top-level code {stop_phrase(Stop(**d['stop']))}; no case could run."
+    if k == "case_stop":
+        return f"Your code {stop_phrase(Stop(**d['stop']))} in case {d['case']!r}."
+    if k == "local_check":
+        return ("Local check: only the public cases ran, against the released fixtures. "
+                f"Hidden cases ({points(d['hidden_points'])} points) are graded after you submit.")
+    if k == "untrusted_course":
+        return (f"No course is configured here (--root, $GRADER_ROOT, or a course around the current folder), "
+                f"so the released bundle beside the submission ({d['root']}) was used for a local check only; "
+                "this is not a grade.")
+    if k == "channel_noise":
+        return (f"Your code wrote {d['lines']} line(s) to the grader's result channel; they were ignored.")
+    return str(d.get("text", k))
