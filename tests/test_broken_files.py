@@ -9,10 +9,10 @@ import time
 import nbformat
 import pytest
 
-from conftest import ROOT, run_grade
+from conftest import ROOT, course, run_grade
 from grader.course.assignments import get_assignment
 
-MHA_MAX = get_assignment(ROOT, "mha").max_score
+MHA_MAX = get_assignment(course(), "mha").max_score
 
 FILLED = ROOT / "tests" / "submissions" / "mha" / "filled.ipynb"
 
@@ -39,6 +39,25 @@ def _markdown_only(p):
     nbformat.write(nb, p)
 
 
+def _sparse(size):
+    def write(p):
+        with open(p, "wb") as f:
+            f.truncate(size)
+    return write
+
+
+def _cells_not_objects(p):
+    p.write_text(json.dumps({"nbformat": 4, "nbformat_minor": 5, "metadata": {"grader": {"assignment": "mha"}},
+                             "cells": [1, "x = 1"]}))
+
+
+def _million_brackets(p):
+    nb = nbformat.read(FILLED, as_version=4)
+    nb.metadata["junk"] = "MARK"
+    nbformat.write(nb, p)
+    p.write_text(p.read_text().replace('"MARK"', "[" + "[]," * 1_100_000 + "[]]"))
+
+
 CASES = {  # name: (file name, writer, expected exit code, words in the reason)
     "invalid json": ("s.ipynb", _invalid_json, 1, "not a valid notebook"),
     "zero bytes": ("s.ipynb", _zero_bytes, 1, "is empty"),
@@ -47,6 +66,10 @@ CASES = {  # name: (file name, writer, expected exit code, words in the reason)
     "markdown only": ("s.ipynb", _markdown_only, 1, "has no code cells"),
     "non-utf8 py": ("s.py", lambda p: p.write_bytes(b"x = '\xff'\nclass LSTMCell: pass\n"), 1, "not UTF-8"),
     "binary py": ("s.py", lambda p: p.write_bytes(b"\x00\x01\x02"), 1, "binary data"),
+    "py of 100 MB": ("s.py", _sparse(100 << 20), 1, "s.py holds 100 MB of code; the grader reads at most 256 KB"),
+    "notebook of 300 MB": ("s.ipynb", _sparse(300 << 20), 1, "s.ipynb is 300 MB; the grader reads notebooks of at most"),
+    "cells not objects": ("s.ipynb", _cells_not_objects, 1, "could not be read as a notebook: cell 1 is not a JSON"),
+    "a million brackets": ("s.ipynb", _million_brackets, 1, "holds more than 1,000,000 JSON lists"),
 }
 
 
@@ -101,3 +124,19 @@ def test_tens_of_megabytes_of_images_still_grade_in_seconds(tmp_path):
     p = run_grade(str(path), "--format", "json")
     assert p.returncode == 0 and json.loads(p.stdout)["score"] == MHA_MAX
     assert time.perf_counter() - start < 15
+
+
+def test_deep_json_and_a_deep_expression_still_grade(tmp_path):
+    """Nested JSON outside the code is skipped; a cell nested too deeply fails alone, with a note."""
+    nb = nbformat.read(FILLED, as_version=4)
+    for cell in nb.cells:
+        cell.metadata["junk"] = "MARK"
+    nb.cells.append(nbformat.v4.new_code_cell("y = " + "-" * 50_000 + "1"))
+    path = tmp_path / "deep.ipynb"
+    nbformat.write(nb, path)
+    path.write_text(path.read_text().replace('"MARK"', "[" * 100_000 + "]" * 100_000))
+    p = run_grade(str(path), "--format", "gradescope")
+    assert p.returncode == 0, p.stdout + p.stderr
+    data = json.loads(p.stdout)
+    assert data["score"] == MHA_MAX
+    assert f"cell {len(nb.cells)}, line 1" in data["output"] and "levels deep; the grader reads at most 500" in data["output"]

@@ -27,7 +27,8 @@ def _uses(body: str) -> list[str]:
 ])
 def test_forbidden_use_is_found_with_cell_and_line(body):
     found = _uses(body)
-    assert found and found[0].startswith("cell 2, line ")
+    assert found and found[0]["label"] == "cell 2" and found[0]["line"] > 2
+    assert found[0]["forbidden"] in FORBID and found[0]["used"].startswith(found[0]["forbidden"])
 
 
 def test_allowed_code_is_not_flagged():

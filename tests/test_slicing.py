@@ -1,6 +1,8 @@
 """Slicing: only the statements graded names need run; a SyntaxError spoils only its cell."""
 from __future__ import annotations
 
+from grader.plan.plan import missing_cause
+from grader.report.messages import cause_reason, missing_explanation
 from grader.plan.slicing import parse_units, slice_for
 from grader.plan.submission import SourceUnit
 
@@ -45,24 +47,39 @@ def test_loops_never_count_as_definitions():
 def test_a_syntax_error_spoils_only_its_cell():
     parsed = parse_units(_units("import torch", "class A:\n    x = # FILL IN HERE", "class B:\n    pass"))
     sl = slice_for(parsed, ["A", "B"])
-    assert "B" in sl.definitions and "A" in sl.missing
-    short, detail = sl.missing["A"]
-    assert short == "not implemented yet (cell 2, line 2 is a blank)"
-    assert "`x = # FILL IN HERE`" in detail
+    assert "B" in sl.definitions and sl.missing == ("A",)
+    cause = missing_cause(parsed, "A")
+    assert cause.kind == "not_implemented" and (cause.data["label"], cause.data["line"]) == ("cell 2", 2)
+    assert cause_reason(cause, None) == "not implemented yet (cell 2, line 2 is a blank)"
+    assert "`x = # FILL IN HERE`" in missing_explanation(cause)
 
 
 def test_a_missing_class_is_named():
-    sl = slice_for(parse_units(_units("x = 1")), ["LSTMCell"])
-    assert sl.missing["LSTMCell"][0] == "LSTMCell is not defined"
+    parsed = parse_units(_units("x = 1"))
+    assert slice_for(parsed, ["LSTMCell"]).missing == ("LSTMCell",)
+    assert cause_reason(missing_cause(parsed, "LSTMCell"), None) == "LSTMCell is not defined"
 
 
 def test_broken_later_redefinition_is_noted():
     parsed = parse_units(_units("class A:\n    pass", "class A:\n    x = ("))
     sl = slice_for(parsed, ["A"])
     assert _lines(sl) == [("cell 1", 1)]
-    assert "cell 2 also defines A" in sl.notes[0]
+    assert sl.redefinitions["A"].unit.label == "cell 2"
 
 
 def test_class_names():
     parsed = parse_units(_units("class A:\n    pass\ndef f(): pass", "class B:\n  x = ("))
     assert parsed.class_names() == {"A", "B"}
+
+
+def test_messages_quote_at_most_200_characters_of_a_long_line():
+    parsed = parse_units(_units("x = (" + "1, " * 5000))
+    message = parsed.syntax_errors[0].describe()
+    assert message.startswith("SyntaxError in cell 1, line 1: `x = (1, 1, ") and "...`" in message
+    assert message.endswith("; fix this line so the cell runs") and len(message) < 400
+
+
+def test_a_statement_shares_its_line_with_its_own_source_only():
+    parsed = parse_units(_units("import torch; k = 1\nclass A:\n    v = k"))
+    assert [(s.lineno, s.source) for s in slice_for(parsed, ["A"]).statements] == [
+        (1, "k = 1"), (2, "class A:\n    v = k")]

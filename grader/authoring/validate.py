@@ -45,7 +45,8 @@ def validate(assignment: Assignment, config: GradeConfig, update: bool = False) 
     add("every target has a case", not unused, f"no case for {unused}" if unused else "")
     config = dataclasses.replace(config, assignment=assignment.name, root=assignment.folder.parent.parent)
     try:
-        from grader.spec.mistakes import apply_edits, load_mistakes
+        from grader.course.store import apply_edits
+        from grader.spec.mistakes import load_mistakes
         from grader.plan.submission import read_submission
         units = read_submission(assignment.reference).units
         for m in load_mistakes(assignment.folder):

@@ -32,7 +32,7 @@ from grader.plan.slicing import Statement, parse_units, slice_for
 from grader.plan.submission import SourceUnit, read_submission
 from grader.report.messages import stop_phrase
 from grader.spec.cases import Assignment
-from grader.spec.mistakes import Mistake, apply_edits, load_mistakes, mistakes_file
+from grader.spec.mistakes import Mistake, load_mistakes, mistakes_file
 
 CACHE_VERSION = "2"
 #: Fixture files larger than this are refused when the course is not trusted.
@@ -164,6 +164,18 @@ def variant_outputs(assignment: Assignment, expected: ReferenceOutputs, config: 
     return runs
 
 
+def apply_edits(units: tuple[SourceUnit, ...], mistake: Mistake, where: str) -> tuple[SourceUnit, ...]:
+    """The reference's units with the mistake's edits made; each must match exactly ``count`` times."""
+    units = list(units)
+    for find, replace, count in mistake.edits:
+        found = sum(u.source.count(find) for u in units)
+        if found != count:
+            raise CaseFileError(where, f"mistake {mistake.id!r}", f"`{find}` occurs {found} times in the "
+                                f"reference, expected {count}; update the edit to the reference's current code")
+        units = [SourceUnit(u.index, u.label, u.source.replace(find, replace)) for u in units]
+    return tuple(units)
+
+
 def _run_variant(assignment: Assignment, units: tuple[SourceUnit, ...], mistake: Mistake, inputs: bytes,
                  config: GradeConfig) -> dict[str, Observation]:
     edited = apply_edits(units, mistake, str(mistakes_file(assignment.folder)))
@@ -191,7 +203,7 @@ def _reference_units(assignment: Assignment) -> tuple[SourceUnit, ...]:
 def _statements(assignment: Assignment, units: tuple[SourceUnit, ...], what: str) -> tuple[Statement, ...]:
     sliced = slice_for(parse_units(units), assignment.classes)
     if sliced.missing:
-        raise InternalError(f"{what} {assignment.reference}: " + "; ".join(d for _, d in sliced.missing.values()))
+        raise InternalError(f"{what} {assignment.reference} does not define {', '.join(sliced.missing)}")
     return sliced.statements
 
 

@@ -4,16 +4,24 @@ Static and in the parent: imports and simple top-level aliases are resolved to d
 names (``nn`` -> ``torch.nn``, ``from torch.nn import LSTMCell as L`` -> ``torch.nn.LSTMCell``,
 ``Cell = nn.LSTMCell``), then every attribute chain and ``getattr(x, "name")`` in the
 statements the class needs is resolved and compared with the forbidden prefixes.
+
+Nothing here recurses on the code's shape: attribute chains and ``getattr`` nests are
+resolved by a loop, each node once (a memo), so the walk is linear in the statements' size.
 """
 from __future__ import annotations
 
 import ast
+from typing import Any
 
 from grader.plan.slicing import Statement
 
+#: Longest dotted name quoted in a message.
+_SHOWN = 200
 
-def forbidden_uses(statements: tuple[Statement, ...], forbid: tuple[str, ...]) -> list[str]:
-    """One message per use of a forbidden API: where, the code, and which API."""
+
+def forbidden_uses(statements: tuple[Statement, ...], forbid: tuple[str, ...]) -> list[dict[str, Any]]:
+    """Each use of a forbidden API, in source order: its cell (``label``), ``line``, the line's
+    ``code``, the dotted name ``used`` and the ``forbidden`` entry it falls under."""
     if not forbid:
         return []
     trees = [(s, _parse(s)) for s in statements]
@@ -21,32 +29,43 @@ def forbidden_uses(statements: tuple[Statement, ...], forbid: tuple[str, ...]) -
     for _, tree in trees:
         for node in tree.body if tree else ():
             _collect_aliases(node, aliases)
-    problems: list[tuple[int, int, str]] = []
+    problems: list[tuple[int, int, dict[str, Any]]] = []
     seen: set[tuple[str, int]] = set()
+    unit_lines: dict[int, list[str]] = {}  # id(unit) -> its lines, split once per unit
     for statement, tree in trees:
-        if tree is None or isinstance(tree.body[0], (ast.Import, ast.ImportFrom)):
+        if tree is None or not tree.body or isinstance(tree.body[0], (ast.Import, ast.ImportFrom)):
             continue
-        lines = statement.unit.source.split("\n")
+        unit = statement.unit
+        lines = unit_lines.get(id(unit))
+        if lines is None:
+            lines = unit_lines[id(unit)] = unit.source.split("\n")
+        memo: dict[int, str | None] = {}
         for node in ast.walk(tree):
-            dotted = _dotted(node, aliases)
+            dotted = _dotted(node, aliases, memo)
             if not dotted:
                 continue
             hit = next((f for f in forbid if dotted == f or dotted.startswith(f + ".")), None)
-            key = (statement.unit.label, getattr(node, "lineno", 0))
+            key = (unit.label, getattr(node, "lineno", 0))
             if hit and key not in seen:
                 seen.add(key)
                 line = lines[node.lineno - 1].strip() if 0 < node.lineno <= len(lines) else ""
-                problems.append((statement.unit.index, node.lineno,
-                                 f"{statement.unit.label}, line {node.lineno}: `{line}` uses {dotted}, which this "
-                                 f"exercise forbids ({hit}); write the computation yourself"))
-    return [message for _, _, message in sorted(problems)]
+                problems.append((unit.index, node.lineno, {
+                    "label": unit.label, "line": node.lineno, "code": _shown(line), "used": _shown(dotted),
+                    "forbidden": hit}))
+    return [found for _, _, found in sorted(problems, key=lambda p: p[:2])]
+
+
+def _shown(text: str) -> str:
+    return text if len(text) <= _SHOWN else text[:_SHOWN] + "..."
 
 
 def _parse(statement: Statement) -> ast.Module | None:
     try:
-        return ast.parse("\n" * (statement.lineno - 1) + statement.source)
-    except SyntaxError:
+        tree = ast.parse(statement.source)
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
         return None
+    # Line numbers as in the unit, without parsing lineno - 1 blank lines first (that was quadratic).
+    return ast.increment_lineno(tree, statement.lineno - 1)
 
 
 def _collect_aliases(node: ast.stmt, aliases: dict[str, str]) -> None:
@@ -66,15 +85,41 @@ def _collect_aliases(node: ast.stmt, aliases: dict[str, str]) -> None:
             aliases[node.targets[0].id] = dotted
 
 
-def _dotted(node: ast.AST, aliases: dict[str, str]) -> str | None:
-    """'torch.nn.LSTMCell' for ``nn.LSTMCell`` (given the aliases), else None."""
-    if isinstance(node, ast.Name):
-        return aliases.get(node.id)
+def _link(node: ast.AST) -> tuple[ast.AST, str] | None:
+    """(the object, the attribute name) for ``obj.name`` and ``getattr(obj, "name")``, else None."""
     if isinstance(node, ast.Attribute):
-        base = _dotted(node.value, aliases)
-        return f"{base}.{node.attr}" if base else None
+        return node.value, node.attr
     if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "getattr"
             and len(node.args) >= 2 and isinstance(node.args[1], ast.Constant) and isinstance(node.args[1].value, str)):
-        base = _dotted(node.args[0], aliases)
-        return f"{base}.{node.args[1].value}" if base else None
+        return node.args[0], node.args[1].value
     return None
+
+
+def _dotted(node: ast.AST, aliases: dict[str, str], memo: dict[int, str | None] | None = None) -> str | None:
+    """'torch.nn.LSTMCell' for ``nn.LSTMCell`` (given the aliases), else None.
+
+    Iterative: walks down the chain to its base name, then builds the names back up, storing
+    each link's result in ``memo`` (keyed by ``id``, valid while the tree lives) so that a
+    walk over every node of a long chain stays linear.
+    """
+    memo = {} if memo is None else memo
+    chain: list[tuple[ast.AST, str]] = []
+    while True:
+        known = memo.get(id(node), memo)
+        if known is not memo:
+            base = known
+            break
+        if isinstance(node, ast.Name):
+            base = aliases.get(node.id)
+            break
+        link = _link(node)
+        if link is None:
+            base = None
+            break
+        chain.append((node, link[1]))
+        node = link[0]
+    memo[id(node)] = base
+    for link_node, attr in reversed(chain):
+        base = f"{base}.{attr}" if base else None
+        memo[id(link_node)] = base
+    return base

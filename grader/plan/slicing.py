@@ -7,17 +7,42 @@ names used inside function bodies resolve to the last definition in the whole fi
 they would after running the notebook top to bottom. Loops, ``with`` blocks and bare
 expressions never count as definitions, so training loops, downloads and plots are
 never pulled in.
+
+Everything here is linear (or n log n) in the size of the code, and nothing recurses on
+the shape of the student's code: a cell nested deeper than ``MAX_AST_DEPTH`` (or too deep
+for CPython's own parser) fails on its own, like a SyntaxError, with a sentence that says
+where and what to do. The code's size is bounded before it gets here
+(``grader.plan.submission.MAX_CODE_BYTES``).
 """
 from __future__ import annotations
 
 import ast
+import bisect
 import re
 import symtable
 from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any, ClassVar
 
 from grader.plan.submission import SourceUnit
+from grader.report.messages import unit_error_text
+
+#: The template's blank: a line that still holds it is not implemented yet.
+BLANK_MARKER = "FILL IN"
 
 _NOT_DEFINITIONS = (ast.For, ast.AsyncFor, ast.While, ast.With, ast.AsyncWith, ast.Expr)
+
+MAX_AST_DEPTH = 500
+"""The deepest nesting of syntax (AST nodes, from a top-level statement down) the grader reads.
+
+CPython itself gives up between about 2,000 and 3,000 levels (``ast.parse``, ``symtable``
+and ``compile`` all raise RecursionError or MemoryError, earlier the deeper the caller's own
+stack), so 500 leaves a wide margin for the grader and its worker. Course code nests under
+30 levels; a chain of 100 ``elif`` or 200 ``+`` terms is still far below the cap.
+"""
+
+#: Longest piece of code quoted in a message.
+_SHOWN = 200
 
 
 @dataclass(frozen=True)
@@ -36,6 +61,11 @@ class Statement:
     is_class: bool = False
 
 
+def _shown(code: str) -> str:
+    code = code.strip()
+    return code if len(code) <= _SHOWN else code[:_SHOWN] + "..."
+
+
 @dataclass(frozen=True)
 class UnitSyntaxError:
     """A unit that could not be parsed: where, and the offending line."""
@@ -45,15 +75,33 @@ class UnitSyntaxError:
     offset: int
     message: str
     text: str
+    #: what kind of failure: "syntax_error" here, "too_deep" for ``UnitTooDeep``
+    kind: ClassVar[str] = "syntax_error"
+
+    def facts(self) -> dict[str, Any]:
+        """What went wrong, as plain data (``grader.report.messages`` words it)."""
+        kind = "blank" if self.kind == "syntax_error" and BLANK_MARKER in self.text else self.kind
+        return {"kind": kind, "label": self.unit.label, "line": self.lineno, "code": _shown(self.text),
+                "message": self.message}
 
     def describe(self) -> str:
         """One sentence for the student: the cell, the line, the code, and what to do."""
-        where = f"{self.unit.label}, line {self.lineno}"
-        code = self.text.strip()
-        if "FILL IN" in code:
-            return f"not implemented yet: {where} is still a blank (`{code}`); replace `# FILL IN HERE` with your code"
-        shown = f": `{code}`" if code else ""
-        return f"SyntaxError in {where}{shown} ({self.message}); fix this line so the cell runs"
+        return unit_error_text(self.facts())
+
+
+@dataclass(frozen=True)
+class UnitTooDeep(UnitSyntaxError):
+    """A unit the grader does not read because its code nests too deeply (see ``MAX_AST_DEPTH``).
+
+    ``depth`` is how deep it nests, or 0 when CPython's parser gave up before saying.
+    """
+
+    depth: int = 0
+    limit: int = MAX_AST_DEPTH
+    kind: ClassVar[str] = "too_deep"
+
+    def facts(self) -> dict[str, Any]:
+        return {**super().facts(), "depth": self.depth, "limit": self.limit}
 
 
 @dataclass(frozen=True)
@@ -68,6 +116,33 @@ class ParsedSource:
         out = {n for s in self.statements if s.is_class for n in s.defines}
         return out | {n for e in self.syntax_errors for n in _CLASS_RE.findall(e.unit.source)}
 
+    @cached_property
+    def _definers(self) -> dict[str, list[int]]:
+        """name -> indexes (ascending) in ``statements`` of those that can define it. Built once."""
+        out: dict[str, list[int]] = {}
+        for i, s in enumerate(self.statements):
+            if s.can_define:
+                for name in s.defines:
+                    out.setdefault(name, []).append(i)
+        return out
+
+    @cached_property
+    def _star_imports(self) -> list[int]:
+        return [i for i, s in enumerate(self.statements) if s.star_import]
+
+    def defining_error(self, name: str) -> UnitSyntaxError | None:
+        """The last unit that failed to parse and defines ``class name`` (linear: no ``\\s*`` across lines)."""
+        pattern = _class_re(name)
+        return next((e for e in reversed(self.syntax_errors) if pattern.search(e.unit.source)), None)
+
+    def last_definition(self, name: str, before: int) -> Statement | None:
+        """The last of ``statements[:before]`` that can define ``name``, by bisection (O(log n))."""
+        indexes = self._definers.get(name)
+        if not indexes:
+            return None
+        i = bisect.bisect_left(indexes, before)
+        return self.statements[indexes[i - 1]] if i else None
+
 
 @dataclass(frozen=True)
 class Slice:
@@ -76,13 +151,18 @@ class Slice:
     statements: tuple[Statement, ...]
     #: graded name -> the statement defining it (absent when not found)
     definitions: dict[str, Statement] = field(default_factory=dict)
-    #: graded name -> why it is missing: (a short reason for a table row, the full explanation)
-    missing: dict[str, tuple[str, str]] = field(default_factory=dict)
-    #: remarks worth showing (e.g. a later broken redefinition was ignored)
-    notes: tuple[str, ...] = ()
+    #: graded names no statement defines (``ParsedSource.defining_error`` may say why)
+    missing: tuple[str, ...] = ()
+    #: graded name -> a later unit that also defines it but does not parse (the earlier one is graded)
+    redefinitions: dict[str, UnitSyntaxError] = field(default_factory=dict)
 
 
-_CLASS_RE = re.compile(r"^\s*class\s+([A-Za-z_]\w*)", re.M)
+# ``[ \t\f]*``, not ``\s*``: ``\s`` also matches newlines, which made this quadratic on blank lines.
+_CLASS_RE = re.compile(r"^[ \t\f]*class\s+([A-Za-z_]\w*)", re.M)
+
+
+def _class_re(name: str) -> re.Pattern[str]:
+    return re.compile(rf"^[ \t\f]*class\s+{re.escape(name)}\b", re.M)
 
 
 def parse_units(units: tuple[SourceUnit, ...] | list[SourceUnit]) -> ParsedSource:
@@ -90,32 +170,154 @@ def parse_units(units: tuple[SourceUnit, ...] | list[SourceUnit]) -> ParsedSourc
     statements: list[Statement] = []
     errors: list[UnitSyntaxError] = []
     for unit in units:
-        try:
-            tree = ast.parse(unit.source)
-        except SyntaxError as e:
-            lines = unit.source.split("\n")
-            lineno = e.lineno or 1
-            text = lines[lineno - 1] if 0 < lineno <= len(lines) else (e.text or "")
-            errors.append(UnitSyntaxError(unit, lineno, e.offset or 0, e.msg, text))
-            continue
-        except ValueError as e:  # e.g. null bytes
-            errors.append(UnitSyntaxError(unit, 1, 0, str(e), ""))
-            continue
-        lines = unit.source.split("\n")
-        for node in tree.body:
-            statements.append(_statement(len(statements), unit, node, lines))
+        parsed = _parse_unit(unit, len(statements))
+        if isinstance(parsed, UnitSyntaxError):
+            errors.append(parsed)
+        else:
+            statements += parsed
     return ParsedSource(tuple(statements), tuple(errors))
 
 
-def _statement(position: int, unit: SourceUnit, node: ast.stmt, lines: list[str]) -> Statement:
-    start = min([node.lineno] + [d.lineno for d in getattr(node, "decorator_list", [])])
-    end = node.end_lineno or node.lineno
-    source = "\n".join(lines[start - 1:end])
-    defines, eager, deferred = _names(source)
-    star = isinstance(node, ast.ImportFrom) and any(a.name == "*" for a in node.names)
-    return Statement(position, unit, start, source, frozenset(defines), frozenset(eager),
-                     frozenset(deferred), star, not isinstance(node, _NOT_DEFINITIONS),
-                     isinstance(node, ast.ClassDef))
+def _parse_unit(unit: SourceUnit, first: int) -> list[Statement] | UnitSyntaxError:
+    """The unit's statements (numbered from ``first``), or why the unit cannot be read."""
+    lines = unit.source.split("\n")
+    try:
+        tree = ast.parse(unit.source)
+    except SyntaxError as e:
+        lineno = e.lineno or 1
+        text = lines[lineno - 1] if 0 < lineno <= len(lines) else (e.text or "")
+        return UnitSyntaxError(unit, lineno, e.offset or 0, e.msg, text)
+    except ValueError as e:  # e.g. null bytes
+        return UnitSyntaxError(unit, 1, 0, str(e), "")
+    except (RecursionError, MemoryError):  # CPython's parser gave up: nested thousands of levels deep
+        lineno = _too_deep_line(unit.source, lines)
+        return _too_deep(unit, lineno, lines, 0)
+    spans = []
+    for node in tree.body:
+        start = min([node.lineno] + [d.lineno for d in getattr(node, "decorator_list", [])])
+        end = node.end_lineno or node.lineno
+        # Each level of nesting takes at least one character of source, so a statement of
+        # fewer characters than the cap cannot pass it: only longer ones are walked.
+        if start == end and node.end_col_offset is not None:
+            length = node.end_col_offset - node.col_offset
+        else:
+            length = sum(len(line) + 1 for line in lines[start - 1:end])
+        if length + 8 > MAX_AST_DEPTH:
+            deep = _depth_beyond(node, MAX_AST_DEPTH)
+            if deep is not None:
+                return _too_deep(unit, deep[1], lines, deep[0])
+        star = isinstance(node, ast.ImportFrom) and any(a.name == "*" for a in node.names)
+        spans.append((start, end, (node.lineno, node.col_offset, end, node.end_col_offset),
+                      (star, not isinstance(node, _NOT_DEFINITIONS), isinstance(node, ast.ClassDef))))
+    tree = node = None  # only the spans are kept: the tree is freed before the statements are built
+    out = []
+    cut = _Segments(lines)
+    for i, (start, end, where, kind) in enumerate(spans):
+        shares_first = i > 0 and spans[i - 1][1] >= start
+        shares_last = i + 1 < len(spans) and spans[i + 1][0] <= end
+        if shares_first or shares_last:  # `a = 1; b = 2`: each statement gets its own text, not the line
+            source = cut.segment(*where)
+        else:
+            source = "\n".join(lines[start - 1:end])
+        try:
+            defines, eager, deferred = _names(source)
+        except (RecursionError, MemoryError):
+            return _too_deep(unit, start, lines, 0)
+        out.append(Statement(first + i, unit, start, source, frozenset(defines), frozenset(eager),
+                             frozenset(deferred), *kind))
+    return out
+
+
+def _too_deep(unit: SourceUnit, lineno: int, lines: list[str], depth: int) -> UnitTooDeep:
+    text = lines[lineno - 1] if 0 < lineno <= len(lines) else ""
+    how = f"nested {depth} levels deep" if depth else f"nested more than {MAX_AST_DEPTH} levels deep"
+    return UnitTooDeep(unit, lineno, 0, how, text, depth, MAX_AST_DEPTH)
+
+
+def _depth_beyond(node: ast.AST, limit: int) -> tuple[int, int] | None:
+    """(how deep ``node`` nests, the line where it passes ``limit``), or None within it. No recursion."""
+    stack = [(node, 1, getattr(node, "lineno", 1))]
+    deepest, where = 0, None
+    while stack:
+        n, depth, lineno = stack.pop()
+        lineno = getattr(n, "lineno", lineno)
+        if depth > deepest:
+            deepest = depth
+        if depth == limit + 1 and where is None:
+            where = lineno
+        for child in ast.iter_child_nodes(n):
+            stack.append((child, depth + 1, lineno))
+    return (deepest, where) if where is not None else None
+
+
+def _too_deep_line(source: str, lines: list[str]) -> int:
+    """Where a unit that CPython could not parse is too deep: a line of the first chunk that fails so.
+
+    Chunks start at lines beginning in column 0 (a guess at top-level statements); each chunk
+    is parsed alone, then each of its lines, so the whole search is linear. The line that
+    fails alone, else the chunk's first line. When no chunk fails alone (an expression spread
+    over lines that start in column 0), the first line of the logical line with the most
+    operators, found by the tokenizer (iterative, linear).
+    """
+    starts = [i for i, line in enumerate(lines) if line[:1] not in ("", " ", "\t", "#", ")", "]", "}")
+              and not re.match(r"(elif|else|except|finally)\b", line)] + [len(lines)]
+    for a, b in zip(starts, starts[1:]):
+        if _gives_up("\n".join(lines[a:b])):
+            return next((i + 1 for i in range(a, b) if _gives_up(lines[i].strip())), a + 1)
+    return _busiest_logical_line(source)
+
+
+def _busiest_logical_line(source: str) -> int:
+    import io
+    import tokenize
+
+    best, best_line, count, start = -1, 1, 0, None
+    try:
+        for tok in tokenize.generate_tokens(io.StringIO(source).readline):
+            if start is None and tok.type not in (tokenize.NL, tokenize.COMMENT, tokenize.INDENT, tokenize.DEDENT):
+                start = tok.start[0]
+            count += tok.type == tokenize.OP
+            if tok.type in (tokenize.NEWLINE, tokenize.ENDMARKER):
+                if count > best:
+                    best, best_line = count, start or 1
+                count, start = 0, None
+    except (tokenize.TokenError, SyntaxError, ValueError):
+        pass
+    return best_line if count <= best else (start or best_line)
+
+
+def _gives_up(source: str) -> bool:
+    """Does CPython's parser give up on ``source`` for its depth (not for a SyntaxError)?"""
+    try:
+        ast.parse(source)
+    except (RecursionError, MemoryError):
+        return True
+    except (SyntaxError, ValueError):
+        pass
+    return False
+
+
+class _Segments:
+    """Exact source of statements that share a line (column offsets count UTF-8 bytes)."""
+
+    def __init__(self, lines: list[str]):
+        self.lines = lines
+        self.encoded: dict[int, bytes | None] = {}  # line index -> its UTF-8 (None: ASCII, offsets are indexes)
+
+    def _cut(self, index: int, start: int, end: int | None) -> str:
+        if index not in self.encoded:
+            line = self.lines[index]
+            self.encoded[index] = None if line.isascii() else line.encode("utf-8", "surrogatepass")
+        data = self.encoded[index]
+        if data is None:
+            return self.lines[index][start:end]
+        return data[start:end].decode("utf-8", "surrogatepass")
+
+    def segment(self, lineno: int, col: int, end_lineno: int, end_col: int | None) -> str:
+        first, last = lineno - 1, end_lineno - 1
+        if first == last:
+            return self._cut(first, col, end_col)
+        return "\n".join([self._cut(first, col, None), *self.lines[first + 1:last], self._cut(last, 0, end_col)])
 
 
 def _names(source: str) -> tuple[set[str], set[str], set[str]]:
@@ -130,47 +332,42 @@ def _names(source: str) -> tuple[set[str], set[str], set[str]]:
             defines.add(sym.get_name())
         if sym.is_referenced():
             eager.add(sym.get_name())
-    for child in top.get_children():
-        _collect(child, eager, deferred, in_function=False)
+    # Nested scopes, without recursion: (table, inside a function?)
+    stack = [(child, False) for child in top.get_children()]
+    while stack:
+        table, in_function = stack.pop()
+        is_function = in_function or table.get_type() in ("function", "lambda")
+        for sym in table.get_symbols():
+            if sym.is_global() and (sym.is_referenced() or sym.is_assigned()):
+                (deferred if is_function else eager).add(sym.get_name())
+        stack += [(child, is_function) for child in table.get_children()]
     return defines, eager, deferred
 
 
-def _collect(table: symtable.SymbolTable, eager: set[str], deferred: set[str], in_function: bool) -> None:
-    is_function = in_function or table.get_type() in ("function", "lambda")
-    for sym in table.get_symbols():
-        if sym.is_global() and (sym.is_referenced() or sym.is_assigned()):
-            (deferred if is_function else eager).add(sym.get_name())
-    for child in table.get_children():
-        _collect(child, eager, deferred, is_function)
-
-
 def slice_for(parsed: ParsedSource, names: list[str] | tuple[str, ...]) -> Slice:
-    """Select the statements needed to define ``names`` (and what those need, transitively)."""
+    """Select the statements needed to define ``names`` (and what those need, transitively).
+
+    Each lookup is a bisection in an index of definitions, so slicing is O(n log n).
+    """
     statements = parsed.statements
     end = len(statements)
     selected: set[int] = set()
     definitions: dict[str, Statement] = {}
-    missing: dict[str, str] = {}
-    notes: list[str] = []
-
-    def last_def(name: str, before: int) -> Statement | None:
-        for s in reversed(statements[:before]):
-            if s.can_define and name in s.defines:
-                return s
-        return None
+    missing: list[str] = []
+    redefinitions: dict[str, UnitSyntaxError] = {}
+    last_def = parsed.last_definition
 
     work: list[Statement] = []
     for name in names:
         s = last_def(name, end)
         if s is None:
-            missing[name] = _why_missing(parsed, name)
+            missing.append(name)
             continue
         definitions[name] = s
         work.append(s)
         broken = _broken_redefinition(parsed, name, s)
         if broken:
-            notes.append(f"{broken.unit.label} also defines {name} but has a syntax error; "
-                         f"graded the definition in {s.unit.label}. {broken.describe()}")
+            redefinitions[name] = broken
     while work:
         s = work.pop()
         if s.position in selected:
@@ -186,27 +383,17 @@ def slice_for(parsed: ParsedSource, names: list[str] | tuple[str, ...]) -> Slice
                 work.append(d)
     if selected:
         last = max(selected)
-        for s in statements[:last]:
-            if s.star_import and s.position not in selected:
-                selected.add(s.position)
+        for i in parsed._star_imports:
+            if i >= last:
+                break
+            selected.add(statements[i].position)
     chosen = tuple(s for s in statements if s.position in selected)
-    return Slice(chosen, definitions, missing, tuple(notes))
-
-
-def _why_missing(parsed: ParsedSource, name: str) -> tuple[str, str]:
-    for err in reversed(parsed.syntax_errors):
-        if re.search(rf"^\s*class\s+{re.escape(name)}\b", err.unit.source, re.M):
-            where = f"{err.unit.label}, line {err.lineno}"
-            short = (f"not implemented yet ({where} is a blank)" if "FILL IN" in err.text
-                     else f"{name} has a SyntaxError ({where})")
-            return short, f"{name}: {err.describe()}"
-    return (f"{name} is not defined",
-            f"{name} is not defined in the submission; define `class {name}(nn.Module)` at the top level "
-            "of a cell, with exactly this name")
+    return Slice(chosen, definitions, tuple(missing), redefinitions)
 
 
 def _broken_redefinition(parsed: ParsedSource, name: str, s: Statement) -> UnitSyntaxError | None:
+    pattern = _class_re(name)
     for err in parsed.syntax_errors:
-        if err.unit.index > s.unit.index and re.search(rf"^\s*class\s+{re.escape(name)}\b", err.unit.source, re.M):
+        if err.unit.index > s.unit.index and pattern.search(err.unit.source):
             return err
     return None

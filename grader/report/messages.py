@@ -18,6 +18,8 @@ SCALE_CAUSES = {
     "unscaled_d_head": "the scores are not scaled at all (divide by √d_head)",
     "unscaled_d_k": "the scores are not scaled at all (divide by √d_K)",
 }
+#: Causes that say a graded class cannot run at all (and why).
+MISSING_KINDS = ("missing_target", "not_implemented", "syntax_error", "too_deep")
 _PHASES = {"build": "while building {target}", "load_params": "while loading the reference's parameters",
            "backward": "during backward"}
 
@@ -162,13 +164,12 @@ def problem_text(p: Problem, case: Any = None) -> str:
         call = f"{case.target}({kwargs(case.init)})" if case is not None else "the module"
         return f"{call} has {d['got']:,} parameters, expected {d['expected']:,}"
     if k == "forbidden_static":
-        if "text" in d:
-            return d["text"]
+        rule = "" if d["used"] == d["forbidden"] else f" (it forbids {d['forbidden']})"
         return (f"{d['label']}, line {d['line']}: `{d['code']}` uses {d['used']}, which this exercise "
-                f"forbids; write the computation yourself")
+                f"forbids{rule}; write the computation yourself")
     if k == "forbidden_runtime":
         return (f"while case {d['case']!r} ran, your code called {d['called']}, which this exercise forbids "
-                f"({d['forbidden']}); write the computation yourself")
+                f"(it forbids {d['forbidden']}); write the computation yourself")
     if k == "did_not_raise":
         return f"{case.target}({kwargs(case.init)}) did not raise {case.raises}"
     if k == "raised_other":
@@ -202,6 +203,8 @@ def cause_reason(cause: Cause, case: Any, problems: tuple[Problem, ...] = ()) ->
         return f"not implemented yet ({d['label']}, line {d['line']} is a blank)"
     if k == "syntax_error":
         return f"{d['target']} has a SyntaxError ({d['label']}, line {d['line']})"
+    if k == "too_deep":
+        return f"{d['target']}'s cell is nested too deeply to read ({d['label']}, line {d['line']})"
     if k == "missing_target":
         return f"{d['target']} is not defined"
     if k == "exception":
@@ -232,8 +235,8 @@ def cause_details(cause: Cause, case: Any, problems: tuple[Problem, ...], hint: 
     lines: list[str] = []
     if cause.kind == "exception":
         lines.append(cause.data["error"].get("traceback", ""))
-    elif cause.kind in ("missing_target", "syntax_error", "not_implemented") and cause.data.get("explanation"):
-        lines.append(cause.data["explanation"])
+    elif cause.kind in MISSING_KINDS:
+        lines.append(missing_explanation(cause))
     texts = [problem_text(p, case) for p in problems]
     if texts and cause.kind in ("wrong_answer", "forbidden"):
         first, *rest = texts[0].split("\n")
@@ -245,16 +248,29 @@ def cause_details(cause: Cause, case: Any, problems: tuple[Problem, ...], hint: 
     return "\n".join(x for x in lines if x)
 
 
-def missing_explanation(target: str, kind: str, where: str = "", code: str = "", message: str = "") -> str:
-    """The full explanation of a graded class that is missing or does not parse."""
-    if kind == "not_implemented":
-        return (f"{target}: not implemented yet: {where} is still a blank (`{code}`); replace `# FILL IN HERE` "
-                "with your code")
-    if kind == "syntax_error":
-        shown = f": `{code}`" if code else ""
-        return f"{target}: SyntaxError in {where}{shown} ({message}); fix this line so the cell runs"
-    return (f"{target} is not defined in the submission; define `class {target}(nn.Module)` at the top level "
-            "of a cell, with exactly this name")
+def unit_error_text(d: dict[str, Any]) -> str:
+    """A cell that cannot be read (``UnitSyntaxError.facts()``): where, the code, what to do."""
+    where = f"{d['label']}, line {d['line']}"
+    code = d.get("code", "")
+    if d["kind"] == "blank":
+        return f"not implemented yet: {where} is still a blank (`{code}`); replace `# FILL IN HERE` with your code"
+    if d["kind"] == "too_deep":
+        how = f"{d['depth']} levels deep" if d.get("depth") else f"more than {d['limit']} levels deep"
+        shown = f" (`{code}`)" if code else ""
+        return (f"{where}{shown}: this expression is nested {how}; the grader reads at most {d['limit']}; "
+                "split it into smaller statements (compute parts into variables first), so the cell can be graded")
+    shown = f": `{code}`" if code else ""
+    return f"SyntaxError in {where}{shown} ({d.get('message', '')}); fix this line so the cell runs"
+
+
+def missing_explanation(cause: Cause) -> str:
+    """The full explanation of a graded class that is missing, a blank, or in a cell that cannot be read."""
+    d = cause.data
+    target = d["target"]
+    if cause.kind == "missing_target":
+        return (f"{target} is not defined in the submission; define `class {target}(nn.Module)` at the top "
+                "level of a cell, with exactly this name")
+    return f"{target}: {unit_error_text(d)}"
 
 
 def known_mistake(names_and_hints: list[tuple[str, str]]) -> str:
@@ -272,6 +288,13 @@ def note_text(note: Note) -> str:
     """A remark shown above a report's table."""
     d = note.data
     k = note.kind
+    if k == "missing_target":
+        return missing_explanation(Cause(d["kind"], d["data"]))
+    if k == "unit_error":
+        return unit_error_text(d)
+    if k == "broken_redefinition":
+        return (f"{d['error']['label']} also defines {d['target']} but cannot be read; graded the definition in "
+                f"{d['graded']}. {unit_error_text(d['error'])}")
     if k == "skipped_statement":
         return f"{student_error(d['error'], None, '')} (this statement was skipped)"
     if k == "output_tail":

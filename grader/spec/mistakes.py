@@ -2,7 +2,8 @@
 
 Each mistake has a name students understand, a hint, and how to make it from the
 reference's code (exact text, replaced a known number of times). ``grader.course.store``
-runs every variant once; ``grader.judge.diagnose`` names the one a failing case matches.
+makes and runs every variant once; ``grader.judge.diagnose`` names the one a failing case
+matches.
 """
 from __future__ import annotations
 
@@ -11,7 +12,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from grader.errors import CaseFileError
-from grader.plan.submission import SourceUnit
 
 
 @dataclass(frozen=True)
@@ -58,15 +58,3 @@ def load_mistakes(folder: Path) -> list[Mistake]:
             raise CaseFileError(where, ctx, "needs at least one edit")
         mistakes.append(Mistake(raw["id"], str(raw.get("name", raw["id"])), str(raw.get("hint", "")), tuple(edits)))
     return mistakes
-
-
-def apply_edits(units: tuple[SourceUnit, ...], mistake: Mistake, where: str) -> tuple[SourceUnit, ...]:
-    """The reference's units with the mistake's edits made; each must match exactly ``count`` times."""
-    units = list(units)
-    for find, replace, count in mistake.edits:
-        found = sum(u.source.count(find) for u in units)
-        if found != count:
-            raise CaseFileError(where, f"mistake {mistake.id!r}", f"`{find}` occurs {found} times in the "
-                                f"reference, expected {count}; update the edit to the reference's current code")
-        units = [SourceUnit(u.index, u.label, u.source.replace(find, replace)) for u in units]
-    return tuple(units)
