@@ -68,10 +68,13 @@ def main() -> None:
 @click.option("--sandbox", type=click.Choice(("auto", "bwrap", "none")), default=None,
               help="Isolation of the submission's code: bubblewrap, a plain subprocess, or bubblewrap when it "
                    "works here [default: $GRADER_SANDBOX or auto].")
-@click.option("--memory-mb", type=click.IntRange(min=256), metavar="MB", help="Address-space limit [default: 4096].")
+@click.option("--memory-mb", type=click.IntRange(min=256), metavar="MB",
+              help="Memory of all the submission's processes together (and each one's address space) [default: 4096].")
 @click.option("--cpu-seconds", type=click.IntRange(min=1), metavar="S", help="CPU-time limit per process [default: 600].")
 @click.option("--max-file-mb", type=click.IntRange(min=1), metavar="MB",
               help="Largest file the submission may write [default: 64].")
+@click.option("--disk-mb", type=click.IntRange(min=1), metavar="MB",
+              help="Everything the submission may write, all files together [default: 256].")
 @click.option("--max-processes", type=click.IntRange(min=1), metavar="N",
               help="Processes the submission may start [default: 64].")
 @click.option("--max-output-kb", type=click.IntRange(min=1), metavar="KB",
@@ -79,19 +82,20 @@ def main() -> None:
 @click.option("--max-tensor-mb", type=click.IntRange(min=1), metavar="MB",
               help="Largest tensor file a case may return [default: 64].")
 @click.option("--root", type=click.Path(path_type=Path, file_okay=False, exists=True),
-              help="Course folder holding assignments/ and reference/ [default: $GRADER_ROOT, else the "
-                   "nearest folder above SUBMISSION with assignments/, else this checkout].")
+              help="Course folder holding assignments/ and reference/ [default: $GRADER_ROOT, else the course "
+                   "around the current folder, else this checkout; never a folder beside SUBMISSION while one "
+                   "of those exists].")
 @click.option("--no-cache", is_flag=True, help="Recompute the reference's outputs instead of reusing the cache.")
 def grade_one(submission: Path, assignment: str | None, fmt: str, output: Path | None, timeout: float | None,
               case_timeout: float | None, sandbox: str | None, memory_mb: int | None, cpu_seconds: int | None,
-              max_file_mb: int | None, max_processes: int | None, max_output_kb: int | None,
+              max_file_mb: int | None, disk_mb: int | None, max_processes: int | None, max_output_kb: int | None,
               max_tensor_mb: int | None, root: Path | None, no_cache: bool) -> None:
     """Grade one SUBMISSION (.ipynb or .py) and print its report."""
     from grader.config import GradeConfig
     from grader.config import Limits
 
     limits = {k: v for k, v in (("memory_mb", memory_mb), ("cpu_seconds", cpu_seconds), ("file_mb", max_file_mb),
-                                ("processes", max_processes), ("output_kb", max_output_kb),
+                                ("disk_mb", disk_mb), ("processes", max_processes), ("output_kb", max_output_kb),
                                 ("tensor_mb", max_tensor_mb)) if v is not None}
     overrides: dict = {"assignment": assignment, "use_cache": not no_cache, "sandbox": sandbox,
                        "limits": Limits(**limits)}

@@ -54,7 +54,7 @@ def grade_submission(path: str | Path, config: GradeConfig | None = None) -> Rep
         try:
             submission = read_submission(path)
         except SubmissionUnreadable as e:
-            return Report(str(path), forced.name if forced else None, (), str(e), (), describe(mode),
+            return Report(str(path), forced.name if forced else None, (), str(e), (), _isolation(mode, worker),
                           round(time.perf_counter() - start, 3),
                           declared_max_score=forced.max_score if forced else 0.0, course=str(course.root))
         parsed = parse_units(submission.units)
@@ -74,8 +74,13 @@ def grade_submission(path: str | Path, config: GradeConfig | None = None) -> Rep
                 variants = variant_outputs(assignment, reference, config)
                 results = name_mistakes(results, plan, expected, execution, variants, mistakes)
     notes = [messages.note_text(n) for n in _notes(plan, execution, course)]
-    return Report(str(path), assignment.name, results, None, tuple(notes), describe(mode),
+    return Report(str(path), assignment.name, results, None, tuple(notes), _isolation(mode, worker),
                   round(time.perf_counter() - start, 3), local=plan.local, course=str(course.root))
+
+
+def _isolation(mode: str, worker: Worker) -> str:
+    """The report's isolation line: the sandbox, and how the submission's processes are held."""
+    return f"{describe(mode)}; {worker.group.describe()}"
 
 
 def _assignment_for(course: Course, submission: Submission, parsed: ParsedSource) -> Assignment:

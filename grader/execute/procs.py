@@ -325,6 +325,45 @@ def _rmdir_quiet(path: str) -> bool:
         return False
 
 
+# --------------------------------------------------------------------------- cgroup v1 memory
+
+
+def _memory_v1_dir() -> str | None:
+    """Our own folder in a cgroup v1 memory hierarchy (a hybrid host), if one is mounted."""
+    own = None
+    for line in (_read(f"{_PROC}/self/cgroup") or b"").decode(errors="replace").splitlines():
+        parts = line.split(":", 2)
+        if len(parts) == 3 and "memory" in parts[1].split(","):
+            own = parts[2]
+    if own is None:
+        return None
+    for line in (_read(f"{_PROC}/self/mountinfo", 1 << 20) or b"").decode(errors="replace").splitlines():
+        left, _, right = line.partition(" - ")
+        fields, extra = left.split(), right.split()
+        if len(fields) >= 5 and len(extra) >= 3 and extra[0] == "cgroup" and "memory" in extra[2].split(","):
+            root, mount = _unescape(fields[3]), _unescape(fields[4])
+            if own == root or own.startswith(root.rstrip("/") + "/"):
+                return os.path.join(mount, own[len(root):].lstrip("/"))
+    return None
+
+
+def _make_memory_v1(token: str, memory_bytes: int) -> str | None:
+    """A cgroup v1 memory child that caps the group's memory (swap included), or None."""
+    parent = _memory_v1_dir()
+    if parent is None or not os.access(parent, os.W_OK):
+        return None
+    path = os.path.join(parent, f"grader-{token}")
+    try:
+        os.mkdir(path)
+    except OSError:
+        return None
+    if not _write(os.path.join(path, "memory.limit_in_bytes"), str(memory_bytes).encode()):
+        _rmdir_quiet(path)
+        return None
+    _write(os.path.join(path, "memory.memsw.limit_in_bytes"), str(memory_bytes).encode())  # no swapping past it
+    return path
+
+
 # --------------------------------------------------------------------------- ProcessGroup
 
 
@@ -338,12 +377,14 @@ class ProcessGroup:
     """
 
     def __init__(self, token: str, uid: int | None = None, cgroup: str | None = None,
-                 enforced: Iterable[str] = ()):
+                 enforced: Iterable[str] = (), memory_v1: str | None = None):
         self.token = token
         self.uid = uid
         self._cgroup = cgroup
         self._join = os.path.join(cgroup, "cgroup.procs") if cgroup else None
-        self.enforced: tuple[str, ...] = tuple(enforced)
+        #: a cgroup v1 memory child that caps the group's memory, where v2 cannot (a hybrid host)
+        self._memory_v1 = memory_v1
+        self.enforced: tuple[str, ...] = tuple(enforced) + (("memory",) if memory_v1 else ())
         self._kind = "cgroup" if cgroup else "tracking"
         self._needle = f"{TOKEN_VAR}={token}".encode()
         self._proc = _have_proc()
@@ -364,15 +405,17 @@ class ProcessGroup:
         cgroup has those files (``enforced`` says which did). ``use_cgroup=False`` forces
         tracking. Never raises for lack of cgroups, permissions or /proc.
         """
-        made = None
+        made = memory_v1 = None
         if use_cgroup and _have_proc():
             try:
                 made = _make_cgroup(token, memory_bytes, max_pids)
+                if memory_bytes and "memory" not in (made[1] if made else ()):
+                    memory_v1 = _make_memory_v1(token, memory_bytes)
             except Exception:  # noqa: BLE001 - an odd cgroup file system: track instead
                 made = None
         if made is None:
-            return cls(token, uid)
-        return cls(token, uid, cgroup=made[0], enforced=made[1])
+            return cls(token, uid, memory_v1=memory_v1)
+        return cls(token, uid, cgroup=made[0], enforced=made[1], memory_v1=memory_v1)
 
     # -- what it is
 
@@ -398,10 +441,12 @@ class ProcessGroup:
     # -- starting
 
     def preexec(self) -> None:
-        """In the child, between fork and exec: join the cgroup (open and write only)."""
-        if self._join is not None:
+        """In the child, between fork and exec: join the cgroup(s) (open and write only)."""
+        for join in (self._join, os.path.join(self._memory_v1, "cgroup.procs") if self._memory_v1 else None):
+            if join is None:
+                continue
             try:
-                fd = os.open(self._join, os.O_WRONLY)
+                fd = os.open(join, os.O_WRONLY)
                 try:
                     os.write(fd, b"0")  # "0": the writing process itself, whatever its pid namespace
                 finally:
@@ -459,11 +504,13 @@ class ProcessGroup:
         return sum(_proportional(pid) for pid in self.pids())
 
     def oom_kills(self) -> int:
-        """How many processes the cgroup's memory limit killed (0 when unknown)."""
-        data = _read(os.path.join(self._cgroup, "memory.events")) if self._cgroup else None
-        for line in (data or b"").split(b"\n"):
-            if line.startswith(b"oom_kill ") and line.split()[1].isdigit():
-                return int(line.split()[1])
+        """How many processes the group's memory limit killed (0 when unknown)."""
+        for path in (os.path.join(self._cgroup, "memory.events") if self._cgroup else None,
+                     os.path.join(self._memory_v1, "memory.oom_control") if self._memory_v1 else None):
+            data = _read(path) if path else None
+            for line in (data or b"").split(b"\n"):
+                if line.startswith(b"oom_kill ") and line.split()[1].isdigit():
+                    return int(line.split()[1])
         return 0
 
     # -- ending
@@ -484,6 +531,10 @@ class ProcessGroup:
         self.kill()
         try:
             self._drop_cgroup()
+            if self._memory_v1:
+                deadline = time.monotonic() + KILL_SECONDS
+                while not _rmdir_quiet(self._memory_v1) and time.monotonic() < deadline:
+                    time.sleep(0.02)  # its last members are still being reaped
         except Exception:  # noqa: BLE001
             pass
 

@@ -39,9 +39,12 @@ from grader.report.outcomes import Stop
 STARTUP_TIMEOUT = 120.0
 #: How often the memory (and, without a sandbox, disk) of the worker's processes is measured.
 WATCH_INTERVAL = 0.2
-#: How often, at most, a cheap memory sum over the limit is confirmed with the precise one.
-CONFIRM_INTERVAL = 1.0
-DISK_WATCH_INTERVAL = 0.5
+#: A cheap memory sum over the limit is confirmed with the precise one (which costs about 4 ms per
+#: process) at most this often, and never more than 1/CONFIRM_SHARE of the time.
+CONFIRM_INTERVAL = 0.2
+CONFIRM_SHARE = 10
+#: Without a sandbox, how often the files the worker wrote are measured.
+DISK_WATCH_INTERVAL = 0.2
 #: Environment variable that tags a worker and everything it starts.
 TOKEN_VAR = "GRADER_WORKER_TOKEN"
 #: Optional tag (letters, digits, '-', '_') put in front of every token, to tell one run's workers from another's.
@@ -203,7 +206,7 @@ class Worker:
         sel.register(stdin, selectors.EVENT_WRITE, "stdin")
         deadline = None
         step_started = last_watch = last_disk = time.perf_counter()
-        last_confirm = 0.0
+        last_confirm, confirm_every = 0.0, CONFIRM_INTERVAL
         try:
             while True:
                 now = time.perf_counter()
@@ -223,10 +226,15 @@ class Worker:
                     if now - last_watch >= WATCH_INTERVAL:
                         last_watch = now
                         limit = self.limits.memory_mb << 20
+                        if self.group.oom_kills():  # the kernel enforced the group's limit
+                            result.stop = Stop("memory", {"limit_mb": self.limits.memory_mb})
+                            return
                         # resident sizes count pages shared after a fork once per process: confirm
-                        if self.group.resident_bytes() > limit and now - last_confirm >= CONFIRM_INTERVAL:
+                        if self.group.resident_bytes() > limit and now - last_confirm >= confirm_every:
                             last_confirm = now
-                            if self.group.proportional_bytes() > limit:
+                            precise = self.group.proportional_bytes()
+                            confirm_every = max(CONFIRM_INTERVAL, CONFIRM_SHARE * (time.perf_counter() - now))
+                            if precise > limit:
                                 result.stop = Stop("memory", {"limit_mb": self.limits.memory_mb})
                                 return
                     if self.mode == "none" and now - last_disk >= DISK_WATCH_INTERVAL:
@@ -335,6 +343,8 @@ class Worker:
 
     def _exit_stop(self) -> Stop:
         code = self._exit_code()
+        if self.group.oom_kills():
+            return Stop("memory", {"limit_mb": self.limits.memory_mb})
         if code is None:
             return Stop("unresponsive")
         if code == WORKER_FAILED_EXIT:
