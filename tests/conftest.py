@@ -12,6 +12,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SUBMISSIONS = ROOT / "tests" / "submissions"
 
 # One cache per session: the reference runs once per assignment, not once per test.
+_OWN_CACHE = "GRADER_CACHE" not in os.environ
 os.environ.setdefault("GRADER_CACHE", tempfile.mkdtemp(prefix="grader-test-cache-"))
 os.environ["GRADER_ROOT"] = str(ROOT)
 
@@ -22,6 +23,15 @@ def run_grade(*args: str, timeout: float = 120, env: dict[str, str] | None = Non
 
     return subprocess.run([sys.executable, "-m", "grader", *args], capture_output=True, text=True,
                           timeout=timeout, cwd=cwd, env={**os.environ, "COLUMNS": "160", **(env or {})})
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _remove_the_cache():
+    """The session's reference cache goes when the tests end (unless the caller chose it)."""
+    yield
+    if _OWN_CACHE:
+        import shutil
+        shutil.rmtree(os.environ["GRADER_CACHE"], ignore_errors=True)
 
 
 @pytest.fixture

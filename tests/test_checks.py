@@ -4,6 +4,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pytest
 
 from grader.execute.observation import Observation
 from grader.execute.protocol import ErrorInfo
@@ -133,7 +134,67 @@ def test_raises():
 
 
 def test_unavailable_is_an_error():
-    cause = Cause("not_implemented", {"target": "Att", "label": "cell 4", "line": 12, "code": "x = # FILL IN HERE"})
+    cause = Cause("not_implemented", {"target": "Att", "kind": "blank", "label": "cell 4", "line": 12,
+                                      "code": "x = # FILL IN HERE"})
     r = _eval(_case(["match"]), ATT, {}, None, cause)
-    assert (r.status, r.reason, r.details) == ("error", "not implemented yet (cell 4, line 12 is a blank)", "")
+    assert (r.status, r.reason) == ("error", "not implemented yet (cell 4, line 12 is a blank)")
+    assert r.details == "Att: not implemented yet: cell 4, line 12 is still a blank (`x = # FILL IN HERE`); " \
+                        "replace `# FILL IN HERE` with your code"
     assert r.cause.kind == "not_implemented"
+
+
+# --- every check is total: whatever tensors arrive, a verdict (never an exception), and non-finite
+# values never pass.
+
+MHA_LIKE = Target("M", ("Q", "K", "V"), "dict", keys=("scores", "attention", "x"), attention="attention",
+                  final="x", key_args=("K", "V"), flow=("scores", "attention", "x"))
+GOOD = {
+    "in/mask": np.array([[[[1, 1, 0]]]], bool),  # [B=1, 1, 1, n_K=3]
+    "out/scores": np.zeros((1, 2, 2, 3), np.float32),
+    "out/attention": np.tile(np.array([0.5, 0.5, 0.0], np.float32), (1, 2, 2, 1)),
+    "out/x": np.ones((1, 2, 4), np.float32),
+    "grad/lin.weight": np.ones((4, 4), np.float32),
+}
+
+
+def _odd_values():
+    """Student outputs of every awkward kind: wrong ranks and sizes, empty, 0-d, ints, bools, NaN, inf, huge."""
+    yield np.zeros((), np.float32)
+    yield np.zeros((0,), np.float32)
+    yield np.zeros((1, 2, 2, 3, 1), np.float32)
+    yield np.zeros((7,), np.int64)
+    yield np.ones((1, 2, 2, 3), bool)
+    yield np.full((1, 2, 2, 3), np.nan, np.float32)
+    yield np.full((1, 2, 4), np.inf, np.float64)
+    yield np.full((1, 2, 2, 3), -np.inf, np.float16)
+    yield np.full((1, 2, 4), 1e308, np.float64)
+    yield np.full((4, 4), np.nan, np.float32)
+
+
+@pytest.mark.parametrize("check", ["shape", "match", "mask", "mask_invariance", "grad", "params", "param_count"])
+def test_every_check_gives_a_verdict_on_any_tensor(check):
+    case = Case("c", "c", "M", (check,), 1, mask={"kind": "padding", "lengths": [2]}, init={"d_feat": 4, "n_head": 2},
+                inputs={"Q": [1, 2, 4], "K": [1, 3, 4], "V": [1, 3, 4]})
+    ref = Observation("c", "ok", params={"lin.weight": (4, 4)}, tensors=GOOD)
+    for value in _odd_values():
+        for name in ("out/scores", "out/attention", "out/x", "pout/x", "grad/lin.weight"):
+            stu = dict(GOOD, **{"pout/x": GOOD["out/x"]})
+            stu[name] = value
+            result = evaluate_case(case, MHA_LIKE, ref, Observation("c", "ok", params={"lin.weight": (4, 4)},
+                                                                    tensors=stu), Cause("not_run"))
+            assert result.status in ("passed", "failed")
+            if check != "params" and check != "param_count" and not np.isfinite(value.astype(np.float64)).all() \
+                    and value.size and _checked_by(check, name):
+                assert result.status == "failed", (check, name, value.dtype, value.shape)
+
+
+def _checked_by(check: str, name: str) -> bool:
+    return {"shape": (), "match": ("out/scores", "out/attention", "out/x"), "mask": ("out/attention",),
+            "mask_invariance": ("out/x", "pout/x"), "grad": ("grad/lin.weight",)}[check].__contains__(name)
+
+
+def test_nan_attention_fails_the_mask_check():
+    case = _case(["mask"], mask={"kind": "padding", "lengths": [2]})
+    ref = {"in/mask": np.array([[[1, 1, 0]]], bool), "out/attention": np.array([[[0.5, 0.5, 0.0]]], np.float32)}
+    r = _eval(case, ATT, ref, {"out/attention": np.array([[[0.5, 0.5, np.nan]]], np.float32)})
+    assert r.status == "failed" and "NaN or inf" in r.reason

@@ -12,7 +12,7 @@ import tomllib
 import pytest
 
 from conftest import ROOT, SUBMISSIONS
-from grader import grade_submission
+from grader import GradeConfig, grade_submission
 from grader.spec.mistakes import load_mistakes
 from grader.report.render import render
 
@@ -29,7 +29,8 @@ def test_every_submission_has_an_expectation():
 @pytest.mark.parametrize("relpath", sorted(EXPECTED))
 def test_submission_outcome(relpath):
     spec = EXPECTED[relpath]
-    report = grade_submission(ROOT / relpath)
+    config = GradeConfig(case_timeout=spec["case_timeout"]) if "case_timeout" in spec else None
+    report = grade_submission(ROOT / relpath, config)
     assert report.problem is None
     statuses = {c.case_id: c.status for c in report.cases}
     if spec.get("all"):

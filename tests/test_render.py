@@ -103,3 +103,32 @@ def test_json_round_trips():
     data = json.loads(render(REPORT, "json"))
     assert data["score"] == 1 and data["max_score"] == 6
     assert Report.from_dict(data) == REPORT
+
+
+# --- text from a submission can neither paint the terminal, nor inject markup, nor break a format
+
+FORGED = ("\x1b[2J\x1b[32m28/28 PASS\x1b[0m\r[bold green]PASS[/] [/] [link=https://evil.example]x[/link] "
+          "\x00\x07 \u202eSSAP \ud800 \ufffe")
+FORGED_REPORT = Report(f"=HYPERLINK(\"https://evil.example\"){FORGED}.py", "mha", (
+    CaseResult("a", f"name {FORGED}", "MHA", "error", 0, 1, f"ValueError — {FORGED}", f"details {FORGED}\nline 2"),
+), None, (f"note {FORGED}",), "subprocess", 1.0)
+
+
+def test_student_text_is_inert_in_every_format():
+    import csv
+    import io
+    import xml.etree.ElementTree as ET
+
+    rich = render(FORGED_REPORT, "rich")
+    assert not {c for c in rich if ord(c) < 32 and c != "\n"}  # no terminal control character survives
+    assert "\\x1b[2J" in rich and "[bold green]PASS[/]" in rich and "[link=https://evil.example]" in rich
+    assert "\u202e" not in rich and "\\u202e" in rich
+    suite = ET.fromstring(render(FORGED_REPORT, "junit").split("\n", 1)[1])  # well-formed XML
+    assert "\\x1b" in suite.find("testcase/error").get("message")
+    rows = list(csv.reader(io.StringIO(render(FORGED_REPORT, "csv"))))
+    assert all(not cell.startswith(("=", "+", "-", "@")) for row in rows[1:] for cell in row if not cell[:1].isdigit())
+    assert rows[1][0].startswith("'=HYPERLINK")
+    data = json.loads(render(FORGED_REPORT, "gradescope"))
+    assert "\x1b" not in json.dumps(data, ensure_ascii=False)
+    html_page = render(FORGED_REPORT, "html")
+    assert "<link" not in html_page and "\x1b" not in html_page

@@ -58,8 +58,8 @@ def resolve_course(explicit: Path | None = None, submission: Path | None = None)
     around = _course_above(Path.cwd())
     if around is not None:
         return Course(around, "cwd")
-    checkout = Path(__file__).resolve().parents[2]
-    if (checkout / "assignments").is_dir():
+    checkout = grader_checkout()
+    if checkout is not None:
         return Course(checkout, "checkout")
     if submission is not None:
         beside = _course_above(Path(submission).resolve().parent)
@@ -67,6 +67,12 @@ def resolve_course(explicit: Path | None = None, submission: Path | None = None)
             return Course(beside, "submission")
     raise UsageError("no course found: pass --root DIR (the folder holding assignments/ and reference/), "
                      "set $GRADER_ROOT, or run from inside the course folder")
+
+
+def grader_checkout() -> Path | None:
+    """The checkout this package runs from, when it holds a course (a development or editable install)."""
+    checkout = Path(__file__).resolve().parents[2]
+    return checkout if (checkout / "assignments").is_dir() else None
 
 
 def _course_above(folder: Path) -> Path | None:

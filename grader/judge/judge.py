@@ -89,7 +89,10 @@ def policy_result(case: Case, plan: Plan, execution: Execution) -> CaseResult:
     if static:
         return _result(case, "failed", Cause("forbidden"), static, hint=True)
     observed = [o for c in plan.to_run if c.target == target and (o := execution.observations.get(c.id))]
-    seen = {(u.forbidden, u.called): (o.case_id, u) for o in observed for u in o.forbidden}
+    seen: dict[tuple[str, str], tuple[str, Any]] = {}
+    for o in observed:  # each forbidden use once, with the first case that made it
+        for u in o.forbidden:
+            seen.setdefault((u.forbidden, u.called), (o.case_id, u))
     if seen:
         problems = tuple(Problem("forbidden_runtime", {"forbidden": u.forbidden, "called": u.called, "case": cid})
                          for cid, u in seen.values())

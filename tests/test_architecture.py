@@ -1,0 +1,72 @@
+"""The package's layers: imports between folders run one way, so the arrows read like the data flow.
+
+From the bottom: the shared ground (errors, exit codes, config), report (the result model,
+its vocabulary and its views), spec (the case files' model), plan, execute, judge, course
+(which course, the reference store), the pipeline, and the front ends (cli, local, authoring).
+A module may import its own layer and those below it, never one above. The worker, which
+runs in the sandbox, imports only the standard library, torch and two modules of its own layer.
+"""
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "grader"
+LAYERS = [
+    {"errors", "exitcodes", "config"},
+    {"report"},
+    {"spec"},
+    {"plan"},
+    {"execute"},
+    {"judge"},
+    {"course"},
+    {"pipeline"},
+    {"authoring", "local", "cli", "__init__", "__main__"},
+]
+
+
+def _layer(part: str) -> int:
+    return next(i for i, names in enumerate(LAYERS) if part in names)
+
+
+def _imports(path: Path) -> list[str]:
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found += [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            found.append(node.module)
+    return [name for name in found if name.split(".")[0] == "grader"]
+
+
+def _part(path: Path) -> str:
+    rel = path.relative_to(PACKAGE)
+    return rel.parts[0] if len(rel.parts) > 1 else rel.stem
+
+
+MODULES = sorted(p for p in PACKAGE.rglob("*.py"))
+
+
+@pytest.mark.parametrize("path", MODULES, ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_imports_run_one_way(path):
+    own = _layer(_part(path))
+    for name in _imports(path):
+        parts = name.split(".")
+        if len(parts) == 1:
+            continue  # `import grader` (the lazy public API)
+        target = _layer(parts[1])
+        assert target <= own, f"{path.relative_to(PACKAGE)} imports {name}, a layer above it"
+
+
+def test_every_module_has_a_layer():
+    parts = {_part(p) for p in MODULES}
+    assert parts <= set().union(*LAYERS), parts - set().union(*LAYERS)
+
+
+def test_the_worker_imports_nothing_of_the_parent():
+    allowed = {"grader.execute.protocol", "grader.execute.guard"}
+    assert set(_imports(PACKAGE / "execute" / "worker.py")) <= allowed
+    assert _imports(PACKAGE / "execute" / "protocol.py") == []
