@@ -190,9 +190,9 @@ class Bench:
             report = {}
             try:
                 d = json.loads(out)
-                statuses = [c.get("status") for c in d.get("checks", [])]
+                statuses = [c.get("status") for c in d.get("cases", [])]
                 report = {"assignment": d.get("assignment"), "score": d.get("score"), "max_score": d.get("max_score"),
-                          "checks": len(statuses), "passed": statuses.count("passed")}
+                          "cases": len(statuses), "passed": statuses.count("passed")}
             except ValueError:
                 pass
             self.cold[key] = {"seconds": dt, "exit_code": rc, "cache_was_cold": bool(wrote),
@@ -339,7 +339,7 @@ def main(argv: list[str] | None = None) -> int:
         print("Checks:")
         for nb, g, n, codes, cold, _, _ in rows:
             key = str(nb)
-            extra = (f", {cold['passed']}/{cold['checks']} checks passed, score {cold['score']:g}/{cold['max_score']:g}"
+            extra = (f", {cold['passed']}/{cold['cases']} cases passed, score {cold['score']:g}/{cold['max_score']:g}"
                      if cold.get("max_score") is not None else "")
             print(f"  grade {nb}: exit code(s) {codes}{extra}")
             if codes != [0] and nb == MHA_NOTEBOOK:

@@ -15,7 +15,7 @@ FORMAT_CHOICES = ("rich", "json", "gradescope", "junit", "csv", "html")
 
 
 class _DefaultCommandGroup(click.Group):
-    """``grade FILE ...`` runs the default command; ``grade batch ...`` etc. run subcommands."""
+    """``grade FILE ...`` runs the default command; ``grade release ...`` etc. run subcommands."""
 
     default_command = "submission"
 

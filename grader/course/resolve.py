@@ -25,8 +25,7 @@ from pathlib import Path
 
 from grader.errors import UsageError
 
-#: Where a course was found, in the order they are tried.
-SOURCES = ("option", "env", "cwd", "checkout", "submission")
+#: Where a course was found, in the order they are tried, in words.
 _WORDS = {"option": "--root", "env": "$GRADER_ROOT", "cwd": "the current folder", "checkout": "the grader's checkout",
           "submission": "beside the submission (not trusted)"}
 

@@ -151,12 +151,6 @@ def check_param_count(case: Case, target: Target, ref: Observation, stu: Observa
     return [] if exp == got else [Problem("param_count", {"got": got, "expected": exp})]
 
 
-def check_forbidden_at_run_time(case: Case, target: Target, ref: Observation, stu: Observation) -> list[Problem]:
-    """Forbidden APIs the student's code called while this case ran (seen by the worker's guard)."""
-    return [Problem("forbidden_runtime", {"forbidden": u.forbidden, "called": u.called, "case": case.id})
-            for u in stu.forbidden]
-
-
 CHECKS: dict[str, Check] = {
     "shape": check_shape, "match": check_match, "mask": check_mask, "mask_invariance": check_mask_invariance,
     "grad": check_grad, "params": check_params, "param_count": check_param_count,

@@ -101,7 +101,7 @@ def read_submission(path: Path) -> Submission:
     if not path.exists():
         raise UsageError(f"no such file: {path}")
     if path.is_dir():
-        raise UsageError(f"{path} is a directory; give a .ipynb or .py file (use `grade batch` for a folder)")
+        raise UsageError(f"{path} is a directory; give a .ipynb or .py file")
     suffix = path.suffix.lower()
     if suffix == ".py":
         return _read_python(path)

@@ -16,6 +16,7 @@ STOP_KINDS = ("case_timeout", "submission_timeout", "crashed", "exited", "memory
 CAUSE_KINDS = (
     "not_implemented",   # the graded class is still the template's blank
     "syntax_error",      # the graded class's cell does not parse
+    "too_deep",          # the graded class's cell nests too deeply to read
     "missing_target",    # the graded class is not defined
     "exception",         # the submission's code raised (data: error, phase)
     "stopped",           # the worker stopped in this case or before it (data: stop)
@@ -35,6 +36,10 @@ class Stop:
     kind: str
     data: dict[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        if self.kind not in STOP_KINDS:
+            raise ValueError(f"invalid stop {self.kind!r}, expected one of {', '.join(STOP_KINDS)}")
+
 
 @dataclass(frozen=True)
 class Problem:
@@ -50,6 +55,10 @@ class Cause:
 
     kind: str
     data: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.kind not in CAUSE_KINDS:
+            raise ValueError(f"invalid cause {self.kind!r}, expected one of {', '.join(CAUSE_KINDS)}")
 
 
 @dataclass(frozen=True)
