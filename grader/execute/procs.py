@@ -488,20 +488,19 @@ class ProcessGroup:
         """The group's memory: ``memory.current`` where the memory controller applies,
         else the resident set sizes of its processes added up (shared pages counted in
         each process that maps them); 0 when unknown (no /proc)."""
-        if self._cgroup:
-            current = _read(os.path.join(self._cgroup, "memory.current"), 64)
-            if current and current.strip().isdigit():
-                return int(current)
-        return sum(_resident(pid) for pid in self.pids())
+        current = self._memory_current()
+        return current if current is not None else sum(_resident(pid) for pid in self.pids())
 
     def proportional_bytes(self) -> int:
         """Like ``resident_bytes``, but pages shared between the group's processes (after a fork)
         are counted once, split between them: slower, so use it to confirm a limit is exceeded."""
-        if self._cgroup:
-            current = _read(os.path.join(self._cgroup, "memory.current"), 64)
-            if current and current.strip().isdigit():
-                return int(current)
-        return sum(_proportional(pid) for pid in self.pids())
+        current = self._memory_current()
+        return current if current is not None else sum(_proportional(pid) for pid in self.pids())
+
+    def _memory_current(self) -> int | None:
+        """The cgroup v2 memory controller's own count, where it applies."""
+        current = _read(os.path.join(self._cgroup, "memory.current"), 64) if self._cgroup else None
+        return int(current) if current and current.strip().isdigit() else None
 
     def oom_kills(self) -> int:
         """How many processes the group's memory limit killed (0 when unknown)."""
