@@ -268,8 +268,10 @@ def test_finds_and_kills_the_whole_hostile_tree(mode):
     tree = start_hostile_tree(group, uid, exe)
     try:
         assert group.kind == mode.split("+")[0]
+        # Two scans of a live tree race with its last forks and reaps: compare until both agree.
+        assert wait_for(lambda: group.pids() == tree.pids(), 2.0), \
+            f"every process of the tree, and nothing else: {group.pids()} != {tree.pids()}"
         found = group.pids()
-        assert found == tree.pids(), "every process of the tree, and nothing else"
         assert sum(map(is_escapee, found)) == 1, "the env-clearing setsid double fork"
         assert os.getpid() not in found and os.getppid() not in found
         group.kill()
@@ -289,8 +291,9 @@ def test_finds_and_kills_the_whole_tree_under_bubblewrap(mode):
     group, uid, exe = make_group(mode)
     tree = start_hostile_tree(group, uid, exe, bwrap=True)
     try:
+        assert wait_for(lambda: group.pids() == tree.pids(), 2.0), \
+            f"the tree and its two bubblewrap processes, nothing else: {group.pids()} != {tree.pids()}"
         found = group.pids()
-        assert found == tree.pids(), "the tree and its two bubblewrap processes, nothing else"
         assert sum(map(is_escapee, found)) == 1
         group.kill()
         assert wait_for(lambda: not tree.pids(), 2.0), f"left alive: {tree.pids()}"

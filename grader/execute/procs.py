@@ -478,8 +478,8 @@ class ProcessGroup:
     def pids(self) -> set[int]:
         """Every live process of the worker (never this process nor its ancestors)."""
         with self._lock:
-            if self._cgroup:
-                return self._cgroup_pids() - _ancestors()
+            if self._cgroup:  # zombies stay members until reaped: they hold nothing and can do nothing
+                return {pid for pid in self._cgroup_pids() - _ancestors() if (st := _stat(pid)) and st.live}
             if not self._proc:  # the worker itself; its process group cannot be listed
                 return {self._pid} if self._pid is not None and self._alive_without_proc() else set()
             return self._scan()
