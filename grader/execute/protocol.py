@@ -101,10 +101,13 @@ class Job:
     units: dict[str, dict[str, str]]
     calls: list[CallSpec]
     inputs_size: int = 0
+    #: the most bytes of tensors one case may send back (the parent refuses more)
+    max_payload: int = 64 << 20
 
     def to_line(self) -> bytes:
         """The job's JSON line (the inputs follow it on stdin)."""
         data = {"mode": self.mode, "nonce": self.nonce, "units": self.units, "inputs_size": self.inputs_size,
+                "max_payload": self.max_payload,
                 "statements": [vars(s) for s in self.statements], "calls": [vars(c) for c in self.calls]}
         return json.dumps(data).encode() + b"\n"
 
@@ -113,7 +116,8 @@ class Job:
         """Inverse of ``to_line`` (the worker reads its job: trusted data from the parent)."""
         data = json.loads(line)
         return cls(data["mode"], data["nonce"], [StatementSpec(**s) for s in data["statements"]],
-                   data["units"], [CallSpec(**c) for c in data["calls"]], int(data["inputs_size"]))
+                   data["units"], [CallSpec(**c) for c in data["calls"]], int(data["inputs_size"]),
+                   int(data["max_payload"]))
 
 
 # --------------------------------------------------------------------------- records

@@ -171,7 +171,7 @@ class Worker:
         each step (the top-level statements, then each call): a step that sends nothing
         for that long is a timeout of that step.
         """
-        job = dataclasses.replace(job, inputs_size=len(inputs))
+        job = dataclasses.replace(job, inputs_size=len(inputs), max_payload=self.limits.tensor_mb << 20)
         result = WorkerRun()
         reader = RecordReader(job.nonce, self.limits.tensor_mb << 20)
         pending = [c.id for c in job.calls]

@@ -152,7 +152,14 @@ def run_job(job: Job, inputs: dict[str, torch.Tensor], guards: dict[str, Any], c
             record["error"] = describe_error(e, files)
         record["forbidden"] = guard.take() if guard is not None else []
         record["duration"] = time.perf_counter() - start
-        channel.send("call", save_tensors(tensors) if tensors else b"", **record)
+        payload = save_tensors(tensors) if tensors else b""
+        if len(payload) > job.max_payload:  # what the parent would refuse: the case's error, not the channel's
+            too_big = StudentAPIError(
+                f"{spec.target} returned {len(payload) >> 20} MB of tensors in this case; at most "
+                f"{job.max_payload >> 20} MB may come back (are the outputs much larger than the inputs?)")
+            payload = b""
+            record.update(status="error", error=describe_error(too_big, files))
+        channel.send("call", payload, **record)
 
 
 def run_call(spec: CallSpec, namespace: dict[str, Any], given: dict[str, torch.Tensor],
