@@ -40,7 +40,7 @@ MHA_NOTEBOOK = Path("tests/submissions/mha/filled.ipynb")
 LSTM_NOTEBOOK = Path("tests/submissions/lstm/filled.ipynb")
 DEFAULT_OUT = REPO / "benchmarks" / "out" / "bench_grade.json"
 
-GRADE_TORCH_TARGET = 1.5  # grade / import torch
+GRADE_TORCH_TARGET = 1.15  # grade / import torch (issue: still within 15% after the restructuring)
 HELP_TARGET_S = 0.3  # grade --help
 
 # Run by ``python -c`` in a temporary directory holding a copy of the notebook (argv[1]).
