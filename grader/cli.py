@@ -112,14 +112,16 @@ def grade_one(submission: Path, assignment: str | None, fmt: str, output: Path |
 def guarded(action: "Callable[[], int]") -> int:  # noqa: F821
     """Run a command's work: the one place exceptions become exit codes."""
     from grader.errors import GraderError, UsageError
+    from grader.report.text import safe_text  # messages may quote a file's name or metadata
 
     try:
         return action()
     except UsageError as e:
-        click.echo(f"grade: error: {e}", err=True)
+        click.echo(f"grade: error: {safe_text(str(e))}", err=True)
         return ExitCode.USAGE_ERROR
     except Exception as e:  # a grader bug is never a student's zero
-        click.echo(f"grade: internal error (a problem with the grader, not with the submission): {e}", err=True)
+        click.echo(f"grade: internal error (a problem with the grader, not with the submission): {safe_text(str(e))}",
+                   err=True)
         if not isinstance(e, GraderError):
             import traceback
             traceback.print_exc()

@@ -59,8 +59,8 @@ def stop_phrase(stop: Stop) -> str:
     if stop.kind == "protocol":
         return f"interfered with the grader's result channel ({d.get('rule', 'a malformed record')})"
     if stop.kind == "worker_failed":
-        return ("broke the grader's worker process (did it change Python's or torch's own functions, "
-                "such as json or os?)")
+        return ("broke the grader's worker process (did it close files it did not open, or change Python's "
+                "or torch's own functions, such as json or os?)")
     return "stopped responding"
 
 
