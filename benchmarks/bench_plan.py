@@ -167,17 +167,17 @@ def make_inputs(folder: Path) -> list[tuple[str, Path, list[str]]]:
     add(f"one-line statements x=1, just under the {cap} (.py)", "oneliners.py").write_text(
         under_cap(lambda i: "x=1\n") + "class A:\n    pass\n")
     src = under_cap(lambda i: f"x{i}=1\n")
-    _write_notebook(add(f"one-line statements x_i=1 under the cap, one cell (.ipynb)", "oneliners.ipynb"),
+    _write_notebook(add("one-line statements x_i=1 under the cap, one cell (.ipynb)", "oneliners.ipynb"),
                     [_code_cell(src), _code_cell("class A:\n    pass\n")])
-    add(f"one-line `def f_i(): pass` under the cap (.py)", "defs.py").write_text(
+    add("one-line `def f_i(): pass` under the cap (.py)", "defs.py").write_text(
         under_cap(lambda i: f"def f_{i}(): pass\n") + "class A:\n    pass\n")
-    add(f"`x=1;` statements on ONE line under the cap (.py)", "semicolons.py").write_text(
+    add("`x=1;` statements on ONE line under the cap (.py)", "semicolons.py").write_text(
         under_cap(lambda i: "x=1;")[:-1] + "\nclass A:\n    pass\n")
     chain = "import torch\nimport torch.nn as nn\nx0 = 0\n" + under_cap(lambda i: f"x{i + 1} = torch.f(x{i})\n")
     last = chain.rstrip().rsplit("\n", 1)[1].split(" =")[0]
-    add(f"dependency chain x_i = torch.f(x_i-1) under the cap, all sliced (.py)", "chain.py").write_text(
+    add("dependency chain x_i = torch.f(x_i-1) under the cap, all sliced (.py)", "chain.py").write_text(
         chain + f"class A(nn.Module):\n    def f(self):\n        return nn.LSTMCell({last})\n")
-    add(f"one literal x = [0, 0, ...] under the cap (.py)", "literal.py").write_text(
+    add("one literal x = [0, 0, ...] under the cap (.py)", "literal.py").write_text(
         "x = [" + "0," * ((MAX_CODE_BYTES - 400) // 2) + "]\nclass A:\n    pass\n")
     cells = [_code_cell(f"v{i} = {i}\n") for i in range(9_999)] + [_code_cell("class A:\n    pass\n")]
     _write_notebook(add("10,000 code cells (the cell cap)", "cells.ipynb"), cells)

@@ -333,7 +333,7 @@ def test_unresolvable_entries_are_skipped():
 
 def test_nothing_is_recorded_outside_watching_and_take_resets():
     guard = ForbiddenCallGuard(LSTM)
-    x, h = torch.randn(3, 6), torch.randn(3, 8)
+    x = torch.randn(3, 6)
     cell = torch.nn.LSTMCell(6, 8)
     cell(x)
     assert guard.take() == []

@@ -172,7 +172,7 @@ def test_caps_are_documented():
     source = (ROOT / "grader" / "plan" / "submission.py").read_text()
     for name in ("MAX_CODE_BYTES", "MAX_NOTEBOOK_BYTES", "MAX_NOTEBOOK_NODES", "MAX_CELLS"):
         assert isinstance(getattr(submission, name), int)
-        assert f'{name} = ' in source and f'\n"""' in source.split(f"{name} = ", 1)[1][:200]
+        assert f'{name} = ' in source and '\n"""' in source.split(f"{name} = ", 1)[1][:200]
     assert 'MAX_AST_DEPTH = ' in (ROOT / "grader" / "plan" / "slicing.py").read_text()
 
 

@@ -773,7 +773,7 @@ def test_remove_tree_leaves_a_mount_inside_the_tree_alone(scratch):
     (victim / "keep").write_text("keep")
     code = ("import sys; sys.path.insert(0, sys.argv[1]); from grader.execute.procs import remove_tree; "
             "remove_tree(sys.argv[2]); print(open(sys.argv[3]).read())")
-    script = f'mount --bind "$1" "$2" && exec "$3" -c "$4" "$5" "$6" "$2/keep"'
+    script = 'mount --bind "$1" "$2" && exec "$3" -c "$4" "$5" "$6" "$2/keep"'
     done = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh",
                            str(victim), str(top / "sub" / "bound"), sys.executable, code,
                            str(Path(procs.__file__).parents[2]), str(top)],

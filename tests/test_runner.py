@@ -5,7 +5,7 @@ import os
 import time
 
 
-from conftest import ROOT, course
+from conftest import course
 from grader import GradeConfig, grade_submission
 from grader.course.assignments import get_assignment
 from grader.course.store import reference_statements

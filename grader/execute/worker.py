@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import ast
 import builtins
-import json
 import linecache
 import os
 import sys
