@@ -41,8 +41,10 @@ def check_shape(case: Case, target: Target, ref: Observation, stu: Observation) 
 
 def check_match(case: Case, target: Target, ref: Observation, stu: Observation) -> list[Problem]:
     """Outputs equal the reference's within tolerance; the first that diverges (in data-flow
-    order) is explained, the ones after it are listed as following from it."""
-    names = list(case.compare) or output_order(case, target, ref.tensors)
+    order) is explained, the ones after it are listed as following from it. An output that
+    equals another of the reference's outputs (``x`` is the reference's ``x_rsh2``) says so."""
+    order = output_order(case, target, ref.tensors)
+    names = list(case.compare) or order
     problems: list[Problem] = []
     downstream: list[str] = []
     for name in names:
@@ -57,6 +59,10 @@ def check_match(case: Case, target: Target, ref: Observation, stu: Observation) 
             downstream.append(name)
         else:
             problems += found
+            other = equal_other_output(name, got, ref.tensors, case, order) \
+                if any(p.kind == "value_differs" for p in found) else None
+            if other is not None:
+                problems.append(Problem("equals_other", {"name": name, "other": other}))
     if downstream:
         problems.append(Problem("downstream", {"names": downstream}))
     return problems
@@ -200,6 +206,24 @@ def value_problems(name: str, exp: np.ndarray, got: np.ndarray, case: Case, grad
         problems.insert(0, Problem("scale", {"name": name, "grad": grad, "factor": scale,
                                              "known": known_scale(scale, case) if scores else None}))
     return problems
+
+
+def equal_other_output(name: str, got: np.ndarray, ref: Tensors, case: Case, order: list[str]) -> str | None:
+    """Another of the reference's outputs that ``got`` equals within tolerance (same shape, not
+    constant): the nearest one before ``name`` in data-flow order, else the first after it."""
+    pos = order.index(name) if name in order else len(order)
+    before, after = order[:pos][::-1], order[pos + 1:]
+    for other in before + after + [n for n in _named(ref, "out/") if n not in order and n != name]:
+        e = ref.get("out/" + other)
+        if e is None or e.shape != got.shape or not e.size:
+            continue
+        with np.errstate(all="ignore"):
+            e64, g64 = e.astype(np.float64), got.astype(np.float64)
+            if not np.isfinite(e64).all() or float(np.ptp(e64)) <= case.atol:
+                continue  # a constant (or a masked fill) says nothing about where it came from
+            if np.all(np.isclose(g64, e64, rtol=case.rtol, atol=case.atol)):
+                return other
+    return None
 
 
 def scale_factor(exp: np.ndarray, got: np.ndarray) -> float | None:

@@ -3,15 +3,26 @@
 Each mistake has a name students understand, a hint, and how to make it from the
 reference's code (exact text, replaced a known number of times). ``grader.course.store``
 makes and runs every variant once; ``grader.judge.diagnose`` names the one a failing case
-matches.
+matches. A mistake may also declare a ``signature`` (a built-in detector that recognises it
+where the variant's outputs are not matched exactly) and a ``credit`` (the share of a case's
+points it still earns; applied by the judge).
 """
 from __future__ import annotations
 
+import math
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
 from grader.errors import CaseFileError
+
+#: The built-in signatures a mistake may declare; ``grader.judge.diagnose`` implements each.
+SIGNATURES: dict[str, str] = {
+    "softmax_dim": "the attention weights sum to 1 over another dimension, not over the last",
+    "integer_scores": "the scores (or the log-ratios of each row's attention weights) are integers, "
+                      "where the reference's are not",
+}
+_KEYS = ("id", "name", "hint", "edits", "signature", "credit")
 
 
 @dataclass(frozen=True)
@@ -22,6 +33,10 @@ class Mistake:
     name: str
     hint: str
     edits: tuple[tuple[str, str, int], ...]
+    #: a built-in detector (a key of ``SIGNATURES``) that also recognises it, or None
+    signature: str | None = None
+    #: the share, in [0, 1], of the points of each case it explains that a submission still earns
+    credit: float = 0.0
 
 
 def mistakes_file(folder: Path) -> Path:
@@ -42,9 +57,9 @@ def load_mistakes(folder: Path) -> list[Mistake]:
     mistakes, seen = [], set()
     for i, raw in enumerate(data.get("mistakes", []), start=1):
         ctx = f"mistake {raw.get('id', f'#{i}')!r}"
-        unknown = set(raw) - {"id", "name", "hint", "edits"}
+        unknown = set(raw) - set(_KEYS)
         if unknown:
-            raise CaseFileError(where, ctx, f"unknown keys {sorted(unknown)}; allowed: id, name, hint, edits")
+            raise CaseFileError(where, ctx, f"unknown keys {sorted(unknown)}; allowed: {', '.join(_KEYS)}")
         if not isinstance(raw.get("id"), str) or raw["id"] in seen:
             raise CaseFileError(where, ctx, "needs a unique id")
         seen.add(raw["id"])
@@ -56,5 +71,23 @@ def load_mistakes(folder: Path) -> list[Mistake]:
             edits.append((edit["find"], edit["replace"], int(edit.get("count", 1))))
         if not edits:
             raise CaseFileError(where, ctx, "needs at least one edit")
-        mistakes.append(Mistake(raw["id"], str(raw.get("name", raw["id"])), str(raw.get("hint", "")), tuple(edits)))
+        mistakes.append(Mistake(raw["id"], str(raw.get("name", raw["id"])), str(raw.get("hint", "")), tuple(edits),
+                                _signature(raw, where, ctx), _credit(raw, where, ctx)))
     return mistakes
+
+
+def _signature(raw: dict, where: str, ctx: str) -> str | None:
+    signature = raw.get("signature")
+    if signature is not None and signature not in SIGNATURES:
+        raise CaseFileError(where, f"{ctx}, key 'signature'", f"unknown signature {signature!r}; known: "
+                            f"{', '.join(SIGNATURES)}")
+    return signature
+
+
+def _credit(raw: dict, where: str, ctx: str) -> float:
+    credit = raw.get("credit", 0.0)
+    if isinstance(credit, bool) or not isinstance(credit, (int, float)) or not math.isfinite(credit) \
+            or not 0.0 <= credit <= 1.0:
+        raise CaseFileError(where, f"{ctx}, key 'credit'", f"credit = {credit!r}: it must be a number from 0 to 1 "
+                            "(the share of each case's points the mistake still earns)")
+    return float(credit)
