@@ -1,7 +1,8 @@
 """``grade validate``: is an assignment consistent, and do its committed files match a release?
 
 Checks, each a plain finding: the reference gets full marks; the released template gets 0
-with clean "not implemented yet" reasons; the committed template and public fixtures equal
+with clean "not implemented yet" reasons (naming each case it passes, which earns points on
+code the template gives, apart from those that fail for another reason); the committed template and public fixtures equal
 a fresh release; every case has points and targets a class the reference defines.
 """
 from __future__ import annotations
@@ -14,10 +15,11 @@ from pathlib import Path
 
 import numpy as np
 
-from grader.spec.cases import Assignment
-from grader.errors import CaseFileError
-from grader.config import GradeConfig
 from grader.authoring.release import read_notebook_json, release
+from grader.config import GradeConfig
+from grader.errors import CaseFileError
+from grader.report.result import Report
+from grader.spec.cases import Assignment
 
 
 @dataclass(frozen=True)
@@ -46,8 +48,8 @@ def validate(assignment: Assignment, config: GradeConfig, update: bool = False) 
     config = dataclasses.replace(config, assignment=assignment.name, root=assignment.folder.parent.parent)
     try:
         from grader.course.store import apply_edits
-        from grader.spec.mistakes import load_mistakes
         from grader.plan.submission import read_submission
+        from grader.spec.mistakes import load_mistakes
         units = read_submission(assignment.reference).units
         for m in load_mistakes(assignment.folder):
             apply_edits(units, m, str(assignment.folder / "mistakes.toml"))
@@ -73,11 +75,28 @@ def validate(assignment: Assignment, config: GradeConfig, update: bool = False) 
         add("the committed public fixtures equal a fresh release", *_same_fixtures(assignment, fresh.cases.parent))
 
         student = grade_submission(fresh.notebook, config)
-        unclean = [c.name for c in student.cases
-                   if c.status != "error" or c.cause is None or c.cause.kind != "not_implemented"]
-        add("the released template gets 0, every case 'not implemented yet'",
-            student.score == 0 and not unclean, f"{student.score:g} points; unclear: {unclean}" if unclean else "")
+        add("the released template gets 0, every case 'not implemented yet'", *_template_verdict(student))
     return findings
+
+
+def _template_verdict(student: Report) -> tuple[bool, str]:
+    """Does the released template score 0 with every case 'not implemented yet'? If not, which cases, why.
+
+    A case the template passes earns points on code the template gives: the case or the template
+    must change. A case that fails for another reason than a blank is listed apart, with its cause.
+    """
+    passed = [f"{c.name} [{c.case_id}]" for c in student.cases if c.status == "passed"]
+    other = [f"{c.name} [{c.case_id}]: {c.cause.kind.replace('_', ' ') if c.cause else c.status}" for c in student.cases
+             if c.status != "passed" and (c.status != "error" or c.cause is None or c.cause.kind != "not_implemented")]
+    parts = []
+    if passed:
+        parts.append(f"The template passes {len(passed)} case{'' if len(passed) == 1 else 's'} on code it gives "
+                     f"(fix the case or the template): {'; '.join(passed)}")
+    if other:
+        parts.append(f"Not 'not implemented yet' (is a blank missing from the template?): {'; '.join(other)}")
+    if student.score and not parts:
+        parts.append(f"The template scores {student.score:g}")
+    return not parts and student.score == 0, (f"{student.score:g} points. " + ". ".join(parts)) if parts else ""
 
 
 def _same_fixtures(assignment: Assignment, fresh_folder: Path) -> tuple[bool, str]:

@@ -18,8 +18,11 @@ from __future__ import annotations
 
 import ast
 import bisect
+import io
+import itertools
 import re
 import symtable
+import tokenize
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, ClassVar
@@ -27,7 +30,8 @@ from typing import Any, ClassVar
 from grader.plan.submission import SourceUnit
 from grader.report.messages import unit_error_text
 
-#: The template's blank: a line that still holds it is not implemented yet.
+#: The template's blank, found in comments: where it still marks an empty slot, the code is not
+#: implemented yet, whether or not it parses (see ``find_blanks``).
 BLANK_MARKER = "FILL IN"
 
 _NOT_DEFINITIONS = (ast.For, ast.AsyncFor, ast.While, ast.With, ast.AsyncWith, ast.Expr)
@@ -59,6 +63,24 @@ class Statement:
     star_import: bool = False
     can_define: bool = True
     is_class: bool = False
+    #: the first unfilled blank of the template in this statement (see ``find_blanks``)
+    blank: Blank | None = None
+    #: a class's own ``forward``: its parameters after ``self`` (None: not a class, or no ``forward``)
+    forward_args: tuple[str, ...] | None = None
+
+    def blank_facts(self) -> dict[str, Any]:
+        """The blank, as ``UnitSyntaxError.facts()`` gives a blank that does not parse (kind "blank")."""
+        assert self.blank is not None
+        return {"kind": "blank", "label": self.unit.label, "line": self.blank.lineno,
+                "code": _shown(self.blank.code), "message": ""}
+
+
+@dataclass(frozen=True)
+class Blank:
+    """A blank of the template left unfilled in code that parses: its line in the unit, and the code."""
+
+    lineno: int
+    code: str
 
 
 def _shown(code: str) -> str:
@@ -158,11 +180,11 @@ class Slice:
 
 
 # ``[ \t\f]*``, not ``\s*``: ``\s`` also matches newlines, which made this quadratic on blank lines.
-_CLASS_RE = re.compile(r"^[ \t\f]*class\s+([A-Za-z_]\w*)", re.M)
+_CLASS_RE = re.compile(r"^[ \t\f]*class\s+([A-Za-z_]\w*)", re.MULTILINE)
 
 
 def _class_re(name: str) -> re.Pattern[str]:
-    return re.compile(rf"^[ \t\f]*class\s+{re.escape(name)}\b", re.M)
+    return re.compile(rf"^[ \t\f]*class\s+{re.escape(name)}\b", re.MULTILINE)
 
 
 def parse_units(units: tuple[SourceUnit, ...] | list[SourceUnit]) -> ParsedSource:
@@ -208,11 +230,19 @@ def _parse_unit(unit: SourceUnit, first: int) -> list[Statement] | UnitSyntaxErr
                 return _too_deep(unit, deep[1], lines, deep[0])
         star = isinstance(node, ast.ImportFrom) and any(a.name == "*" for a in node.names)
         spans.append((start, end, (node.lineno, node.col_offset, end, node.end_col_offset),
-                      (star, not isinstance(node, _NOT_DEFINITIONS), isinstance(node, ast.ClassDef))))
+                      (star, not isinstance(node, _NOT_DEFINITIONS), isinstance(node, ast.ClassDef)),
+                      _forward_args(node)))
     tree = node = None  # only the spans are kept: the tree is freed before the statements are built
+    blanks = find_blanks(unit.source, lines)
+    starts = [span[0] for span in spans]
+    first_blank: dict[int, Blank] = {}  # index in spans -> its first blank
+    for anchor, blank in blanks:
+        i = bisect.bisect_right(starts, anchor) - 1
+        if i >= 0 and anchor <= spans[i][1] and (i not in first_blank or blank.lineno < first_blank[i].lineno):
+            first_blank[i] = blank
     out = []
     cut = _Segments(lines)
-    for i, (start, end, where, kind) in enumerate(spans):
+    for i, (start, end, where, kind, forward) in enumerate(spans):
         shares_first = i > 0 and spans[i - 1][1] >= start
         shares_last = i + 1 < len(spans) and spans[i + 1][0] <= end
         if shares_first or shares_last:  # `a = 1; b = 2`: each statement gets its own text, not the line
@@ -224,8 +254,124 @@ def _parse_unit(unit: SourceUnit, first: int) -> list[Statement] | UnitSyntaxErr
         except (RecursionError, MemoryError):
             return _too_deep(unit, start, lines, 0)
         out.append(Statement(first + i, unit, start, source, frozenset(defines), frozenset(eager),
-                             frozenset(deferred), *kind))
+                             frozenset(deferred), *kind, blank=first_blank.get(i), forward_args=forward))
     return out
+
+
+def _forward_args(node: ast.AST) -> tuple[str, ...] | None:
+    """A class's own ``def forward(self, ...)``: its parameter names after ``self`` (the body's last one wins)."""
+    if not isinstance(node, ast.ClassDef):
+        return None
+    found = None
+    for item in node.body:  # direct children only: no walk into the student's code
+        if isinstance(item, (ast.FunctionDef, ast.AsyncFunctionDef)) and item.name == "forward":
+            a = item.args
+            found = tuple(p.arg for p in [*a.posonlyargs, *a.args][1:])
+    return found
+
+
+_OPEN, _CLOSE = frozenset("([{"), frozenset(")]}")
+
+
+def find_blanks(source: str, lines: list[str] | None = None) -> list[tuple[int, Blank]]:
+    """The template's blanks left unfilled in ``source`` (code that parses): (anchor line, blank) pairs.
+
+    A comment that holds ``BLANK_MARKER`` is an unfilled blank when its slot is still empty:
+
+    - it sits in brackets that hold nothing but comments (``torch.zeros(`` / ``# FILL IN HERE`` / ``)``);
+    - it is on a line of its own, and the next statement of its block is a placeholder (``pass``,
+      ``...``, ``raise NotImplementedError``), or its block holds nothing else but a docstring;
+    - it follows a placeholder on the placeholder's own line (``pass  # FILL IN HERE``).
+
+    A marker with code beside it in its brackets, or code after it in its block, is a comment the
+    student kept: the code was written, and the marker does not count. (A marker right after ``=``
+    or an operator does not parse: ``UnitSyntaxError`` tells that blank.) The anchor is a line of
+    the statement the blank belongs to. One pass of the tokenizer: linear, no recursion.
+    """
+    if BLANK_MARKER not in source:
+        return []
+    lines = source.split("\n") if lines is None else lines
+    found: list[tuple[int, Blank]] = []
+    brackets: list[list[Any]] = []        # open brackets, innermost last: [line, holds code, marker lines]
+    own_line: list[int] = []              # markers on lines of their own since the last statement
+    own_cols: list[int] = []
+    trailing: list[int] = []              # markers after code on the current logical line
+    head: list[str] = []                  # the current logical line's first two tokens
+    count, start, last, last_type = 0, None, "", 0
+    body_empty = False                    # only a block header, and perhaps a docstring, since the last statement
+    prev_line, prev_col = 0, 0            # where the previous logical line starts
+
+    def marker(line: int) -> Blank:
+        return Blank(line, _line_text(lines, line))
+
+    try:
+        for tok in tokenize.generate_tokens(io.StringIO(source).readline):
+            kind = tok.type
+            if kind == tokenize.COMMENT:
+                if BLANK_MARKER in tok.string:
+                    if brackets:
+                        brackets[-1][2].append(tok.start[0])
+                    elif start is not None:
+                        trailing.append(tok.start[0])
+                    else:
+                        own_line.append(tok.start[0])
+                        own_cols.append(tok.start[1])
+                continue
+            if kind in (tokenize.NL, tokenize.INDENT, tokenize.DEDENT):
+                continue
+            if kind in (tokenize.NEWLINE, tokenize.ENDMARKER):
+                if start is not None:
+                    line, col = start
+                    placeholder = (count == 1 and head[0] in ("pass", "...")) or head == ["raise", "NotImplementedError"]
+                    for m, m_col in zip(own_line, own_cols):
+                        if placeholder and (m_col == col or body_empty):
+                            found.append((line, marker(m)))
+                        elif body_empty and col < prev_col:  # the block ended: a docstring, then the marker
+                            found.append((prev_line, marker(m)))
+                    if placeholder:
+                        found += [(line, marker(m)) for m in trailing]
+                    body_empty = last == ":" or (body_empty and count == 1 and last_type == tokenize.STRING)
+                    prev_line, prev_col = line, col
+                elif body_empty:  # the end of the source, after a docstring
+                    found += [(prev_line, marker(m)) for m in own_line]
+                own_line, own_cols, trailing, head, count, start = [], [], [], [], 0, None
+                continue
+            if start is None:
+                start = tok.start
+            count += 1
+            if len(head) < 2:
+                head.append(tok.string)
+            last, last_type = tok.string, kind
+            if kind == tokenize.OP and tok.string in _CLOSE:
+                if brackets:
+                    opened, holds_code, markers = brackets.pop()
+                    if markers and not holds_code:
+                        found += [(m, Blank(m, _lines_text(lines, (opened, m, tok.end[0])))) for m in markers]
+                continue
+            if brackets:
+                brackets[-1][1] = True
+            if kind == tokenize.OP and tok.string in _OPEN:
+                brackets.append([tok.start[0], False, []])
+    except (tokenize.TokenError, SyntaxError, ValueError):  # the tokenizer disagrees with the parser: keep what was found
+        pass
+    return found
+
+
+def _line_text(lines: list[str], lineno: int) -> str:
+    """Line ``lineno`` (1-based), stripped; a very long line is cut first, so the cost is bounded."""
+    return lines[lineno - 1][:2 * _SHOWN].strip() if 0 < lineno <= len(lines) else ""
+
+
+def _lines_text(lines: list[str], numbers: tuple[int, ...]) -> str:
+    """The lines ``numbers`` (ascending) on one line, with ``...`` where lines between are left out."""
+    shown: list[str] = []
+    for i, n in enumerate(numbers):
+        if i and n == numbers[i - 1]:
+            continue
+        if i and n > numbers[i - 1] + 1:
+            shown.append("...")
+        shown.append(_line_text(lines, n))
+    return " ".join(x for x in shown if x)
 
 
 def _too_deep(unit: SourceUnit, lineno: int, lines: list[str], depth: int) -> UnitTooDeep:
@@ -241,8 +387,7 @@ def _depth_beyond(node: ast.AST, limit: int) -> tuple[int, int] | None:
     while stack:
         n, depth, lineno = stack.pop()
         lineno = getattr(n, "lineno", lineno)
-        if depth > deepest:
-            deepest = depth
+        deepest = max(deepest, depth)
         if depth == limit + 1 and where is None:
             where = lineno
         for child in ast.iter_child_nodes(n):
@@ -261,16 +406,13 @@ def _too_deep_line(source: str, lines: list[str]) -> int:
     """
     starts = [i for i, line in enumerate(lines) if line[:1] not in ("", " ", "\t", "#", ")", "]", "}")
               and not re.match(r"(elif|else|except|finally)\b", line)] + [len(lines)]
-    for a, b in zip(starts, starts[1:]):
+    for a, b in itertools.pairwise(starts):
         if _gives_up("\n".join(lines[a:b])):
             return next((i + 1 for i in range(a, b) if _gives_up(lines[i].strip())), a + 1)
     return _busiest_logical_line(source)
 
 
 def _busiest_logical_line(source: str) -> int:
-    import io
-    import tokenize
-
     best, best_line, count, start = -1, 1, 0, None
     try:
         for tok in tokenize.generate_tokens(io.StringIO(source).readline):
