@@ -5,7 +5,9 @@
     check("mha.ipynb")    # or a given file
 
 It grades the file as saved on disk (save first), runs the same checks as ``grade``, shows
-the report inline and returns it.
+the report inline and returns it: in a Jupyter kernel (JupyterLab, Notebook, VS Code, Colab)
+as the HTML feedback page, attention maps included, through Jupyter's rich display; anywhere
+else (a terminal, a script) as plain text.
 """
 from __future__ import annotations
 
@@ -53,8 +55,33 @@ def check(path: str | Path | None = None, config: GradeConfig | None = None, sho
 
     report = grade_submission(Path(path) if path else find_notebook(), config)
     if show:
-        from rich.console import Console
-
-        from grader.report.render import rich_renderable
-        Console().print(rich_renderable(report))
+        show_report(report)
     return report
+
+
+def show_report(report: Report) -> None:
+    """The report as a page in a Jupyter kernel, as text elsewhere."""
+    if in_jupyter_kernel():
+        from IPython.display import HTML, display
+
+        from grader.report.html import to_html
+        display(HTML(to_html(report, fragment=True)))
+        return
+    from rich.console import Console
+
+    from grader.report.render import rich_renderable
+    Console().print(rich_renderable(report))
+
+
+def in_jupyter_kernel() -> bool:
+    """True inside a Jupyter kernel (it can show HTML); False in a terminal IPython or plain Python."""
+    import sys
+
+    if "IPython" not in sys.modules:  # never import IPython just to ask
+        return False
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return False
+    shell = get_ipython()
+    return shell is not None and getattr(shell, "kernel", None) is not None

@@ -24,6 +24,7 @@ from grader.execute.jobs import call_spec, make_job
 from grader.execute.runner import Worker
 from grader.execute.sandbox import describe, resolve_mode
 from grader.execute.session import Execution, run_cases
+from grader.judge.causes import group_causes
 from grader.judge.judge import judge, name_mistakes
 from grader.plan.plan import Plan, make_plan
 from grader.plan.slicing import ParsedSource, parse_units
@@ -68,14 +69,16 @@ def grade_submission(path: str | Path, config: GradeConfig | None = None) -> Rep
         execution = run_cases(worker, new_worker, job, inputs, assignment.timeout or config.timeout,
                               config.case_timeout)
         results = judge(plan, expected, execution)
+        mistakes = []
         if not plan.local and any(r.status in ("failed", "error") for r in results):
             mistakes = load_mistakes(assignment.folder)
             if mistakes:
                 variants = variant_outputs(assignment, reference, config)
                 results = name_mistakes(results, plan, expected, execution, variants, mistakes)
+    results, causes = group_causes(results, {c.id: c for c in assignment.cases}, {m.id: m for m in mistakes})
     notes = [messages.note_text(n) for n in _notes(plan, execution, course)]
     return Report(str(path), assignment.name, results, None, tuple(notes), _isolation(mode, worker),
-                  round(time.perf_counter() - start, 3), local=plan.local, course=str(course.root))
+                  round(time.perf_counter() - start, 3), local=plan.local, course=str(course.root), causes=causes)
 
 
 def _isolation(mode: str, worker: Worker) -> str:
@@ -90,7 +93,8 @@ def _assignment_for(course: Course, submission: Submission, parsed: ParsedSource
 
 
 def _notes(plan: Plan, execution: Execution, course: Course) -> list[Note]:
-    notes = list(plan.notes)
+    graded = {c.target for c in plan.runnable}  # a class missing with cases to run is a cause, said there
+    notes = [n for n in plan.notes if n.kind != "missing_target" or n.data["data"].get("target") not in graded]
     notes += [Note("skipped_statement", {"error": dataclasses.asdict(e)}) for e in execution.exec_errors]
     notes += list(execution.notes)
     if plan.local:

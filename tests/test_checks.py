@@ -118,10 +118,11 @@ def test_student_exception_is_an_error_with_cell_and_line():
     err = ErrorInfo("RuntimeError", ("RuntimeError", "Exception"), "shape mismatch",
                     "cell 7, line 3, in forward\n    y = x @ w", "cell 7", 3, "y = x @ w", "forward")
     stu = Observation("c", "error", "forward", err)
-    r = _eval(_case(["match"], hint="Check the shapes."), ATT, {}, stu)
+    r = _eval(_case(["shape"], hint="Check the shapes."), ATT, {}, stu)
     assert r.status == "error" and r.score == 0
     assert r.reason == "RuntimeError in cell 7, line 3 (forward): `y = x @ w` — shape mismatch"
-    assert r.details.endswith("Hint: Check the shapes.")
+    assert r.hint == "Check the shapes." and "Hint" not in r.details  # an error in forward: shapes, maybe
+    assert _eval(_case(["match"], hint="Scale by √d."), ATT, {}, stu).hint == ""  # not about values
     assert r.cause.kind == "exception" and r.cause.data["phase"] == "forward"
 
 

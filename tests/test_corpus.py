@@ -1,7 +1,7 @@
 """Behaviour as data: every submission in tests/submissions/ against its expected outcome.
 
-Each entry of expected.toml names the cases that must fail or error; all others must
-pass. This is how we prove the reference gets full marks, each template gets 0 without
+Each entry of expected.toml names the cases that must fail or error (all others must
+pass), the causes the report leads with, and the cases that show their hint. This is how we prove the reference gets full marks, each template gets 0 without
 a traceback, correct variants in other styles get full marks, and each known bug loses
 points on exactly the cases it should.
 """
@@ -47,6 +47,7 @@ def test_submission_outcome(relpath):
     assert not wrong, "\n".join(f"{k}: {v}" for k, v in wrong.items())
     assert report.score == sum(c.max_score for c in report.cases if c.status == "passed")
     _check_diagnosis(relpath, spec, report)
+    _check_causes(relpath, spec, report)
     text = render(report, "rich")
     assert "Traceback" not in text and "grader/" not in text
     for c in report.cases:
@@ -65,6 +66,26 @@ def _check_diagnosis(relpath, spec, report):
     lost = [c for c in report.cases if c.status in ("failed", "error")]
     assert lost and all(c.reason.startswith(expected) for c in lost), \
         [(c.case_id, c.reason) for c in lost if not c.reason.startswith(expected)]
+
+
+def _check_causes(relpath, spec, report):
+    """The report leads with the expected causes, each once; only the expected cases show their hint."""
+    titles = [c.title for c in report.causes]
+    if "causes" in spec:
+        expected = spec["causes"]
+    elif "mistake" in spec:
+        expected = [f"Known mistake: {m.name}" for m in load_mistakes(ROOT / "assignments" / report.assignment)
+                    if m.id == spec["mistake"]]
+    elif spec.get("all") == "error":  # an untouched template: each graded class, once, not implemented
+        expected = [f"{t} is not implemented yet" for t in dict.fromkeys(c.target for c in report.cases)]
+    else:
+        expected = []
+    assert titles == expected, f"{relpath}: causes {titles}"
+    lost = [c for c in report.cases if c.status in ("failed", "error")]
+    assert all(c.cause_ref for c in lost) and not any(c.cause_ref for c in report.cases if c not in lost)
+    assert sum(c.points_lost for c in report.causes) == report.max_score - report.score
+    hinted = sorted(c.case_id for c in report.cases if c.hint)
+    assert hinted == sorted(spec.get("hinted", [])), f"{relpath}: hints shown in {hinted}"
 
 
 def test_every_declared_mistake_has_a_submission():

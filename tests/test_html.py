@@ -24,10 +24,10 @@ def test_self_contained(page):
 
 
 def test_failed_attention_cases_show_both_maps_with_masked_cells(page):
-    assert page.count("<section class='case'") == 4  # the four failed mask cases
-    assert page.count("<table class='heat'>") == 8    # reference and yours, for each
+    assert page.count("<section class='cause'") == 1  # one mistake explains the four failed mask cases
+    assert page.count("<table class='heat'>") == 8    # reference and yours, for each of them
     assert "class='masked off'" in page               # masked cells that got weight are marked
-    assert "Known mistake: masked scores filled with 0 instead of -1e9." in page
+    assert "1. Known mistake: masked scores filled with 0 instead of -1e9</h3>" in page
 
 
 @pytest.mark.skipif(not shutil.which("chromium"), reason="Chromium is not installed (apt-get install chromium)")

@@ -16,6 +16,7 @@ from grader.execute.observation import Observation
 from grader.execute.session import Execution
 from grader.judge.checks import CHECKS, DECIDED_ELSEWHERE
 from grader.judge.diagnose import Variants, diagnose
+from grader.judge.hints import hint_applies
 from grader.plan.plan import Plan
 from grader.report import messages
 from grader.report.outcomes import Cause, Problem
@@ -105,17 +106,30 @@ def policy_result(case: Case, plan: Plan, execution: Execution) -> CaseResult:
 
 def name_mistakes(results: tuple[CaseResult, ...], plan: Plan, expected: dict[str, Observation],
                   execution: Execution, variants: Variants, mistakes: list[Mistake]) -> tuple[CaseResult, ...]:
-    """Lead every failing case whose outputs match known mistake(s) with their names and hints."""
+    """Lead every failing case whose outputs match known mistake(s) with their names and hints.
+
+    A recognised mistake outranks the case's own hint (it is dropped), and earns the share of
+    the case's points its ``credit`` gives (the smallest, when several could explain it).
+    """
     cases = {c.id: c for c in plan.assignment.cases}
     out = []
     for result in results:
         stu = execution.observations.get(result.case_id)
         if result.status in ("failed", "error") and stu is not None and result.case_id in expected:
-            found = diagnose(cases[result.case_id], expected[result.case_id], stu, variants, mistakes)
+            case = cases[result.case_id]
+            found = diagnose(case, expected[result.case_id], stu, variants, mistakes,
+                             plan.assignment.targets.get(case.target))
             if found:
-                details = "\n".join(x for x in (result.reason, result.details) if x)
+                cause = result.cause or Cause("wrong_answer")
+                plain = messages.cause_details(cause, case, result.problems)
+                credit = min(m.credit for m in found)
+                score = round(case.points * credit, 6)
+                lines = [result.reason, plain]
+                if score:
+                    lines.insert(0, messages.partial_credit(score, case.points))
                 result = dataclasses.replace(result, reason=messages.known_mistake([(m.name, m.hint) for m in found]),
-                                             details=details, mistakes=tuple(m.id for m in found))
+                                             details="\n".join(x for x in lines if x), score=score, hint="",
+                                             mistakes=tuple(m.id for m in found))
         out.append(result)
     return tuple(out)
 
@@ -165,13 +179,15 @@ def _custom(function: Callable[..., list[str]], name: str, case: Case, target: T
 def _result(case: Case, status: str, cause: Cause | None, problems: tuple[Problem, ...] = (),
             ran: Observation | None = None, hint: bool | None = None) -> CaseResult:
     """A case's result, worded; ``ran`` is the student's observation when the code ran. The hint is
-    shown where the code ran (or was read, ``hint=True``) and fell short."""
-    reason = details = ""
+    shown where the code ran (or was read, ``hint=True``), fell short, and showed what the hint is about."""
+    reason = details = hint_text = ""
     if cause is not None:
-        show = (ran is not None if hint is None else hint) and status != "passed"
+        show = ((ran is not None if hint is None else hint) and status != "passed"
+                and hint_applies(case.hint_on, cause, problems))
         reason = messages.cause_reason(cause, case, problems)
-        details = messages.cause_details(cause, case, problems, case.hint if show else "")
+        details = messages.cause_details(cause, case, problems)
+        hint_text = case.hint if show else ""
     score = case.points if status == "passed" else 0.0
     return CaseResult(case.id, case.name, case.target, status, score, case.points, reason, details,
                       "hidden" if case.hidden else "visible", ran.duration if ran is not None else 0.0,
-                      cause=cause, problems=problems)
+                      cause=cause, problems=problems, hint=hint_text)

@@ -10,34 +10,46 @@ from __future__ import annotations
 import html
 from typing import Any
 
-from grader.report.result import CaseResult, Report
+from grader.report.messages import causes_heading, seen_in, summary_costs
+from grader.report.result import CaseResult, CauseSummary, Report
+from grader.report.rows import case_body, case_points, case_rows, more_details, shown_in_cause
+
+#: The most cases of one cause whose attention maps the page draws.
+MAX_FIGURED_CASES = 4
+_STATUS_WORD = {"passed": "PASS", "failed": "FAIL", "error": "ERROR", "pending": "LATER"}
 
 _STYLE = """
-body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;margin:2rem;color:#1b1f24;max-width:72rem}
-h1{font-size:1.4rem;margin-bottom:.2rem} .meta{color:#57606a;margin-bottom:1rem}
-table.report{border-collapse:collapse;width:100%;margin:1rem 0}
-table.report th,table.report td{border-bottom:1px solid #d0d7de;padding:.35rem .5rem;text-align:left;vertical-align:top}
-td.pts{text-align:right;white-space:nowrap} .passed{color:#1a7f37;font-weight:600}
-.failed{color:#cf222e;font-weight:600} .error{color:#9a6700;font-weight:600} .pending{color:#57606a}
-.note{background:#fff8c5;border:1px solid #d4a72c;padding:.5rem .75rem;margin:.4rem 0;border-radius:6px}
-.problem{background:#ffebe9;border:1px solid #cf222e;padding:.5rem .75rem;border-radius:6px}
-section.case{border:1px solid #d0d7de;border-radius:6px;padding:.75rem 1rem;margin:1rem 0}
-section.case h2{font-size:1.05rem;margin:.1rem 0 .5rem} pre{white-space:pre-wrap;background:#f6f8fa;padding:.6rem;border-radius:6px;font-size:.85rem}
-.maps{display:flex;gap:2rem;flex-wrap:wrap} .map h3{font-size:.9rem;margin:.2rem 0}
-table.heat{border-collapse:collapse;font-size:.7rem;font-family:ui-monospace,monospace}
-table.heat td{width:2.6rem;height:1.6rem;text-align:center;border:1px solid #fff}
-table.heat td.masked{background:repeating-linear-gradient(45deg,#eee,#eee 3px,#ccc 3px,#ccc 6px)!important;color:#555}
-table.heat td.off{outline:2px solid #cf222e;outline-offset:-2px}
-table.heat th{font-weight:normal;color:#57606a;padding:0 .2rem}
-.legend{color:#57606a;font-size:.8rem} .total{font-weight:700}
+.grader-report{font-family:system-ui,-apple-system,Segoe UI,sans-serif;color:#1b1f24;max-width:72rem;line-height:1.4}
+.grader-report h1{font-size:1.4rem;margin-bottom:.2rem} .grader-report .meta{color:#57606a;margin-bottom:1rem}
+.grader-report h2{font-size:1.15rem;margin:1.2rem 0 .4rem}
+.grader-report table.report{border-collapse:collapse;width:100%;margin:1rem 0}
+.grader-report table.report th,.grader-report table.report td{border-bottom:1px solid #d0d7de;padding:.35rem .5rem;
+text-align:left;vertical-align:top}
+.grader-report td.pts{text-align:right;white-space:nowrap} .grader-report .passed{color:#1a7f37;font-weight:600}
+.grader-report .failed{color:#cf222e;font-weight:600} .grader-report .error{color:#9a6700;font-weight:600}
+.grader-report .pending{color:#57606a} .grader-report tr.target td{font-weight:700;background:#f6f8fa}
+.grader-report .note{background:#fff8c5;border:1px solid #d4a72c;padding:.5rem .75rem;margin:.4rem 0;border-radius:6px}
+.grader-report .problem{background:#ffebe9;border:1px solid #cf222e;padding:.5rem .75rem;border-radius:6px}
+.grader-report section.cause,.grader-report section.case{border:1px solid #d0d7de;border-radius:6px;
+padding:.75rem 1rem;margin:1rem 0}
+.grader-report section.cause{border-left:4px solid #cf222e}
+.grader-report section h3{font-size:1.05rem;margin:.1rem 0 .5rem} .grader-report .costs{color:#57606a}
+.grader-report pre{white-space:pre-wrap;background:#f6f8fa;padding:.6rem;border-radius:6px;font-size:.85rem}
+.grader-report .maps{display:flex;gap:2rem;flex-wrap:wrap} .grader-report .map h4{font-size:.9rem;margin:.2rem 0}
+.grader-report table.heat{border-collapse:collapse;font-size:.7rem;font-family:ui-monospace,monospace}
+.grader-report table.heat td{width:2.6rem;height:1.6rem;text-align:center;border:1px solid #fff}
+.grader-report table.heat td.masked{background:repeating-linear-gradient(45deg,#eee,#eee 3px,#ccc 3px,#ccc 6px)!important;
+color:#555}
+.grader-report table.heat td.off{outline:2px solid #cf222e;outline-offset:-2px}
+.grader-report table.heat th{font-weight:normal;color:#57606a;padding:0 .2rem}
+.grader-report .legend{color:#57606a;font-size:.8rem} .grader-report .total{font-weight:700}
 """
 
 
-def to_html(report: Report) -> str:
-    """The whole feedback page."""
+def to_html(report: Report, fragment: bool = False) -> str:
+    """The whole feedback page; ``fragment``: only the report's element (for Jupyter's rich display)."""
     e = html.escape
-    parts = [f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
-             f"<title>Feedback: {e(report.submission)}</title><style>{_STYLE}</style></head><body>",
+    parts = [f"<style>{_STYLE}</style><div class='grader-report'>",
              f"<h1>Feedback on {e(report.submission)}</h1>",
              f"<div class='meta'>assignment {e(report.assignment or '?')} · score "
              f"<span class='total'>{report.score:g}/{report.max_score:g}</span>"
@@ -46,34 +58,69 @@ def to_html(report: Report) -> str:
     if report.problem:
         parts.append(f"<div class='problem'>Could not grade: {e(report.problem)}</div>")
     parts += [f"<div class='note'>{e(n)}</div>" for n in report.notes]
+    if report.causes:
+        parts.append(f"<h2>{e(causes_heading(len(report.causes)))}</h2>")
+        parts += [_cause_section(report, cause) for cause in report.causes]
     if report.cases:
-        rows = "".join(
-            f"<tr><td>{_link(c)}</td><td class='pts'>{c.score:g}/{c.max_score:g}</td>"
-            f"<td class='{c.status}'>{c.status.upper()}</td><td>{e(c.reason)}</td></tr>" for c in report.cases)
-        parts.append("<table class='report'><thead><tr><th>Check</th><th>Points</th><th>Status</th><th>Reason</th>"
-                     f"</tr></thead><tbody>{rows}</tbody></table>")
-    for c in report.cases:  # what went wrong, with pictures where they help
-        if c.status in ("failed", "error"):
-            parts.append(_case_section(c))
-    parts.append("</body></html>")
-    return "\n".join(parts) + "\n"
+        parts.append("<table class='report'><thead><tr><th>Case</th><th>Points</th><th>Result</th><th>Cause</th>"
+                     f"</tr></thead><tbody>{''.join(_rows_html(report))}</tbody></table>")
+    more = more_details(report)
+    if more:
+        parts.append("<h2>More on each case</h2>")
+        parts += [_case_section(report, c) for c in more]
+    parts.append("</div>")
+    body = "\n".join(parts) + "\n"
+    if fragment:
+        return body
+    return (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>Feedback: {e(report.submission)}"
+            f"</title></head><body style='margin:2rem'>\n{body}</body></html>\n")
 
 
-def _link(c: CaseResult) -> str:
+def _rows_html(report: Report) -> list[str]:
     e = html.escape
-    return f"<a href='#{e(c.case_id)}'>{e(c.name)}</a>" if c.status in ("failed", "error") else e(c.name)
+    rows = []
+    for heading, c, name in case_rows(report.cases):
+        if heading:
+            rows.append(f"<tr class='target'><td colspan='4'>{e(heading)}</td></tr>")
+        label = _STATUS_WORD[c.status]
+        cause = f"<a href='#cause-{c.cause_ref}'>{c.cause_ref}</a>" if c.cause_ref else ""
+        rows.append(f"<tr id='case-{e(c.case_id)}'><td>{e(name)}</td><td class='pts'>{e(case_points(c))}</td>"
+                    f"<td class='{c.status}'>{label}</td><td>{cause}</td></tr>")
+    return rows
 
 
-def _case_section(c: CaseResult) -> str:
+def _cause_section(report: Report, cause: CauseSummary) -> str:
     e = html.escape
-    body = [f"<section class='case' id='{e(c.case_id)}'><h2>{e(c.name)} — <span class='{c.status}'>"
-            f"{c.status.upper()}</span></h2>"]
-    if c.reason:
-        body.append(f"<p>{e(c.reason)}</p>")
-    if c.details:
-        body.append(f"<pre>{e(c.details)}</pre>")
-    for fig in c.figures:
-        body.append(_figure(fig))
+    names = {c.case_id: c for c in report.cases}
+    body = [f"<section class='cause' id='cause-{cause.number}'><h3>{cause.number}. {e(cause.title)}</h3>"]
+    if cause.where:
+        body.append(f"<p><b>Where:</b> {e(cause.where)}</p>")
+    if cause.fix:
+        body.append(f"<p><b>Fix:</b> {e(cause.fix)}</p>")
+    links = ", ".join(f"<a href='#case-{e(cid)}'>{e(names[cid].name if cid in names else cid)}</a>"
+                      for cid in cause.cases)
+    body.append(f"<p class='costs'>{e(summary_costs(cause.points_lost, len(cause.cases)))} {links}</p>")
+    if cause.evidence:
+        if cause.seen_in:
+            body.append(f"<p>{e(seen_in(cause.seen_in))}</p>")
+        body.append(f"<pre>{e(cause.evidence)}</pre>")
+    pictured = [names[cid] for cid in cause.cases if cid in names and names[cid].figures][:MAX_FIGURED_CASES]
+    for c in pictured:
+        body.append(f"<p class='costs'>{e(c.name)}</p>")
+        body += [_figure(fig) for fig in c.figures]
+    body.append("</section>")
+    return "\n".join(body)
+
+
+def _case_section(report: Report, c: CaseResult) -> str:
+    e = html.escape
+    body = [f"<section class='case'><h3>{e(c.name)} (cause <a href='#cause-{c.cause_ref}'>{c.cause_ref}</a>)</h3>"]
+    shown = shown_in_cause(report, c)
+    text = case_body(c, shown)
+    if text:
+        body.append(f"<pre>{e(text)}</pre>")
+    if not shown:
+        body += [_figure(fig) for fig in c.figures]
     body.append("</section>")
     return "\n".join(body)
 
@@ -83,9 +130,9 @@ def _figure(fig: dict[str, Any]) -> str:
     maps = [("Reference", fig["expected"], None)]
     if fig.get("got") is not None:
         maps.append(("Yours", fig["got"], fig["expected"]))
-    inner = "".join(f"<div class='map'><h3>{title}</h3>{_heat(values, fig.get('mask'), compare)}</div>"
+    inner = "".join(f"<div class='map'><h4>{title}</h4>{_heat(values, fig.get('mask'), compare)}</div>"
                     for title, values, compare in maps)
-    return (f"<div><h3>{e(fig.get('title', ''))}</h3><div class='maps'>{inner}</div>"
+    return (f"<div><h4>{e(fig.get('title', ''))}</h4><div class='maps'>{inner}</div>"
             "<p class='legend'>Rows are queries, columns keys; darker is more weight. Hatched × cells are masked "
             "(they should get ≈ 0). A red outline marks a weight that differs from the reference.</p></div>")
 

@@ -137,6 +137,8 @@ def problem_text(p: Problem, case: Any = None) -> str:
     if k == "scale":
         text = f"{label} is {d['factor']:.4g}× the expected values"
         return f"{text} — {SCALE_CAUSES[d['known']]}" if d.get("known") in SCALE_CAUSES else text
+    if k == "equals_other":
+        return f"`{name}` equals the reference's `{d['other']}`: is a step missing after it?"
     if k == "downstream":
         return (f"{', '.join(f'`{n}`' for n in d['names'])} differ too, which may follow from the first "
                 "difference above")
@@ -200,12 +202,16 @@ def cause_reason(cause: Cause, case: Any, problems: tuple[Problem, ...] = ()) ->
     d = cause.data
     k = cause.kind
     if k == "not_implemented":
-        return f"not implemented yet ({d['label']}, line {d['line']} is a blank)"
+        inside = " in " + ", ".join(f"`{n}`" for n in d["needed"]) if d.get("needed") else ""
+        return f"not implemented yet ({d['label']}, line {d['line']} is a blank{inside})"
     if k == "syntax_error":
         return f"{d['target']} has a SyntaxError ({d['label']}, line {d['line']})"
     if k == "too_deep":
         return f"{d['target']}'s cell is nested too deeply to read ({d['label']}, line {d['line']})"
     if k == "missing_target":
+        s = d.get("suggestion")
+        if s:
+            return f"{d['target']} is not defined; did you mean `{s['name']}` ({s['label']}, line {s['line']})?"
         return f"{d['target']} is not defined"
     if k == "exception":
         return student_error(d["error"], d.get("phase"), case.target)
@@ -230,8 +236,8 @@ def cause_reason(cause: Cause, case: Any, problems: tuple[Problem, ...] = ()) ->
     return k.replace("_", " ")
 
 
-def cause_details(cause: Cause, case: Any, problems: tuple[Problem, ...], hint: str) -> str:
-    """Everything below the reason: the rest of the problems, the traceback, the hint; never the reason again."""
+def cause_details(cause: Cause, case: Any, problems: tuple[Problem, ...]) -> str:
+    """Everything below the reason: the rest of the problems, the traceback; never the reason again."""
     lines: list[str] = []
     if cause.kind == "exception":
         lines.append(cause.data["error"].get("traceback", ""))
@@ -243,8 +249,6 @@ def cause_details(cause: Cause, case: Any, problems: tuple[Problem, ...], hint: 
         lines += rest + texts[1:]
     else:
         lines += texts
-    if hint:
-        lines.append(f"Hint: {hint}")
     return "\n".join(x for x in lines if x)
 
 
@@ -253,7 +257,10 @@ def unit_error_text(d: dict[str, Any]) -> str:
     where = f"{d['label']}, line {d['line']}"
     code = d.get("code", "")
     if d["kind"] == "blank":
-        return f"not implemented yet: {where} is still a blank (`{code}`); replace `# FILL IN HERE` with your code"
+        shown = f" (`{code}`)" if code else ""
+        inside = (", in " + ", ".join(f"`{n}`" for n in d["needed"]) + f", which {d.get('target')} needs"
+                  if d.get("needed") else "")
+        return f"not implemented yet: {where} is still a blank{shown}{inside}; replace `# FILL IN HERE` with your code"
     if d["kind"] == "too_deep":
         how = f"{d['depth']} levels deep" if d.get("depth") else f"more than {d['limit']} levels deep"
         shown = f" (`{code}`)" if code else ""
@@ -268,6 +275,10 @@ def missing_explanation(cause: Cause) -> str:
     d = cause.data
     target = d["target"]
     if cause.kind == "missing_target":
+        s = d.get("suggestion")
+        if s:
+            return (f"{target} is not defined; did you mean `{s['name']}` ({s['label']}, line {s['line']})? "
+                    f"Rename the class to {target}, the name the assignment grades.")
         return (f"{target} is not defined in the submission; define `class {target}(nn.Module)` at the top "
                 "level of a cell, with exactly this name")
     return f"{target}: {unit_error_text(d)}"
@@ -313,3 +324,183 @@ def note_text(note: Note) -> str:
     if k == "channel_noise":
         return (f"Your code wrote {d['lines']} line(s) to the grader's result channel; they were ignored.")
     return str(d.get("text", k))
+
+
+# --------------------------------------------------------------------------- cause summaries
+
+
+#: A wrong answer shown by problems of different outputs, by what they show (``EVIDENCE`` names).
+_CATEGORY_TITLES = {
+    "values": "{target} computes values that differ from the reference's",
+    "gradient": "{target}'s parameter gradients differ from the reference's",
+    "shape": "{target}'s outputs are missing or have the wrong shape",
+    "mask": "masked positions still count in {target}",
+    "softmax": "{target}'s attention rows do not sum to 1 over the keys",
+    "parameters": "{target}'s parameters differ from the reference's",
+    "unused": "some of {target}'s parameters take no part in the output",
+}
+
+
+def summary_title(cause: Cause, case: Any, problems: tuple[Problem, ...], mistakes: list[tuple[str, str, float]],
+                  grouped: bool, category: str = "") -> str:
+    """The one line that leads a cause's entry: what went wrong, said once for all its cases.
+
+    ``mistakes`` are (name, hint, credit) of the recognised mistakes that explain it; ``grouped``
+    says the entry stands for several cases, so nothing case-specific goes in the line;
+    ``category`` (a wrong answer whose cases differ in different outputs) says what they show.
+    """
+    if mistakes:
+        credit = min(c for _, _, c in mistakes)
+        shown = (f"Known mistake: {mistakes[0][0]}" if len(mistakes) == 1
+                 else "Known mistake, one of: " + "; ".join(name for name, _, _ in mistakes))
+        return shown + (f" (partial credit: {credit:.0%} of each case it explains)" if credit else "")
+    if cause.kind == "exception":
+        err = cause.data["error"]
+        message = " ".join(str(err.get("message", "")).split())
+        if err.get("api_misuse"):
+            return message
+        during = _PHASES.get(cause.data.get("phase") or "", "").format(target=case.target)
+        lead = f"{err.get('type', 'Error')}{' ' + during if during else ''}"
+        return f"{lead}: {message}" if message else lead
+    if cause.kind == "wrong_answer" and category in _CATEGORY_TITLES:
+        return _CATEGORY_TITLES[category].format(target=case.target)
+    if cause.kind == "wrong_answer" and problems and grouped:
+        return problem_headline(problems[0])
+    if cause.kind == "forbidden" and problems:
+        d = problems[0].data
+        return f"{case.target} uses {d.get('used') or d.get('called')}, which this exercise forbids"
+    d = cause.data
+    if cause.kind == "not_implemented":
+        return f"{d['target']} is not implemented yet"
+    if cause.kind == "syntax_error":
+        return f"{d['target']}'s cell has a SyntaxError" + (f": {d['message']}" if d.get("message") else "")
+    if cause.kind == "too_deep":
+        return f"{d['target']}'s cell is nested too deeply to read"
+    if cause.kind == "missing_target":
+        return f"{d['target']} is not defined"
+    return cause_reason(cause, case, problems)
+
+
+def summary_where(cause: Cause, problems: tuple[Problem, ...] = ()) -> str:
+    """Where the cause is in the submission ('cell 7, line 21 (forward): `y = x @ w`'), or ''."""
+    if cause.kind in ("not_implemented", "syntax_error", "too_deep"):
+        d = cause.data
+        return f"{d['label']}, line {d['line']}" + (f": `{d['code']}`" if d.get("code") else "")
+    if cause.kind == "forbidden" and problems and problems[0].kind == "forbidden_static":
+        d = problems[0].data
+        return f"{d['label']}, line {d['line']}: `{d['code']}`"
+    if cause.kind == "forbidden" and problems:
+        return f"called while case {problems[0].data.get('case')!r} ran"
+    if cause.kind == "missing_target" and cause.data.get("suggestion"):
+        sug = cause.data["suggestion"]
+        return f"{sug['label']}, line {sug['line']}: `class {sug['name']}`"
+    if cause.kind != "exception" or not cause.data["error"].get("label"):
+        return ""
+    err = cause.data["error"]
+    where = f"{err['label']}, line {err.get('line')}"
+    if err.get("function") and err["function"] != "<module>":
+        where += f" ({err['function']})"
+    return where + (f": `{err['code']}`" if err.get("code") else "")
+
+
+def summary_fix(cause: Cause, hint: str, mistakes: list[tuple[str, str, float]]) -> str:
+    """What to do about it: the mistake's hint, how to fill in a missing class, or the case's hint."""
+    if mistakes:
+        if len(mistakes) == 1:
+            return mistakes[0][1]
+        return "\n".join(f"{name}: {h}" for name, h, _ in mistakes if h)
+    if cause.kind == "forbidden":
+        return hint or "Write the computation yourself."
+    d = cause.data
+    if cause.kind == "not_implemented":
+        inside = (" (this blank is in " + ", ".join(f"`{n}`" for n in d["needed"]) + f", which {d['target']} needs)"
+                  if d.get("needed") else "")
+        return f"Replace `# FILL IN HERE` with your code{inside}; this is the first blank the grader found."
+    if cause.kind == "syntax_error":
+        return "Fix this line so the cell runs; the rest of the cell cannot be read until it does."
+    if cause.kind == "too_deep":
+        return (f"Split the expression into smaller statements (compute parts into variables first); the grader "
+                f"reads at most {d.get('limit')} levels of nesting.")
+    if cause.kind == "missing_target":
+        target, sug = d["target"], d.get("suggestion")
+        if sug:
+            return f"Did you mean `{sug['name']}`? Rename the class to {target}, the name the assignment grades."
+        return f"Define `class {target}(nn.Module)` at the top level of a cell, with exactly this name."
+    return hint
+
+
+def summary_costs(points_lost: float, n_cases: int) -> str:
+    """'Costs 8 points in 4 cases.'"""
+    cases = f"{n_cases} case{'' if n_cases == 1 else 's'}"
+    return f"Costs {points(points_lost)} point{'' if points_lost == 1 else 's'} in {cases}."
+
+
+def seen_in(case_name: str) -> str:
+    """The line above a cause's evidence."""
+    return f"In “{case_name}”:"
+
+
+def partial_credit(score: float, max_score: float) -> str:
+    """The per-case line of a recognised mistake that earns a share of the points."""
+    return f"partial credit for a recognised mistake: {points(score)} of {points(max_score)}"
+
+
+def problem_headline(p: Problem) -> str:
+    """A problem said without one case's numbers (the entry of several cases leads with it)."""
+    d = p.data
+    name = d.get("name", "")
+    label = f"the gradient of {name}" if d.get("grad") else f"`{name}`"
+    k = p.kind
+    if k == "value_differs":
+        return f"{label} differs from the reference"
+    if k == "scale":
+        return f"{label} is scaled wrongly"
+    if k == "shape_differs":
+        return f"{label} has the wrong shape"
+    if k == "non_finite":
+        return f"`{name}` holds NaN or inf"
+    if k == "masked_leak":
+        return f"masked positions get attention in `{name}`"
+    if k == "row_sum":
+        return f"rows of `{name}` do not sum to 1 over the keys"
+    if k == "perturbed_changed":
+        return f"`{name}` changes when only a masked key/value changes"
+    return problem_text(p).split("\n")[0]
+
+
+def summary_evidence(cause: Cause, case: Any, problems: tuple[Problem, ...], headline_given: bool) -> str:
+    """What a cause's first case showed, below its title (a traceback, the values that differ).
+
+    ``headline_given``: the title did not quote the first problem (a group's headline, or a
+    mistake's name), so it is shown here in full.
+    """
+    if cause.kind == "exception":
+        return str(cause.data["error"].get("traceback", ""))
+    if cause.kind == "forbidden":  # the title, where and fix say it; more than one use is listed
+        return "\n".join(problem_text(p, case) for p in problems[1:])
+    if cause.kind != "wrong_answer":
+        return ""
+    texts = [problem_text(p, case) for p in problems]
+    if headline_given:
+        return "\n".join(texts)
+    return cause_details(cause, case, problems)
+
+
+def cause_pointer(number: int, title: str) -> str:
+    """How a case's own output names its cause."""
+    return f"Cause {number}: {title}"
+
+
+def hint_line(hint: str) -> str:
+    """A case's hint, as the reports print it."""
+    return f"Hint: {hint}"
+
+
+def causes_heading(n: int) -> str:
+    """The heading above the causes."""
+    return "What to fix" if n == 1 else f"What to fix ({n} causes)"
+
+
+def more_lines(n: int) -> str:
+    """The line that ends a shortened text in the terminal."""
+    return f"… {n} more line{'' if n == 1 else 's'} (--format html or json shows them all)"

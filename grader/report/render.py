@@ -13,7 +13,9 @@ import xml.etree.ElementTree as ET
 from typing import Any
 
 from grader.report.messages import points as _points
-from grader.report.result import CaseResult, Report
+from grader.report.messages import cause_pointer, causes_heading, hint_line, more_lines, seen_in, summary_costs
+from grader.report.result import CaseResult, CauseSummary, Report
+from grader.report.rows import case_body, case_points, case_rows, more_details, shown_in_cause
 from grader.report.text import spreadsheet_safe
 
 FORMATS = ("rich", "json", "gradescope", "junit", "csv", "html")
@@ -34,57 +36,103 @@ def render(report: Report, fmt: str) -> str:
 
 
 def rich_renderable(report: Report) -> Any:
-    """A rich renderable of the report: header, notes, a table of checks, the total, and why."""
+    """A rich renderable of the report: the score, the causes of lost points, a table of cases, the rest.
+
+    Reads well at 80 columns: each cause once (what, where, the fix, what it costs), then a
+    narrow table whose rows point to their cause, grouped under their class.
+    """
+    from rich import box
     from rich.console import Group
+    from rich.padding import Padding
     from rich.table import Table
     from rich.text import Text
 
     parts: list[Any] = []
     title = Text.assemble(("Grading ", "bold"), (report.submission, "bold cyan"))
     if report.assignment:
-        title.append(f"  assignment: {report.assignment}")
+        title.append(f" · {report.assignment}")
+    title.append(" · score ").append(f"{_points(report.score)}/{_points(report.max_score)}", "bold")
+    if report.pending_points:
+        title.append(f" (+{_points(report.pending_points)} hidden)")
     parts.append(title)
     if report.problem:
         parts.append(Text.assemble(("Could not grade: ", "bold red"), Text(report.problem)))
     for note in report.notes:
         parts.append(Text.assemble(("note: ", "yellow"), Text(note)))
+    if report.causes:
+        parts.append(Text(""))
+        parts.append(Text(causes_heading(len(report.causes)), style="bold"))
+        grid = Table.grid(padding=(0, 1))
+        grid.add_column(justify="right", no_wrap=True)
+        grid.add_column(overflow="fold")
+        for cause in report.causes:
+            grid.add_row(Text(f"{cause.number}.", style="bold"), _cause_text(cause))
+        parts.append(grid)
     if report.cases:
-        table = Table(show_header=True, header_style="bold", expand=False, show_lines=False)
-        table.add_column("Check", overflow="fold", ratio=3)
+        table = Table(show_header=True, header_style="bold", box=box.SIMPLE_HEAD, expand=False, pad_edge=False)
+        table.add_column("Case", overflow="fold")
         table.add_column("Points", justify="right", no_wrap=True)
-        table.add_column("Status", no_wrap=True)
-        table.add_column("Reason", overflow="fold", ratio=4)
-        for c in report.cases:
+        table.add_column("Result", no_wrap=True)
+        table.add_column("Cause", justify="right", no_wrap=True)
+        rows = case_rows(report.cases)
+        indent = 2 if any(heading for heading, _, _ in rows) else 0
+        for heading, c, name in rows:
+            if heading:
+                table.add_row(Text(heading, style="bold"), Text(""), Text(""), Text(""))
             label, style = _STATUS_STYLE[c.status]
-            table.add_row(Text(c.name), Text(f"{_points(c.score)}/{_points(c.max_score)}"), Text(label, style=style),
-                          Text(c.reason))
+            table.add_row(Padding(Text(name), (0, 0, 0, indent)), Text(case_points(c)), Text(label, style=style),
+                          Text(str(c.cause_ref) if c.cause_ref else ""))
         table.add_section()
         label = "Total, public cases only" if report.local else "Total"
         table.add_row(Text(label, style="bold"), Text(f"{_points(report.score)}/{_points(report.max_score)}",
                                                       style="bold"), Text(""), Text(""))
-        if report.pending_points:
-            table.add_row(Text("Hidden cases"), Text(f"?/{_points(report.pending_points)}"), Text(""),
-                          Text("graded after you submit; not included in the total above"))
         parts.append(table)
     else:
         parts.append(Text(f"Total: {_points(report.score)}/{_points(report.max_score)}", style="bold"))
-    groups: dict[str, list[str]] = {}  # identical details are shown once, under every name they concern
-    for c in report.cases:
-        if c.status not in ("passed", "pending") and c.details:
-            groups.setdefault(c.details, []).append(c.name)
-    if groups:
-        parts.append(Text("Details", style="bold"))
-        for extra, names in groups.items():
-            heading = Text()
-            for i, name in enumerate(names):
-                heading.append(("\n" if i else "") + "• ", "bold").append(name, "bold")
-            parts.append(Text.assemble(heading, "\n", Text(_indent(extra))))
+    more = more_details(report)
+    if more:
+        parts.append(Text("More on each case", style="bold"))
+        for c in more:
+            body = case_body(c, shown_in_cause(report, c))
+            parts.append(Text.assemble(("• ", "bold"), (c.name, "bold"), f" (cause {c.cause_ref})"))
+            parts.append(Padding(Text(_capped(body, MAX_CASE_LINES)), (0, 0, 0, 4)))
     footer = f"isolation: {report.isolation}" if report.isolation else ""
     if report.execution_time:
         footer += f"{' · ' if footer else ''}{report.execution_time:.1f} s"
     if footer:
         parts.append(Text(footer, style="dim"))
     return Group(*parts)
+
+
+#: The most lines of one cause's evidence, and of what one case adds to it, the terminal shows (the HTML
+#: and JSON keep all).
+MAX_EVIDENCE_LINES = 24
+MAX_CASE_LINES = 6
+
+
+def _cause_text(cause: CauseSummary) -> Any:
+    from rich.console import Group
+    from rich.padding import Padding
+    from rich.text import Text
+
+    text = Text(cause.title, style="bold")
+    if cause.where:
+        text.append("\nWhere: ", "bold").append(cause.where)
+    if cause.fix:
+        text.append("\nFix: ", "bold").append(cause.fix)
+    text.append("\n" + summary_costs(cause.points_lost, len(cause.cases)), "dim")
+    if not cause.evidence:
+        return text
+    if cause.seen_in:
+        text.append("\n" + seen_in(cause.seen_in))
+    return Group(text, Padding(Text(_capped(cause.evidence)), (0, 0, 0, 2)))
+
+
+def _capped(text: str, most: int = MAX_EVIDENCE_LINES) -> str:
+    lines = text.splitlines()
+    if len(lines) <= most:
+        return text
+    return "\n".join([*lines[:most], more_lines(len(lines) - most)])
 
 
 def render_rich_text(report: Report, width: int = 100) -> str:
@@ -94,11 +142,7 @@ def render_rich_text(report: Report, width: int = 100) -> str:
     buf = io.StringIO()
     Console(file=buf, width=width, color_system=None, force_terminal=False, highlight=False).print(
         rich_renderable(report))
-    return buf.getvalue()
-
-
-def _indent(text: str) -> str:
-    return "\n".join("    " + line for line in text.splitlines())
+    return "\n".join(line.rstrip() for line in buf.getvalue().splitlines()) + "\n"
 
 
 def to_json(report: Report) -> str:
@@ -106,33 +150,60 @@ def to_json(report: Report) -> str:
     return json.dumps(report.to_dict(), indent=2, ensure_ascii=False) + "\n"
 
 
-def _test_output(c: CaseResult) -> str:
-    return f"{c.reason}\n{c.details}" if c.reason and c.details else (c.reason or c.details)
+def case_text(report: Report, c: CaseResult) -> str:
+    """A case's own output for machines (a Gradescope test, a JUnit failure): its cause, then its facts."""
+    lines = []
+    cause = report.cause(c.cause_ref) if c.cause_ref else None
+    if cause is not None:
+        lines.append(cause_pointer(cause.number, cause.title))
+    if c.reason and (cause is None or c.reason != cause.title):
+        lines.append(c.reason)
+    lines += [x for x in (c.details, hint_line(c.hint) if c.hint else "") if x]
+    return "\n".join(lines)
+
+
+def causes_text(report: Report) -> str:
+    """Every cause once, as plain text: what, where, the fix, what it costs and in which cases."""
+    if not report.causes:
+        return ""
+    names = {c.case_id: c.name for c in report.cases}
+    out = [causes_heading(len(report.causes))]
+    for cause in report.causes:
+        out.append(f"{cause.number}. {cause.title}")
+        if cause.where:
+            out.append(f"   Where: {cause.where}")
+        if cause.fix:
+            out += ["   Fix: " + line if i == 0 else "   " + line for i, line in enumerate(cause.fix.splitlines())]
+        out.append(f"   {summary_costs(cause.points_lost, len(cause.cases))}")
+        out += [f"     - {names.get(cid, cid)}" for cid in cause.cases]
+    return "\n".join(out)
 
 
 def to_gradescope(report: Report) -> str:
-    """Gradescope's results.json: score, max_score, output, execution_time, tests."""
+    """Gradescope's results.json: score, max_score, output (the causes first), execution_time, tests."""
     output = []
     if report.problem:
         output.append(f"Could not grade this submission: {report.problem}")
+    if report.causes:
+        output.append(causes_text(report))
     output += list(report.notes)
+    if report.pending_points:
+        output.append(f"Local check: {_points(report.pending_points)} points in hidden cases are graded "
+                      "after submission and are not included.")
     if report.isolation:
         output.append(f"Isolation: {report.isolation}")
     data = {
         "score": report.score,
         "max_score": report.max_score,
-        "output": "\n".join(output),
+        "output": "\n\n".join(output),
         "execution_time": round(report.execution_time, 3),
         "tests": [
             {"name": c.name, "score": c.score, "max_score": c.max_score,
              "status": "passed" if c.status == "passed" else "failed",
-             "output": _test_output(c), "visibility": c.visibility}
+             "output": case_text(report, c), "visibility": c.visibility}
             for c in report.cases if c.status != "pending"
         ],
     }
-    if report.pending_points:
-        data["output"] += (f"\nLocal check: {_points(report.pending_points)} points in hidden cases are graded "
-                           "after submission and are not included.")
     return json.dumps(data, indent=2, ensure_ascii=False) + "\n"
 
 
@@ -160,14 +231,14 @@ def to_junit(report: Report) -> str:
             ET.SubElement(tc, "skipped", {"message": c.reason})
         elif c.status != "passed":
             tag = "failure" if c.status == "failed" else "error"
-            ET.SubElement(tc, tag, {"message": c.reason}).text = _test_output(c)
-    if report.notes:
-        ET.SubElement(suite, "system-out").text = "\n".join(report.notes)
+            ET.SubElement(tc, tag, {"message": c.reason}).text = case_text(report, c)
+    if report.notes or report.causes:
+        ET.SubElement(suite, "system-out").text = "\n\n".join(x for x in (causes_text(report), *report.notes) if x)
     ET.indent(suite)
     return '<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(suite, encoding="unicode") + "\n"
 
 
-CSV_FIELDS = ("submission", "assignment", "case_id", "name", "status", "score", "max_score", "reason")
+CSV_FIELDS = ("submission", "assignment", "case_id", "name", "status", "score", "max_score", "reason", "cause")
 
 
 def to_csv(report: Report, header: bool = True) -> str:
@@ -182,8 +253,10 @@ def to_csv(report: Report, header: bool = True) -> str:
     safe = spreadsheet_safe
     if report.problem:
         writer.writerow([safe(report.submission), report.assignment or "", "", "read submission", "error", 0,
-                         _points(report.max_score), safe(report.problem)])
+                         _points(report.max_score), safe(report.problem), ""])
     for c in report.cases:
+        cause = report.cause(c.cause_ref) if c.cause_ref else None
         writer.writerow([safe(report.submission), report.assignment or "", safe(c.case_id), safe(c.name), c.status,
-                         _points(c.score), _points(c.max_score), safe(c.reason)])
+                         _points(c.score), _points(c.max_score), safe(c.reason),
+                         safe(cause_pointer(cause.number, cause.title)) if cause else ""])
     return buf.getvalue()

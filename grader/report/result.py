@@ -25,7 +25,8 @@ class CaseResult:
     ``status`` is ``passed``, ``failed`` (the code ran and gave a wrong answer),
     ``error`` (the student's code could not run: syntax error, exception, crash, timeout)
     or ``pending`` (a hidden case in a student's local check: graded after submission).
-    ``reason`` is one line for tables; ``details`` what follows it (never the reason again).
+    ``reason`` is one line for tables; ``details`` what follows it (never the reason again);
+    ``hint`` the case's hint, kept only where the failure shows what the hint is about.
     ``cause`` and ``problems`` say the same as data; ``mistakes`` are the ids of the known
     mistakes its outputs match.
     """
@@ -45,6 +46,9 @@ class CaseResult:
     cause: Cause | None = None
     problems: tuple[Problem, ...] = ()
     mistakes: tuple[str, ...] = ()
+    #: the number of this case's entry in ``Report.causes`` (0: none, e.g. passed)
+    cause_ref: int = 0
+    hint: str = ""
 
     def __post_init__(self) -> None:
         if self.status not in STATUSES:
@@ -52,6 +56,7 @@ class CaseResult:
         object.__setattr__(self, "name", safe_text(self.name, one_line=True))
         object.__setattr__(self, "reason", safe_text(self.reason, one_line=True))
         object.__setattr__(self, "details", safe_text(self.details))
+        object.__setattr__(self, "hint", safe_text(self.hint))
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "CaseResult":
@@ -65,6 +70,36 @@ class CaseResult:
 
 
 @dataclass(frozen=True)
+class CauseSummary:
+    """One distinct reason for lost points, said once: what, where, the fix, and what it costs.
+
+    ``number`` is what the cases' ``cause_ref`` point to (1, 2, ... in the order of the cases
+    they explain); ``kind`` is the cause's kind, or ``mistake`` for a recognised mistake;
+    ``evidence`` is what the first of its cases showed (a traceback, the values that differ).
+    """
+
+    number: int
+    kind: str
+    title: str
+    cases: tuple[str, ...]
+    points_lost: float
+    where: str = ""
+    fix: str = ""
+    evidence: str = ""
+    #: the case whose facts ``evidence`` shows
+    seen_in: str = ""
+    #: its cases show different things (other outputs differ): each case's own facts are worth a look
+    varied: bool = False
+
+    def __post_init__(self) -> None:
+        for name in ("title", "where", "seen_in"):
+            object.__setattr__(self, name, safe_text(getattr(self, name), one_line=True))
+        for name in ("fix", "evidence"):
+            object.__setattr__(self, name, safe_text(getattr(self, name)))
+        object.__setattr__(self, "cases", tuple(self.cases))
+
+
+@dataclass(frozen=True, repr=False)
 class Report:
     """A whole submission's grade: its cases, total, and what stopped grading (if anything)."""
 
@@ -83,12 +118,21 @@ class Report:
     local: bool = False
     #: The course folder the cases came from.
     course: str = ""
+    #: Each distinct reason for lost points once, in the order of the cases it explains.
+    causes: tuple[CauseSummary, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "submission", safe_text(self.submission, one_line=True))
         object.__setattr__(self, "notes", tuple(safe_text(n) for n in self.notes))
         if self.problem is not None:
             object.__setattr__(self, "problem", safe_text(self.problem))
+
+    def __repr__(self) -> str:  # what a notebook shows after check(): one line, not every field
+        return f"<Report {self.assignment or '?'}: {self.score:g}/{self.max_score:g} for {self.submission}>"
+
+    def cause(self, number: int) -> CauseSummary | None:
+        """The cause a case's ``cause_ref`` points to."""
+        return next((c for c in self.causes if c.number == number), None)
 
     @property
     def score(self) -> float:
@@ -129,4 +173,5 @@ class Report:
         kw = {k: v for k, v in d.items() if k in fields}
         kw["cases"] = tuple(CaseResult.from_dict(c) for c in d.get("cases", ()))
         kw["notes"] = tuple(d.get("notes", ()))
+        kw["causes"] = tuple(CauseSummary(**c) for c in d.get("causes", ()))
         return cls(**kw)

@@ -24,13 +24,35 @@ CHECKS: dict[str, str] = {
     "param_count": "the number of parameters equals the reference's",
     "policy": "the class uses none of its target's forbidden APIs",
 }
+#: What a failing case can show (``grader.judge.hints`` reads it from the problems and the cause),
+#: and so what a case's hint may be about (``hint_on``): a hint is shown only with its evidence.
+EVIDENCE: dict[str, str] = {
+    "shape": "an output is missing or has the wrong shape",
+    "values": "an output's values differ from the reference's",
+    "gradient": "a parameter's gradient differs from the reference's",
+    "unused": "a parameter receives no gradient",
+    "mask": "masked positions get weight, or change the output",
+    "softmax": "attention rows do not sum to 1",
+    "parameters": "parameter names, shapes or count differ",
+    "raises": "the constructor does not raise as it should",
+    "error": "the code raised an exception while running the inputs (forward or backward)",
+    "build_error": "the constructor raised, or the reference's parameters could not be loaded",
+    "forbidden": "a forbidden API is used",
+    "custom": "a check of the course's own found a problem",
+}
+#: The default ``hint_on`` of a case: the evidence its checks can produce.
+CHECK_EVIDENCE: dict[str, tuple[str, ...]] = {
+    "shape": ("shape", "error"), "match": ("values",), "mask": ("mask", "softmax"), "mask_invariance": ("mask",),
+    "grad": ("gradient", "unused"), "raises": ("raises",), "params": ("parameters",),
+    "param_count": ("parameters",), "policy": ("forbidden",),
+}
 CALLS = ("forward", "unroll")
 MASK_KINDS = ("padding", "causal", "custom")
 
 _ASSIGNMENT_KEYS = {"name", "title", "reference", "rtol", "atol", "timeout", "released"}
 _TARGET_KEYS = {"args", "returns", "keys", "attention", "key_args", "mask_rank", "loss", "final", "flow", "forbid"}
 _CASE_KEYS = {"id", "name", "target", "init", "inputs", "dtypes", "mask", "checks", "points", "seed",
-              "call", "compare", "rtol", "atol", "raises", "hint", "visibility"}
+              "call", "compare", "rtol", "atol", "raises", "hint", "hint_on", "visibility"}
 #: Keys a hidden case keeps in a released (student) case file.
 RELEASED_HIDDEN_KEYS = ("id", "name", "target", "points", "visibility")
 VISIBILITIES = ("public", "hidden")
@@ -89,11 +111,18 @@ class Case:
     atol: float = 1e-5
     raises: str | None = None
     hint: str = ""
+    #: the evidence (``EVIDENCE``) that shows the hint is about this failure (default: what the checks find)
+    hint_on: tuple[str, ...] = ()
     visibility: str = "public"
     #: input name -> dtype name (default float32)
     dtypes: dict[str, str] = field(default_factory=dict)
     #: a hidden case in a released case file: listed with its points, never run locally
     placeholder: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.hint_on:
+            found = [e for c in self.checks for e in CHECK_EVIDENCE.get(c, ("custom",))]
+            object.__setattr__(self, "hint_on", tuple(dict.fromkeys(found)))
 
     @property
     def hidden(self) -> bool:
@@ -303,12 +332,26 @@ def _case(raw: Any, i: int, targets: dict[str, Target], where: str, rtol: float,
     visibility = raw.get("visibility", "public")
     if visibility not in VISIBILITIES:
         raise CaseFileError(where, ctx, "visibility must be \"public\" or \"hidden\"")
+    hint_on = _hint_on(raw, checks, where, ctx)
     return Case(
         id=cid, name=str(raw.get("name", cid)), target=target_name, checks=checks, points=float(points),
         init=dict(raw.get("init", {})), inputs=dict(inputs), mask=mask, seed=int(raw.get("seed", 0)),
         call=call, compare=compare, rtol=float(raw.get("rtol", rtol)), atol=float(raw.get("atol", atol)),
-        raises=raw.get("raises"), hint=str(raw.get("hint", "")), visibility=visibility, dtypes=dict(dtypes),
+        raises=raw.get("raises"), hint=str(raw.get("hint", "")), hint_on=hint_on, visibility=visibility,
+        dtypes=dict(dtypes),
     )
+
+
+def _hint_on(raw: dict, checks: tuple[str, ...], where: str, ctx: str) -> tuple[str, ...]:
+    """What a hint is about, as given (empty: the case's default, from its checks)."""
+    if "hint_on" not in raw:
+        return ()
+    given = raw["hint_on"]
+    if not isinstance(given, list) or not given or any(e not in EVIDENCE for e in given):
+        raise CaseFileError(where, ctx, f"hint_on must be a non-empty list of: {', '.join(EVIDENCE)}")
+    if "hint" not in raw:
+        raise CaseFileError(where, ctx, "hint_on says when to show the hint, but the case has no hint")
+    return tuple(given)
 
 
 def _placeholder(raw: dict, targets: dict[str, Target], where: str, ctx: str) -> Case:

@@ -1,0 +1,102 @@
+"""One cause, said once: the cases that lost points for the same reason, grouped (pure).
+
+When one error breaks eight cases, the student needs that error once, where it is, how to
+fix it and what it costs, not eight identical rows. Cases are grouped by their facts, never
+by their wording:
+
+- a recognised mistake (the same mistake ids);
+- a class that cannot run (not implemented, a SyntaxError, not defined): by the class;
+- an exception: by its type and the line that raised it, in the same phase;
+- a stop (timeout, crash, ...): by its kind;
+- a wrong answer: by what its first problem shows (wrong values, a wrong shape, masking, ...)
+  within one class; a class's wrong gradients join its wrong values when both are seen (a
+  wrong forward gives wrong gradients too).
+
+Causes are numbered in the order of the first case they explain, so the numbers in the
+table's rows run down the page; each case's ``cause_ref`` points to its entry.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Hashable
+
+from grader.report import messages
+from grader.report.outcomes import Cause, Problem
+from grader.report.result import CaseResult, CauseSummary
+from grader.spec.cases import Case
+from grader.spec.mistakes import Mistake
+from grader.judge.hints import evidence, hint_applies
+
+#: Cases with these causes lose nothing (yet): no entry.
+_NOT_LOST = ("pending", "unavailable")
+
+
+def group_causes(results: tuple[CaseResult, ...], cases: dict[str, Case],
+                 mistakes: dict[str, Mistake]) -> tuple[tuple[CaseResult, ...], tuple[CauseSummary, ...]]:
+    """The results with ``cause_ref`` set, and one ``CauseSummary`` per distinct cause."""
+    keys = _merged({r.case_id: cause_key(r) for r in results})
+    groups: dict[Hashable, list[CaseResult]] = {}
+    for r in results:
+        if keys[r.case_id] is not None:
+            groups.setdefault(keys[r.case_id], []).append(r)
+    numbers = {key: i for i, key in enumerate(groups, start=1)}
+    summaries = tuple(_summary(numbers[key], members, cases, mistakes) for key, members in groups.items())
+    out = tuple(dataclasses.replace(r, cause_ref=numbers[key]) if (key := keys[r.case_id]) is not None else r
+                for r in results)
+    return out, summaries
+
+
+def _merged(keys: dict[str, Hashable | None]) -> dict[str, Hashable | None]:
+    """A class's wrong gradients are the same cause as its wrong values, when both are seen."""
+    with_values = {k[1] for k in keys.values() if isinstance(k, tuple) and k[0] == "wrong_answer" and k[2] == "values"}
+    return {cid: ("wrong_answer", k[1], "values") if (isinstance(k, tuple) and k[0] == "wrong_answer"
+                                                      and k[2] == "gradient" and k[1] in with_values) else k
+            for cid, k in keys.items()}
+
+
+def cause_key(r: CaseResult) -> Hashable | None:
+    """What makes two cases' causes the same (None: the case lost nothing)."""
+    c = r.cause
+    if r.status in ("passed", "pending") or c is None or c.kind in _NOT_LOST:
+        return None
+    if r.mistakes:
+        return ("mistake", tuple(sorted(r.mistakes)))
+    d = c.data
+    if c.kind in messages.MISSING_KINDS or c.kind == "unverified":
+        return (c.kind, d.get("target"))
+    if c.kind == "exception":
+        e = d["error"]
+        return (c.kind, e.get("type"), e.get("label"), e.get("line"), e.get("code"), d.get("phase"))
+    if c.kind == "stopped":
+        return (c.kind, d["stop"]["kind"], d.get("scope"))
+    if c.kind == "not_run":
+        return (c.kind, d.get("why"))
+    if c.kind == "wrong_answer" and r.problems:
+        return (c.kind, r.target, category(r.problems[0]))
+    return (c.kind, r.case_id)
+
+
+def category(p: Problem) -> str:
+    """What a problem shows, as ``grader.spec.cases.EVIDENCE`` names it (``values``, ``shape``, ...)."""
+    return next(iter(evidence(None, (p,))), p.kind)
+
+
+def _summary(number: int, members: list[CaseResult], cases: dict[str, Case],
+             mistakes: dict[str, Mistake]) -> CauseSummary:
+    first = members[0]
+    case = cases[first.case_id]
+    cause = first.cause or Cause("wrong_answer")
+    found = [(m.name, m.hint, m.credit) for mid in first.mistakes
+             if (m := mistakes.get(mid)) is not None]
+    grouped = len(members) > 1
+    hint = case.hint if case.hint and hint_applies(case.hint_on, cause, first.problems) else ""
+    firsts = {(r.problems[0].kind, str(r.problems[0].data.get("name"))) for r in members if r.problems}
+    title = messages.summary_title(cause, case, first.problems, found, grouped,
+                                   category(first.problems[0]) if len(firsts) > 1 and first.problems else "")
+    evidence = messages.summary_evidence(cause, case, first.problems, grouped or bool(found))
+    return CauseSummary(
+        number=number, kind="mistake" if found else cause.kind, title=title,
+        cases=tuple(r.case_id for r in members),
+        points_lost=round(sum(r.max_score - r.score for r in members), 6),
+        where=messages.summary_where(cause, first.problems), fix=messages.summary_fix(cause, hint, found),
+        evidence=evidence, seen_in=first.name if evidence and grouped else "", varied=len(firsts) > 1 and not found)
