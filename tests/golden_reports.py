@@ -36,6 +36,7 @@ SAMPLE = Report("s.ipynb", "mha", (
 #: Real submissions, each showing one way of losing points (path relative to the repo root).
 GRADED = {
     "one_wrong_line": "tests/submissions/mha/bug_missing_lin_O.py",
+    "constructor_typo": "tests/submissions/lstm/bug_constructor_typo.py",
     "known_mistake": "tests/submissions/mha/bug_sqrt_dfeat.py",
     "softmax_dim": "tests/submissions/mha/bug_softmax_dim.py",
     "exception": "tests/submissions/lstm/bug_hardcoded_batch.py",

@@ -152,3 +152,9 @@ def test_partial_credit_for_a_recognised_mistake_when_the_course_gives_it(tmp_pa
     assert "partial credit: 50% of each case it explains" in report.causes[0].title
     assert "partial credit for a recognised mistake: 1.5 of 3" in report.cases[7].details
     assert "1.5/3" in render_rich_text(report, width=80)
+
+
+def test_a_flood_of_a_message_makes_a_one_line_title():
+    results = (_result("mha-match", cause=_error(3, message="very long " * 10_000)),)
+    _, [cause] = group_causes(results, CASES, {})
+    assert len(cause.title) <= 300 and cause.title.endswith("…") and "\n" not in cause.title

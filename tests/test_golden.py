@@ -89,3 +89,12 @@ def test_first_thing_read_is_the_wrong_lines_cause(graded):
     assert body[0] == "What to fix"
     assert body[1].startswith("1. Known mistake: output projection lin_O not applied")
     assert "self.lin_O(x_rsh2)" in " ".join(body[2:4])
+
+
+def test_a_typo_in_the_constructor_is_read_first_with_its_line(graded):
+    lines = render_rich_text(graded["constructor_typo"], width=WIDTH).splitlines()
+    body = [line for line in lines[1:] if line.strip()]
+    assert body[1].startswith("1. TypeError while building RecurrentNeuralNetworkClass")
+    assert next(line for line in body if "Where:" in line).startswith(
+        "   Where: bug_constructor_typo.py, line 19 (__init__): `self.rnn =")
+    assert "Size h0 and c0" not in "\n".join(lines)  # the shape hint is not about a constructor error

@@ -34,7 +34,7 @@ from grader.report.messages import stop_phrase
 from grader.spec.cases import Assignment
 from grader.spec.mistakes import Mistake, load_mistakes, mistakes_file
 
-CACHE_VERSION = "2"
+CACHE_VERSION = "3"  # 3: records keep the module's parameter order
 #: Fixture files larger than this are refused when the course is not trusted.
 MAX_FIXTURE_BYTES = 256 << 20
 #: Seconds the reference (and each mistake variant) may take for all its cases.
@@ -228,7 +228,8 @@ def _checked_reference(assignment: Assignment, run: WorkerRun) -> dict[str, Obse
 
 def _write(tensors_file: Path, records_file: Path, observations: dict[str, Observation], atomic: bool = False) -> None:
     tensors = {f"{cid}/{k}": v for cid, o in observations.items() for k, v in o.tensors.items()}
-    records = json.dumps({cid: o.record() for cid, o in observations.items()}, indent=1, sort_keys=True) + "\n"
+    # Not sorted: a record's params keep the module's order, which orders the gradient problems.
+    records = json.dumps({cid: o.record() for cid, o in observations.items()}, indent=1) + "\n"
     if not atomic:
         save_file(tensors, str(tensors_file))
         records_file.write_text(records)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from grader.report.outcomes import Cause, Problem
-from grader.report.text import safe_text
+from grader.report.text import safe_text, shortened
 
 Status = Literal["passed", "failed", "error", "pending"]
 STATUSES: tuple[str, ...] = ("passed", "failed", "error", "pending")
@@ -69,6 +69,10 @@ class CaseResult:
         return cls(**kw)
 
 
+#: The longest line a cause's title or location may be (the evidence keeps the whole message).
+MAX_TITLE = 300
+
+
 @dataclass(frozen=True)
 class CauseSummary:
     """One distinct reason for lost points, said once: what, where, the fix, and what it costs.
@@ -92,8 +96,8 @@ class CauseSummary:
     varied: bool = False
 
     def __post_init__(self) -> None:
-        for name in ("title", "where", "seen_in"):
-            object.__setattr__(self, name, safe_text(getattr(self, name), one_line=True))
+        for name in ("title", "where", "seen_in"):  # one line each, however long a student's message
+            object.__setattr__(self, name, shortened(safe_text(getattr(self, name), one_line=True), MAX_TITLE))
         for name in ("fix", "evidence"):
             object.__setattr__(self, name, safe_text(getattr(self, name)))
         object.__setattr__(self, "cases", tuple(self.cases))

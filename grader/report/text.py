@@ -44,6 +44,11 @@ def _noncharacter(code: int) -> bool:
     return 0xFDD0 <= code <= 0xFDEF or (code & 0xFFFE) == 0xFFFE
 
 
+def shortened(text: str, most: int) -> str:
+    """``text`` cut to ``most`` characters, with an ellipsis where it was cut."""
+    return text if len(text) <= most else text[: most - 1] + "…"
+
+
 def spreadsheet_safe(cell: str) -> str:
     """A CSV cell that no spreadsheet runs as a formula (a leading =, +, -, @ gets a quote)."""
     return "'" + cell if cell.startswith(_FORMULA_START) else cell
