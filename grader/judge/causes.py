@@ -25,7 +25,7 @@ from grader.report.outcomes import Cause, Problem
 from grader.report.result import CaseResult, CauseSummary
 from grader.spec.cases import Case
 from grader.spec.mistakes import Mistake
-from grader.judge.hints import evidence, hint_applies
+from grader.judge.hints import evidence
 
 #: Cases with these causes lose nothing (yet): no entry.
 _NOT_LOST = ("pending", "unavailable")
@@ -89,14 +89,13 @@ def _summary(number: int, members: list[CaseResult], cases: dict[str, Case],
     found = [(m.name, m.hint, m.credit) for mid in first.mistakes
              if (m := mistakes.get(mid)) is not None]
     grouped = len(members) > 1
-    hint = case.hint if case.hint and hint_applies(case.hint_on, cause, first.problems) else ""
     firsts = {(r.problems[0].kind, str(r.problems[0].data.get("name"))) for r in members if r.problems}
     title = messages.summary_title(cause, case, first.problems, found, grouped,
                                    category(first.problems[0]) if len(firsts) > 1 and first.problems else "")
-    evidence = messages.summary_evidence(cause, case, first.problems, grouped or bool(found))
+    shown = messages.summary_evidence(cause, case, first.problems, grouped or bool(found))
     return CauseSummary(
         number=number, kind="mistake" if found else cause.kind, title=title,
         cases=tuple(r.case_id for r in members),
         points_lost=round(sum(r.max_score - r.score for r in members), 6),
-        where=messages.summary_where(cause, first.problems), fix=messages.summary_fix(cause, hint, found),
-        evidence=evidence, seen_in=first.name if evidence and grouped else "", varied=len(firsts) > 1 and not found)
+        where=messages.summary_where(cause, first.problems), fix=messages.summary_fix(cause, first.hint, found),
+        evidence=shown, seen_in=first.name if shown and grouped else "", varied=len(firsts) > 1 and not found)

@@ -378,6 +378,8 @@ def summary_title(cause: Cause, case: Any, problems: tuple[Problem, ...], mistak
         return f"{d['target']}'s cell is nested too deeply to read"
     if cause.kind == "missing_target":
         return f"{d['target']} is not defined"
+    if cause.kind == "stopped" and d.get("scope") != "top-level":
+        return f"your code {stop_phrase(Stop(**d['stop']))}" + ("" if grouped else " in this case")
     return cause_reason(cause, case, problems)
 
 
