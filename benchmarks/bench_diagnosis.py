@@ -1,5 +1,8 @@
 #!/usr/bin/env python
-"""What does naming known mistakes cost? A buggy submission (diagnosed) vs a correct one.
+"""What does naming known mistakes cost? Buggy submissions (diagnosed) vs a correct one.
+
+One buggy submission matches a mistake's variant; the other is named by a signature detector
+(softmax over dim=1), where every failing case also runs the detectors.
 
 Both graded with a warm cache (reference outputs and mistake variants computed by a warm-up),
 interleaved, as fresh ``grade`` processes. Prints the medians and their ratio.
@@ -19,7 +22,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 FILES = {"correct (no diagnosis)": "tests/submissions/mha/filled.ipynb",
-         "buggy (diagnosed)": "tests/submissions/mha/bug_sqrt_dfeat.py"}
+         "buggy (diagnosed)": "tests/submissions/mha/bug_sqrt_dfeat.py",
+         "buggy (by a signature)": "tests/submissions/mha/bug_softmax_dim1.py"}
 
 
 def run(path: str, env: dict) -> float:
@@ -43,8 +47,9 @@ def main() -> int:
     med = {name: statistics.median(v) for name, v in times.items()}
     for name in FILES:
         print(f"{name:24s} median {med[name]:.3f} s (min {min(times[name]):.3f}); first run {cold[name]:.3f} s")
-    a, b = (med[n] for n in FILES)
-    print(f"buggy / correct = {b / a:.3f}  (warm cache, {args.repeat} interleaved runs)")
+    a, b, c = (med[n] for n in FILES)
+    print(f"buggy / correct = {b / a:.3f}; named by a signature / correct = {c / a:.3f}  "
+          f"(warm cache, {args.repeat} interleaved runs)")
     return 0
 
 
