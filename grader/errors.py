@@ -29,7 +29,10 @@ class CaseFileError(UsageError):
 
 
 class InternalError(GraderError):
-    """The grader itself failed (a bug, a broken reference, a worker that broke protocol)."""
+    """The grader itself failed (a bug, a worker that broke protocol or could not start).
+
+    A reference or a case that fails is the course's mistake, a ``CaseFileError``, never this.
+    """
 
 
 class SubmissionUnreadable(GraderError):

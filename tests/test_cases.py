@@ -49,6 +49,14 @@ def test_a_valid_case(tmp_path):
     ('id = "c"\ntarget = "Net"\ninputs = { x = [2] }\nchecks = ["mask"]\npoints = 1', "case 'c'", "needs a mask"),
     ('id = "c"\ntarget = "Net"\ninputs = { x = [2] }\nchecks = ["shape"]', "case 'c'", "points"),
     ('id = "a/b"\ntarget = "Net"\ninputs = { x = [2] }\nchecks = ["shape"]\npoints = 1', "case 'a/b'", "'/'"),
+    ('id = "c"\ntarget = "Net"\ninputs = { x = [2, 3] }\nmask = "causal"\nchecks = ["shape"]\npoints = 1',
+     "case 'c', mask", "no keys to mask"),
+    ('id = "c"\ntarget = "Net"\ninputs = { x = [2, 3] }\ncall = "unroll"\nchecks = ["shape"]\npoints = 1',
+     "case 'c'", "inputs: call = \"unroll\""),
+    ('id = "c"\ntarget = "Net"\ninit = { "d feat" = 1 }\ninputs = { x = [2] }\nchecks = ["shape"]\npoints = 1',
+     "case 'c'", "init: 'd feat'"),
+    ('id = "c"\ntarget = "Net"\ninputs = { x = [2] }\nchecks = ["shape"]\npoints = 1\nseed = 1.5', "case 'c'", "seed"),
+    ('id = "c"\ntarget = "Net"\ninputs = { x = [2] }\nchecks = ["shape"]\npoints = -1', "case 'c'", "points"),
 ])
 def test_case_errors_name_file_case_and_key(tmp_path, case, where, words):
     with pytest.raises(CaseFileError) as info:

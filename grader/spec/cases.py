@@ -5,6 +5,7 @@ is a ``CaseFileError`` naming the file, the case and the key, never a silent def
 """
 from __future__ import annotations
 
+import math
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -192,12 +193,20 @@ def load_assignment(folder: Path, root: Path, trusted: bool = True) -> Assignmen
     name = _get(head, "name", str, where, "[assignment]")
     if name != folder.name:
         raise CaseFileError(where, "[assignment]", f"name = {name!r} but the folder is {folder.name!r}")
-    rtol = float(head.get("rtol", 1e-4))
-    atol = float(head.get("atol", 1e-5))
+    rtol = _number(head, "rtol", 1e-4, where, "[assignment]")
+    atol = _number(head, "atol", 1e-5, where, "[assignment]")
+    title = _string(head, "title", name, where, "[assignment]")
+    released = head.get("released", False)
+    if not isinstance(released, bool):
+        raise CaseFileError(where, "[assignment]", f"released must be true or false, not {_show(released)}")
+    timeout = _number(head, "timeout", None, where, "[assignment]", positive=True)
     ref_name = _get(head, "reference", str, where, "[assignment]")
+    if not ref_name:
+        raise CaseFileError(where, "[assignment]", "reference must name the reference's file in reference/")
     reference = root / "reference" / ref_name
     targets = {t: _target(t, spec, where) for t, spec in _table(data, "targets", where, "top level").items()}
-    released = bool(head.get("released", False))
+    if not targets:
+        raise CaseFileError(where, "[targets]", "declares no target; add a [targets.ClassName] table")
     custom = load_custom_checks(folder) if trusted else None
     raw_cases = data.get("cases")
     if not isinstance(raw_cases, list) or not raw_cases:
@@ -210,9 +219,8 @@ def load_assignment(folder: Path, root: Path, trusted: bool = True) -> Assignmen
             raise CaseFileError(where, f"case {case.id!r}", "duplicate id; every case needs its own")
         seen.add(case.id)
         cases.append(case)
-    timeout = head.get("timeout")
-    return Assignment(name, str(head.get("title", name)), folder, reference, targets, tuple(cases),
-                      float(timeout) if timeout is not None else None, released, custom or {}, trusted)
+    return Assignment(name, title, folder, reference, targets, tuple(cases), timeout, released, custom or {},
+                      trusted)
 
 
 def load_custom_checks(folder: Path) -> dict[str, Any]:
@@ -246,24 +254,46 @@ def _target(name: str, spec: Any, where: str) -> Target:
     if not isinstance(spec, dict):
         raise CaseFileError(where, ctx, "must be a table")
     _only(spec, _TARGET_KEYS, where, ctx)
-    args = tuple(_get(spec, "args", list, where, ctx))
+    if not name.isidentifier():
+        raise CaseFileError(where, ctx, f"{name!r} is not a class name")
+    if "args" not in spec:
+        raise CaseFileError(where, ctx, "missing key 'args' (forward's positional inputs, e.g. [\"Q\", \"K\", \"V\"])")
+    args = _names(spec, "args", where, ctx, identifiers=True)
+    if not args:
+        raise CaseFileError(where, ctx, "args is empty; list forward's positional inputs")
     returns = spec.get("returns")
     if isinstance(returns, list):
-        returns = tuple(returns)
-    elif not isinstance(returns, str):
-        raise CaseFileError(where, ctx, "returns must be a list of output names, \"dict\", or one name")
-    keys = tuple(spec.get("keys", ()))
+        returns = _names(spec, "returns", where, ctx)
+        if not returns:
+            raise CaseFileError(where, ctx, "returns is empty; name forward's outputs")
+    elif not isinstance(returns, str) or not _is_name(returns):
+        raise CaseFileError(where, ctx, "returns must be a list of output names, \"dict\", or one name, not "
+                            f"{_show(returns)}")
+    keys = _names(spec, "keys", where, ctx)
     if returns == "dict" and not keys:
         raise CaseFileError(where, ctx, "returns = \"dict\" needs keys = [...] listing the dict's keys")
+    if keys and returns != "dict":
+        raise CaseFileError(where, ctx, "keys is only for returns = \"dict\"; here returns = "
+                            f"{list(returns) if isinstance(returns, tuple) else returns!r}")
     forbid = spec.get("forbid", [])
     if not isinstance(forbid, list) or not all(isinstance(f, str) and f for f in forbid):
         raise CaseFileError(where, ctx, "forbid must be a list of dotted names such as \"torch.nn.LSTMCell\"")
-    t = Target(name, args, returns, keys, spec.get("attention"), tuple(spec.get("key_args", ())),
-               spec.get("mask_rank"), tuple(spec.get("loss", ())), spec.get("final"),
-               tuple(spec.get("flow", ())), tuple(forbid))
-    for key in (t.attention, t.final, *t.loss, *t.flow):
+    key_args = _names(spec, "key_args", where, ctx)
+    for arg in key_args:
+        if arg not in args:
+            raise CaseFileError(where, ctx, f"key_args: {arg!r} is not one of args {list(args)}")
+    mask_rank = spec.get("mask_rank")
+    if mask_rank is not None and (not _is_int(mask_rank) or mask_rank < 2):
+        raise CaseFileError(where, ctx, f"mask_rank must be an integer >= 2 (the rank of the scores), "
+                            f"not {_show(mask_rank)}")
+    attention, final = (_string(spec, k, None, where, ctx) for k in ("attention", "final"))
+    t = Target(name, args, returns, keys, attention, key_args, mask_rank, _names(spec, "loss", where, ctx),
+               final, _names(spec, "flow", where, ctx), tuple(forbid))
+    named = [("attention", t.attention), ("final", t.final), *(("loss", k) for k in t.loss),
+             *(("flow", k) for k in t.flow)]
+    for what, key in named:
         if key is not None and key not in t.output_names:
-            raise CaseFileError(where, ctx, f"{key!r} is not one of the outputs {list(t.output_names)}")
+            raise CaseFileError(where, ctx, f"{what}: {key!r} is not one of the outputs {list(t.output_names)}")
     return t
 
 
@@ -283,19 +313,27 @@ def _case(raw: Any, i: int, targets: dict[str, Target], where: str, rtol: float,
     if target_name not in targets:
         raise CaseFileError(where, ctx, f"target {target_name!r} is not declared; known: {sorted(targets)}")
     target = targets[target_name]
-    checks = tuple(_get(raw, "checks", list, where, ctx))
+    if "checks" not in raw:
+        raise CaseFileError(where, ctx, "missing key 'checks'")
+    checks = _names(raw, "checks", where, ctx)
     known = [*CHECKS, *(custom or {})]
     for c in checks:
         if c not in known and custom is not None:
             raise CaseFileError(where, ctx, f"unknown check {c!r}; known checks: {', '.join(known)}")
     if not checks:
         raise CaseFileError(where, ctx, "checks is empty; name at least one check")
-    points = raw.get("points")
-    if not isinstance(points, (int, float)) or points < 0:
-        raise CaseFileError(where, ctx, "points must be a number >= 0")
+    if "points" not in raw:
+        raise CaseFileError(where, ctx, "missing key 'points' (a number >= 0)")
+    points = _number(raw, "points", None, where, ctx)
+    name = _string(raw, "name", cid, where, ctx)
+    init = _init(raw, where, ctx)
+    call = raw.get("call", "forward")
+    if call not in CALLS:
+        raise CaseFileError(where, ctx, f"call must be one of {CALLS}, not {_show(call)}")
     inputs = raw.get("inputs", {})
     if not isinstance(inputs, dict):
-        raise CaseFileError(where, ctx, "inputs must be a table of name = shape")
+        raise CaseFileError(where, ctx, f"inputs must be a table of name = shape, such as {{ x = [2, 3] }}, "
+                            f"not {_show(inputs)}")
     for arg, shape in inputs.items():
         if arg not in target.args:
             raise CaseFileError(where, ctx, f"input {arg!r} is not an argument of {target_name}; "
@@ -303,18 +341,29 @@ def _case(raw: Any, i: int, targets: dict[str, Target], where: str, rtol: float,
         if not _is_shape(shape) and not (isinstance(shape, list) and shape and all(_is_shape(s) for s in shape)):
             raise CaseFileError(where, ctx, f"input {arg!r}: {shape!r} is not a shape (a list of positive ints) "
                                 "or a list of shapes")
+    _inputs_fit(inputs, target, call, where, ctx)
     dtypes = raw.get("dtypes", {})
-    if not isinstance(dtypes, dict) or any(k not in inputs or v not in DTYPES for k, v in dtypes.items()):
-        raise CaseFileError(where, ctx, f"dtypes must map inputs of this case to one of {', '.join(DTYPES)}")
+    if not isinstance(dtypes, dict):
+        raise CaseFileError(where, ctx, f"dtypes must be a table of input = dtype, such as {{ x = \"float64\" }}, "
+                            f"not {_show(dtypes)}")
+    for arg, dtype in dtypes.items():
+        if arg not in inputs:
+            raise CaseFileError(where, ctx, f"dtypes: {arg!r} is not an input of this case; inputs: {list(inputs)}")
+        if dtype not in DTYPES:
+            raise CaseFileError(where, ctx, f"dtypes: {arg} = {_show(dtype)}; use one of {', '.join(DTYPES)}")
     mask = raw.get("mask")
     if mask is not None:
         mask = _mask(mask, where, ctx)
-    call = raw.get("call", "forward")
-    if call not in CALLS:
-        raise CaseFileError(where, ctx, f"call must be one of {CALLS}, not {call!r}")
+        _mask_fits(mask, inputs, target, call, checks, where, ctx)
+    seed = raw.get("seed", 0)
+    if not _is_int(seed) or seed < 0:
+        raise CaseFileError(where, ctx, f"seed must be an integer >= 0, not {_show(seed)}")
+    raises = _string(raw, "raises", None, where, ctx)
+    if raises is not None and not raises.isidentifier():
+        raise CaseFileError(where, ctx, f"raises = {raises!r} is not an exception's name (such as \"ValueError\")")
     needs = {"mask": mask is not None and target.attention is not None,
              "mask_invariance": mask is not None and bool(target.key_args) and target.final is not None,
-             "grad": True, "raises": "raises" in raw, "policy": bool(target.forbid)}
+             "grad": True, "raises": raises is not None, "policy": bool(target.forbid)}
     for c in checks:
         if not needs.get(c, True):
             raise CaseFileError(where, ctx, f"check {c!r} needs " + {
@@ -322,22 +371,41 @@ def _case(raw: Any, i: int, targets: dict[str, Target], where: str, rtol: float,
                 "mask_invariance": "a mask and a target with key_args = [...] and final = ...",
                 "raises": "raises = \"SomeError\"",
                 "policy": f"a target with forbid = [...] (in [targets.{target_name}])"}[c])
+    if raises is not None:
+        if "raises" not in checks:
+            raise CaseFileError(where, ctx, f"raises = {raises!r} needs the raises check: checks = [\"raises\"]")
+        others = [c for c in checks if c not in ("raises", "policy")]
+        if others:
+            raise CaseFileError(where, ctx, f"checks: the raises check expects the constructor to fail, so {others} "
+                                "could never run; put them in a case of their own")
+        if inputs or mask is not None:
+            raise CaseFileError(where, ctx, f"{'inputs' if inputs else 'mask'}: a raises case only builds the "
+                                "module, so its inputs and mask are never used; remove them")
     needing_inputs = [c for c in checks if c in ("shape", "match", "mask", "mask_invariance", "grad")]
     if needing_inputs and not inputs:
         raise CaseFileError(where, ctx, f"checks {needing_inputs} need inputs = {{ name = [shape], ... }}")
-    compare = tuple(raw.get("compare", ()))
+    if mask is not None and not inputs:
+        raise CaseFileError(where, ctx, "mask: the case has no inputs to mask")
+    compare = _names(raw, "compare", where, ctx)
+    outputs = ("h_seq", "c_last") if call == "unroll" else target.output_names
     for key in compare:
-        if key not in target.output_names and call == "forward":
-            raise CaseFileError(where, ctx, f"compare: {key!r} is not an output of {target_name}")
+        if key not in outputs:
+            raise CaseFileError(where, ctx, f"compare: {key!r} is not an output of {target_name}"
+                                f"{' unrolled' if call == 'unroll' else ''}; outputs: {list(outputs)}")
+    if compare and "match" not in checks and all(c in CHECKS for c in checks):
+        raise CaseFileError(where, ctx, "compare chooses what the match check compares, but the case has no "
+                            "match check")
     visibility = raw.get("visibility", "public")
     if visibility not in VISIBILITIES:
-        raise CaseFileError(where, ctx, "visibility must be \"public\" or \"hidden\"")
+        raise CaseFileError(where, ctx, f"visibility must be \"public\" or \"hidden\", not {_show(visibility)}")
+    hint = _string(raw, "hint", "", where, ctx)
     hint_on = _hint_on(raw, checks, where, ctx)
     return Case(
-        id=cid, name=str(raw.get("name", cid)), target=target_name, checks=checks, points=float(points),
-        init=dict(raw.get("init", {})), inputs=dict(inputs), mask=mask, seed=int(raw.get("seed", 0)),
-        call=call, compare=compare, rtol=float(raw.get("rtol", rtol)), atol=float(raw.get("atol", atol)),
-        raises=raw.get("raises"), hint=str(raw.get("hint", "")), hint_on=hint_on, visibility=visibility,
+        id=cid, name=name, target=target_name, checks=checks, points=points,
+        init=init, inputs=dict(inputs), mask=mask, seed=seed,
+        call=call, compare=compare, rtol=_number(raw, "rtol", rtol, where, ctx),
+        atol=_number(raw, "atol", atol, where, ctx),
+        raises=raises, hint=hint, hint_on=hint_on, visibility=visibility,
         dtypes=dict(dtypes),
     )
 
@@ -347,7 +415,7 @@ def _hint_on(raw: dict, checks: tuple[str, ...], where: str, ctx: str) -> tuple[
     if "hint_on" not in raw:
         return ()
     given = raw["hint_on"]
-    if not isinstance(given, list) or not given or any(e not in EVIDENCE for e in given):
+    if not isinstance(given, list) or not given or any(not isinstance(e, str) or e not in EVIDENCE for e in given):
         raise CaseFileError(where, ctx, f"hint_on must be a non-empty list of: {', '.join(EVIDENCE)}")
     if "hint" not in raw:
         raise CaseFileError(where, ctx, "hint_on says when to show the hint, but the case has no hint")
@@ -363,11 +431,11 @@ def _placeholder(raw: dict, targets: dict[str, Target], where: str, ctx: str) ->
     target = _get(raw, "target", str, where, ctx)
     if target not in targets:
         raise CaseFileError(where, ctx, f"target {target!r} is not declared; known: {sorted(targets)}")
-    points = raw.get("points")
-    if not isinstance(points, (int, float)) or points < 0:
-        raise CaseFileError(where, ctx, "points must be a number >= 0")
+    if "points" not in raw:
+        raise CaseFileError(where, ctx, "missing key 'points' (a number >= 0)")
+    points = _number(raw, "points", None, where, ctx)
     cid = _get(raw, "id", str, where, ctx)
-    return Case(id=cid, name=str(raw.get("name", cid)), target=target, checks=(), points=float(points),
+    return Case(id=cid, name=_string(raw, "name", cid, where, ctx), target=target, checks=(), points=points,
                 visibility="hidden", placeholder=True)
 
 
@@ -380,12 +448,203 @@ def _mask(mask: Any, where: str, ctx: str) -> dict[str, Any]:
     kind = mask.get("kind")
     if kind not in MASK_KINDS:
         raise CaseFileError(where, f"{ctx}, mask", f"kind must be one of {MASK_KINDS}, not {kind!r}")
+    extra = {"padding": {"values"}, "causal": {"lengths", "values"}, "custom": {"lengths"}}[kind] & set(mask)
+    if extra:
+        raise CaseFileError(where, f"{ctx}, mask", f"{sorted(extra)[0]} is not used by a {kind} mask; remove it")
     if kind == "padding" and not _is_shape(mask.get("lengths")):
-        raise CaseFileError(where, f"{ctx}, mask", "padding needs lengths = [...] (one positive int per batch row)")
+        raise CaseFileError(where, f"{ctx}, mask", "padding needs lengths = [...] (one positive int per batch row), "
+                            f"not {_show(mask.get('lengths'))}")
     if kind == "custom" and not _is_01_array(mask.get("values")):
         raise CaseFileError(where, f"{ctx}, mask", "custom needs values = [[1, 0, ...], ...]: nested lists of 0/1, "
                             "broadcastable to the scores")
     return dict(mask)
+
+
+def _inputs_fit(inputs: dict, target: Target, call: str, where: str, ctx: str) -> None:
+    """What the worker can do with these inputs: positional, in order; an unrolled cell gets only ``x``."""
+    given = [a for a in target.args if a in inputs]
+    if given:
+        last = target.args.index(given[-1])
+        skipped = [a for a in target.args[:last] if a not in inputs]
+        if skipped:
+            raise CaseFileError(where, ctx, f"inputs: {given[-1]!r} is given but {skipped[0]!r} before it is not; "
+                                f"inputs are passed by position ({', '.join(target.args)}), so give "
+                                f"{skipped[0]!r} too")
+    if call == "unroll" and inputs:
+        first = target.args[0]
+        shape = inputs.get(first)
+        if shape is None or not _is_shape(shape) or len(shape) != 3:
+            raise CaseFileError(where, ctx, f"inputs: call = \"unroll\" feeds {first} [N, L, D] step by step; "
+                                f"give {first} = [N, L, D], not {_show(shape)}")
+        ignored = [a for a in inputs if a != first]
+        if ignored:
+            raise CaseFileError(where, ctx, f"inputs: an unrolled cell starts from its default state, so "
+                                f"{ignored} would never be used; remove them")
+
+
+def _mask_fits(mask: dict, inputs: dict, target: Target, call: str, checks: tuple[str, ...],
+               where: str, ctx: str) -> None:
+    """The mask the worker will build from these inputs broadcasts to the scores (checked without torch)."""
+    mctx = f"{ctx}, mask"
+    if call == "unroll":
+        raise CaseFileError(where, mctx, "an unrolled cell takes no mask (call = \"unroll\")")
+    if len(target.args) < 2 and not target.key_args:
+        raise CaseFileError(where, mctx, f"{target.name} takes one input, so there are no keys to mask")
+    q_arg = target.args[0]
+    k_arg = target.key_args[0] if target.key_args else target.args[1]
+    for arg in dict.fromkeys((q_arg, k_arg)):
+        shape = inputs.get(arg)
+        if shape is None:
+            raise CaseFileError(where, mctx, f"the mask is shaped from the inputs {q_arg} (queries) and {k_arg} "
+                                f"(keys): give inputs {arg} = [...]")
+        if not _is_shape(shape) or len(shape) < 2:
+            raise CaseFileError(where, mctx, f"the mask needs input {arg} to be one tensor [..., n, d], not "
+                                f"{_show(shape)}")
+    q, k = inputs[q_arg], inputs[k_arg]
+    n_q, n_k = q[-2], k[-2]
+    rank = target.mask_rank or len(q)
+    kind = mask["kind"]
+    hides_last = True
+    if kind == "padding":
+        lengths = mask["lengths"]
+        if len(lengths) != q[0]:
+            raise CaseFileError(where, mctx, f"lengths = {lengths} gives {len(lengths)} lengths for a batch of "
+                                f"{q[0]} ({q_arg} = {q}); give one length per batch row")
+        if k[0] != q[0]:
+            raise CaseFileError(where, mctx, f"a padding mask needs {q_arg} and {k_arg} to have the same batch "
+                                f"size, not {q[0]} and {k[0]}")
+        too_long = [n for n in lengths if n > n_k]
+        if too_long:
+            raise CaseFileError(where, mctx, f"lengths = {lengths}: {too_long[0]} is more than the {n_k} keys "
+                                f"({k_arg} = {k}); each length must be at most n_K = {n_k}")
+        hides_last = any(n < n_k for n in lengths)
+    elif kind == "causal":
+        hides_last = n_k >= 2
+    else:
+        values = mask["values"]
+        shape = _array_shape(values)
+        if shape is None:
+            raise CaseFileError(where, mctx, "values must be a rectangular nested list (every row the same length)")
+        # the scores' leading dims are the queries' own, unless the module adds some (MHA's heads)
+        lead: list[int | None] = list(q[:-2]) if rank == len(q) else [None] * (rank - 2)
+        scores = [*lead, n_q, n_k]
+        if len(shape) > len(scores) or any(m != 1 and s is not None and m != s
+                                           for m, s in zip(reversed(shape), reversed(scores))):
+            shown = ["*" if s is None else s for s in scores]
+            raise CaseFileError(where, mctx, f"values of shape {list(shape)} do not broadcast to the scores' "
+                                f"shape {shown} ({q_arg} = {q}, {k_arg} = {k})")
+        last = [row[-1] for row in _rows(values)]
+        hides_last = 0 in last
+    if "mask_invariance" in checks:
+        missing = [a for a in target.key_args if a not in inputs]
+        if missing:
+            raise CaseFileError(where, ctx, f"mask_invariance changes the last key of {list(target.key_args)}: "
+                                f"give inputs {missing[0]} = [...]")
+        if not hides_last:
+            raise CaseFileError(where, mctx, "mask_invariance changes the last key, which this mask hides from "
+                                "no query, so the check could never fail; mask the last key for some row")
+
+
+def _array_shape(x: Any) -> tuple[int, ...] | None:
+    """The shape of a rectangular nested list (None when ragged)."""
+    if not isinstance(x, list):
+        return ()
+    inner = {_array_shape(v) for v in x}
+    if len(inner) != 1 or None in inner:
+        return None
+    return (len(x), *inner.pop())
+
+
+def _rows(x: Any) -> list[list]:
+    """The innermost lists of a nested list."""
+    return [x] if not x or not isinstance(x[0], list) else [r for v in x for r in _rows(v)]
+
+
+def _init(raw: dict, where: str, ctx: str) -> dict[str, Any]:
+    """Constructor keywords: a table of name = TOML value (no dates, which the worker cannot receive)."""
+    init = raw.get("init", {})
+    if not isinstance(init, dict):
+        raise CaseFileError(where, ctx, "init must be a table of keyword = value, such as { d_feat = 20, n_head = 4 }, "
+                            f"not {_show(init)}")
+    for key, value in init.items():
+        if not key.isidentifier():
+            raise CaseFileError(where, ctx, f"init: {key!r} is not a keyword argument's name")
+        bad = _not_plain(value)
+        if bad:
+            raise CaseFileError(where, ctx, f"init: {key} = {_show(value)}: {bad}")
+    return dict(init)
+
+
+def _not_plain(value: Any) -> str:
+    """Why ``value`` cannot be passed to a constructor ("" when it can): strings, numbers, booleans, lists, tables."""
+    if isinstance(value, (str, bool, int)):
+        return ""
+    if isinstance(value, float):
+        return "" if math.isfinite(value) else "must be a finite number"
+    if isinstance(value, list):
+        return next((b for b in map(_not_plain, value) if b), "")
+    if isinstance(value, dict):
+        return next((b for b in map(_not_plain, value.values()) if b), "")
+    return f"a {type(value).__name__} cannot be passed to the constructor; use a string, number, boolean or list"
+
+
+def _number(table: dict, key: str, default: Any, where: str, ctx: str, positive: bool = False) -> Any:
+    """A finite number >= 0 (> 0 when ``positive``), as a float; ``default`` when the key is absent."""
+    if key not in table:
+        return default
+    value = table[key]
+    if (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
+            or value < 0 or (positive and value == 0)):
+        raise CaseFileError(where, ctx, f"{key} must be a number {'>' if positive else '>='} 0, not {_show(value)}")
+    return float(value)
+
+
+def _string(table: dict, key: str, default: Any, where: str, ctx: str) -> Any:
+    """A string; ``default`` when the key is absent."""
+    if key not in table:
+        return default
+    value = table[key]
+    if not isinstance(value, str):
+        raise CaseFileError(where, ctx, f"{key} must be a string, not {_show(value)}")
+    return value
+
+
+def _names(table: dict, key: str, where: str, ctx: str, identifiers: bool = False) -> tuple[str, ...]:
+    """A list of distinct names (``()`` when the key is absent)."""
+    value = table.get(key, [])
+    if not isinstance(value, list) or not all(isinstance(v, str) and _is_name(v) for v in value):
+        raise CaseFileError(where, ctx, f"{key} must be a list of names (strings), not {_show(value)}")
+    if identifiers:
+        for v in value:
+            if not v.isidentifier():
+                raise CaseFileError(where, ctx, f"{key}: {v!r} is not a Python name")
+    twice = [v for i, v in enumerate(value) if v in value[:i]]
+    if twice:
+        raise CaseFileError(where, ctx, f"{key} lists {twice[0]!r} twice")
+    return tuple(value)
+
+
+def _is_name(x: str) -> bool:
+    """An output or input name: non-empty, without '/' (it is part of a tensor's key)."""
+    return bool(x) and "/" not in x and x == x.strip()
+
+
+def _is_int(x: Any) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _show(value: Any) -> str:
+    """A value as the case file writes it, short: '"abc"', '[64, 4]', 'a table'."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return '"' + (value if len(value) <= 40 else value[:37] + "...") + '"'
+    if isinstance(value, dict):
+        return "a table"
+    if hasattr(value, "isoformat"):  # TOML's dates and times
+        return value.isoformat()
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def _is_01_array(x: Any) -> bool:
