@@ -3,7 +3,9 @@
 Checks, each a plain finding: the reference gets full marks; the released template gets 0
 with clean "not implemented yet" reasons (naming each case it passes, which earns points on
 code the template gives, apart from those that fail for another reason); the committed template and public fixtures equal
-a fresh release; every case has points and targets a class the reference defines.
+a fresh release; every case has points and targets a class the reference defines; the
+reference's solution markers are balanced, spelled right and mark something in every graded
+class (``release.marker_problems``, the same check that makes ``grade release`` refuse).
 """
 from __future__ import annotations
 
@@ -15,7 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from grader.authoring.release import read_notebook_json, release
+from grader.authoring.release import (grade_template, marker_problems, read_notebook_json, template_passes,
+                                      write_bundle)
 from grader.config import GradeConfig
 from grader.errors import CaseFileError
 from grader.report.result import Report
@@ -62,20 +65,39 @@ def validate(assignment: Assignment, config: GradeConfig, update: bool = False) 
     add("the reference gets full marks", ref.all_passed and ref.score == assignment.max_score,
         f"{ref.score:g}/{ref.max_score:g}; not passed: {missing}" if missing else "")
 
+    problems = marker_problems(assignment)  # what `grade release` refuses, as findings
+    broken = [str(p) for p in problems if not p.forcible]
+    unmarked = [str(p) for p in problems if p.forcible]
+    add("the reference's solution markers are balanced and spelled right", not broken, "; ".join(broken))
+    add("every graded class has a solution marker in the reference", not unmarked, "; ".join(unmarked))
+    release_checks = ("the committed template equals a fresh release",
+                      "the committed public fixtures equal a fresh release",
+                      "the released template gets 0, every case 'not implemented yet'")
+    if broken:
+        for check in release_checks:
+            add(check, False, "not checked: the reference's solution markers are broken")
+        return findings
+
     with tempfile.TemporaryDirectory(prefix="grader-validate-") as tmp:
-        fresh = release(assignment, Path(tmp), config)
+        fresh = write_bundle(assignment, Path(tmp), config)
         template = assignment.folder / f"{assignment.name}.ipynb"
-        if update:
+        if update and not unmarked:  # never commit a template that holds a class's whole solution
             template.write_text(fresh.notebook.read_text(encoding="utf-8"), encoding="utf-8")
+            written = [template]
             for name in ("public.safetensors", "public.json"):
                 (assignment.folder / name).write_bytes((fresh.cases.parent / name).read_bytes())
+                written.append(assignment.folder / name)
+            add("--update wrote only inside the course folder", all(p.is_relative_to(assignment.folder)
+                                                                    for p in written),
+                "wrote " + ", ".join(str(p) for p in written))
         same = template.is_file() and read_notebook_json(template) == read_notebook_json(fresh.notebook)
-        add("the committed template equals a fresh release", same,
-            "" if same else f"{template} differs; run `grade validate {assignment.name} --update`")
-        add("the committed public fixtures equal a fresh release", *_same_fixtures(assignment, fresh.cases.parent))
+        add(release_checks[0], same,
+            "" if same else f"{template} differs; run `grade validate {assignment.name} --update`"
+            + (" once every graded class has solution markers" if unmarked else ""))
+        add(release_checks[1], *_same_fixtures(assignment, fresh.cases.parent))
 
-        student = grade_submission(fresh.notebook, config)
-        add("the released template gets 0, every case 'not implemented yet'", *_template_verdict(student))
+        student = grade_template(fresh.notebook, assignment, config)
+        add(release_checks[2], *_template_verdict(student))
     return findings
 
 
@@ -85,7 +107,7 @@ def _template_verdict(student: Report) -> tuple[bool, str]:
     A case the template passes earns points on code the template gives: the case or the template
     must change. A case that fails for another reason than a blank is listed apart, with its cause.
     """
-    passed = [f"{c.name} [{c.case_id}]" for c in student.cases if c.status == "passed"]
+    passed = template_passes(student)  # what `grade release` refuses
     other = [f"{c.name} [{c.case_id}]: {c.cause.kind.replace('_', ' ') if c.cause else c.status}" for c in student.cases
              if c.status != "passed" and (c.status != "error" or c.cause is None or c.cause.kind != "not_implemented")]
     parts = []
