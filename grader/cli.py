@@ -86,10 +86,13 @@ def main() -> None:
                    "around the current folder, else this checkout; never a folder beside SUBMISSION while one "
                    "of those exists].")
 @click.option("--no-cache", is_flag=True, help="Recompute the reference's outputs instead of reusing the cache.")
+@click.option("--audience", type=click.Choice(("instructor", "student")), default="instructor", show_default=True,
+              help="Who reads the report: instructor (everything, hidden cases labelled) or student (hidden cases "
+                   "by name, points and result only).")
 def grade_one(submission: Path, assignment: str | None, fmt: str, output: Path | None, timeout: float | None,
               case_timeout: float | None, sandbox: str | None, memory_mb: int | None, cpu_seconds: int | None,
               max_file_mb: int | None, disk_mb: int | None, max_processes: int | None, max_output_kb: int | None,
-              max_tensor_mb: int | None, root: Path | None, no_cache: bool) -> None:
+              max_tensor_mb: int | None, root: Path | None, no_cache: bool, audience: str) -> None:
     """Grade one SUBMISSION (.ipynb or .py) and print its report."""
     from grader.config import GradeConfig
     from grader.config import Limits
@@ -106,7 +109,7 @@ def grade_one(submission: Path, assignment: str | None, fmt: str, output: Path |
     if root is not None:
         overrides["root"] = root.resolve()
     config = GradeConfig(**overrides)
-    sys.exit(run_and_report(submission, config, fmt, output))
+    sys.exit(run_and_report(submission, config, fmt, output, audience))
 
 
 def guarded(action: "Callable[[], int]") -> int:  # noqa: F821
@@ -128,13 +131,15 @@ def guarded(action: "Callable[[], int]") -> int:  # noqa: F821
         return ExitCode.INTERNAL_ERROR
 
 
-def run_and_report(submission: Path, config: "GradeConfig", fmt: str, output: Path | None) -> int:  # noqa: F821
-    """Grade, render, and choose the exit code."""
+def run_and_report(submission: Path, config: "GradeConfig", fmt: str, output: Path | None,  # noqa: F821
+                   audience: str = "instructor") -> int:
+    """Grade, render for ``audience``, and choose the exit code."""
     from grader.pipeline import grade_submission
+    from grader.report.audience import for_audience
     from grader.report.render import render, rich_renderable
 
     def work() -> int:
-        report = grade_submission(submission, config)
+        report = for_audience(grade_submission(submission, config), audience)
         if output is not None:
             output.write_text(render(report, fmt), encoding="utf-8")
         if fmt == "rich" or output is not None:
@@ -160,8 +165,10 @@ _ROOT_OPTION = click.option("--root", type=click.Path(path_type=Path, file_okay=
 @click.argument("assignment")
 @click.option("--out", "out", type=click.Path(path_type=Path, file_okay=False), required=True,
               help="Folder to write the student bundle to.")
+@click.option("--force", is_flag=True, help="Release even when a graded class has no solution marker or the "
+              "template earns points (the bundle may then contain the solution). Broken markers still refuse.")
 @_ROOT_OPTION
-def release_cmd(assignment: str, out: Path, root: Path | None) -> None:
+def release_cmd(assignment: str, out: Path, root: Path | None, force: bool = False) -> None:
     """Write ASSIGNMENT's student bundle: notebook, public case fixtures, no reference."""
     from grader.course.assignments import get_assignment
     from grader.config import GradeConfig
@@ -169,7 +176,13 @@ def release_cmd(assignment: str, out: Path, root: Path | None) -> None:
 
     def work() -> int:
         a = get_assignment(_course(root), assignment)
-        paths = release(a, out, GradeConfig())
+        paths = release(a, out, GradeConfig(), force=force)
+        if paths.overridden:
+            from grader.report.text import safe_text
+            click.echo(safe_text(f"grade: WARNING: --force released {a.name} despite:"
+                                 + "".join(f"\n  {o}" for o in paths.overridden)
+                                 + f"\nTHE BUNDLE IN {out} MAY CONTAIN THE SOLUTION: check it before giving it "
+                                 "to students."), err=True)
         public = sum(c.points for c in a.cases if not c.hidden)
         click.echo(f"released {a.name} to {out}:\n  {paths.notebook}\n  {paths.cases}\n  {paths.fixtures}\n"
                    f"  {paths.records}\n{public:g} public points, {a.max_score - public:g} hidden points")
@@ -190,9 +203,12 @@ def validate_cmd(assignments: tuple[str, ...], update: bool, root: Path | None) 
 
     def work() -> int:
         course = _course(root)
+        click.echo(f"course: {course.describe()}")
         failed = False
         for name in assignments or assignment_names(course.root):
-            for f in validate(get_assignment(course, name), GradeConfig(root=course.root), update):
+            a = get_assignment(course, name)
+            click.echo(f"{a.name}: cases from {a.cases_file}")
+            for f in validate(a, GradeConfig(root=course.root), update):
                 failed |= not f.ok
                 click.echo(f"{'ok  ' if f.ok else 'FAIL'} {f.assignment}: {f.check}"
                            + (f" — {f.detail}" if f.detail else ""))

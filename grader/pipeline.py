@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from grader.config import GradeConfig
@@ -39,10 +40,27 @@ from grader.spec.mistakes import load_mistakes
 def grade_submission(path: str | Path, config: GradeConfig | None = None) -> Report:
     """Grade one submission file and return its report."""
     config = config or GradeConfig()
-    start = time.perf_counter()
     path = Path(path)
     if not path.exists():
         raise UsageError(f"no such file: {path}")
+    return _grade(path, lambda: read_submission(path), config)
+
+
+def grade_source(submission: Submission, config: GradeConfig | None = None, notes: Iterable[Note] = (),
+                 name: str | None = None) -> Report:
+    """Grade source units already read (``check()``: what a Jupyter kernel ran), exactly as a file is graded.
+
+    ``submission.path`` stands for where the code came from (the course beside it, the folder
+    hidden from the sandbox) and need not exist; ``notes`` lead the report's notes; ``name`` is
+    what the report calls the submission (default: the path).
+    """
+    report = _grade(submission.path, lambda: submission, config or GradeConfig(), tuple(notes))
+    return dataclasses.replace(report, submission=name) if name else report
+
+
+def _grade(path: Path, read: Callable[[], Submission], config: GradeConfig, lead: tuple[Note, ...] = ()) -> Report:
+    """Both entry points: ``read`` gives the submission while the worker starts; ``lead`` notes come first."""
+    start = time.perf_counter()
     course = resolve_course(config.root, path)
     forced = get_assignment(course, config.assignment) if config.assignment else None
     mode = resolve_mode(config.sandbox)
@@ -53,7 +71,7 @@ def grade_submission(path: str | Path, config: GradeConfig | None = None) -> Rep
 
         worker = new_worker()  # started first: its torch import overlaps reading, slicing and the reference
         try:
-            submission = read_submission(path)
+            submission = read()
         except SubmissionUnreadable as e:
             return Report(str(path), forced.name if forced else None, (), str(e), (), _isolation(mode, worker),
                           round(time.perf_counter() - start, 3),
@@ -76,9 +94,14 @@ def grade_submission(path: str | Path, config: GradeConfig | None = None) -> Rep
                 variants = variant_outputs(assignment, reference, config)
                 results = name_mistakes(results, plan, expected, execution, variants, mistakes)
     results, causes = group_causes(results, {c.id: c for c in assignment.cases}, {m.id: m for m in mistakes})
-    notes = [messages.note_text(n) for n in _notes(plan, execution, course)]
-    return Report(str(path), assignment.name, results, None, tuple(notes), _isolation(mode, worker),
-                  round(time.perf_counter() - start, 3), local=plan.local, course=str(course.root), causes=causes)
+    notes = [*lead, *_notes(plan, execution, course)]
+    # The code's own output may show what a hidden case fed it: instructors only.
+    private = {"output_tail"} if any(c.hidden for c in plan.to_run) else set()
+    shown = tuple(messages.note_text(n) for n in notes if n.kind not in private)
+    kept_back = tuple(messages.note_text(n) for n in notes if n.kind in private)
+    return Report(str(path), assignment.name, results, None, shown, _isolation(mode, worker),
+                  round(time.perf_counter() - start, 3), local=plan.local, course=str(course.root), causes=causes,
+                  instructor_notes=kept_back)
 
 
 def _isolation(mode: str, worker: Worker) -> str:
@@ -102,4 +125,6 @@ def _notes(plan: Plan, execution: Execution, course: Course) -> list[Note]:
         notes.insert(0, Note("local_check", {"hidden_points": hidden}))
     if not course.trusted:
         notes.insert(0, Note("untrusted_course", {"root": str(course.root)}))
+    if course.passed_over is not None:
+        notes.insert(0, Note("course_passed_over", {"used": str(course.root), "passed_over": str(course.passed_over)}))
     return notes

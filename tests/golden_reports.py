@@ -42,7 +42,10 @@ GRADED = {
     "exception": "tests/submissions/lstm/bug_hardcoded_batch.py",
     "template": "assignments/lstm/lstm.ipynb",
     "forbidden": "tests/submissions/lstm/forbidden_lstmcell.py",
+    "hidden_only": "tests/submissions/mha/bug_hardcoded_dk.py",
 }
+#: Of these, the student's view is pinned too (``--audience student``).
+STUDENT_VIEWS = ("hidden_only", "exception")
 
 
 def normalised(report: Report, submission: str) -> Report:

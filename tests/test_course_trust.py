@@ -117,3 +117,30 @@ def test_without_a_trusted_course_a_bundle_beside_the_work_is_a_local_check_only
     assert report.local and report.course == str(submission.parent)
     assert any("this is not a grade" in n for n in report.notes)
     assert {c.status for c in report.cases if c.visibility == "hidden"} == {"pending"}
+
+
+def test_every_command_says_which_course_and_update_writes_only_there(tmp_path):
+    """From inside a course folder (no $GRADER_ROOT), validate checks that course, says so, and --update
+    writes there, listing each file; the grader's checkout is left alone."""
+    mine = tmp_path / "my-course"
+    shutil.copytree(ROOT / "assignments" / "gru", mine / "assignments" / "gru")
+    shutil.copytree(ROOT / "reference", mine / "reference")
+    before = {p: p.stat().st_mtime_ns for p in (ROOT / "assignments" / "gru").iterdir()}
+    p = run_grade("validate", "gru", "--update", cwd=mine, env={"GRADER_ROOT": ""}, timeout=300)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert f"course: {mine} (from the current folder)" in p.stdout
+    assert f"gru: cases from {mine / 'assignments' / 'gru' / 'cases.toml'}" in p.stdout
+    assert f"wrote {mine / 'assignments' / 'gru' / 'gru.ipynb'}" in p.stdout
+    assert {p: p.stat().st_mtime_ns for p in (ROOT / "assignments" / "gru").iterdir()} == before
+    unknown = run_grade("validate", "rnn", cwd=mine, env={"GRADER_ROOT": ""})
+    assert unknown.returncode == 2 and f"unknown assignment 'rnn' in the course {mine}" in unknown.stderr
+
+
+def test_a_course_passed_over_for_grader_root_is_said(tmp_path):
+    mine = tmp_path / "my-course"
+    shutil.copytree(ROOT / "assignments" / "gru", mine / "assignments" / "gru")
+    p = run_grade(str(ROOT / "tests" / "submissions" / "gru" / "correct.py"), "--format", "json", cwd=mine)
+    report = json.loads(p.stdout)
+    assert report["course"] == str(ROOT)
+    assert any(f"the current folder is inside another course, {mine}, which was not used" in n
+               for n in report["notes"])

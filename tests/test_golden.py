@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT
-from golden_reports import GRADED, SAMPLE, normalised
+from golden_reports import GRADED, SAMPLE, STUDENT_VIEWS, normalised
+from grader.report.audience import for_audience
 from grader import grade_submission
 from grader.report.render import FORMATS, render, render_rich_text
 
@@ -57,6 +58,7 @@ def _compare(name: str, report) -> None:
 
 def test_sample_report_in_every_format():
     _compare("sample", SAMPLE)
+    _compare("sample.student", for_audience(SAMPLE, "student"))
 
 
 @pytest.fixture(scope="module")
@@ -67,6 +69,11 @@ def graded():
 @pytest.mark.parametrize("name", sorted(GRADED))
 def test_graded_report_in_every_format(graded, name):
     _compare(name, graded[name])
+
+
+@pytest.mark.parametrize("name", STUDENT_VIEWS)
+def test_students_view_in_every_format(graded, name):
+    _compare(f"{name}.student", for_audience(graded[name], "student"))
 
 
 @pytest.mark.parametrize("name", sorted(GRADED))

@@ -9,6 +9,11 @@ looked for in this order, the first that exists wins:
    above it that holds ``assignments/``
 4. the grader's own checkout (a development or editable install)
 
+``$GRADER_ROOT`` comes before the current folder on purpose: an instructor who runs ``grade``
+from inside a student's unpacked folder must not be handed a course the student wrote. When
+the current folder is inside a different course than the one chosen, ``Course.passed_over``
+says so, and every command prints it.
+
 Each of these is **trusted**: its instructor checks (``checks.py``) are imported and its
 reference runs (in the sandbox, like any code). Only when none exists is a released bundle
 beside the submission used (the nearest folder above the submission holding
@@ -36,6 +41,8 @@ class Course:
 
     root: Path
     source: str
+    #: a course around the current folder that was not used (``$GRADER_ROOT`` or ``--root`` won)
+    passed_over: Path | None = None
 
     @property
     def trusted(self) -> bool:
@@ -43,18 +50,22 @@ class Course:
         return self.source != "submission"
 
     def describe(self) -> str:
-        """'/path/to/course (from $GRADER_ROOT)'."""
-        return f"{self.root} (from {_WORDS[self.source]})"
+        """'/path/to/course (from $GRADER_ROOT)', and the course around the current folder not used."""
+        text = f"{self.root} (from {_WORDS[self.source]})"
+        if self.passed_over is not None:
+            text += (f"; the current folder is inside another course, {self.passed_over}, which was not used "
+                     "(pass --root to choose it)")
+        return text
 
 
 def resolve_course(explicit: Path | None = None, submission: Path | None = None) -> Course:
     """The course for grading ``submission`` (see the module docstring for the order)."""
+    around = _course_above(Path.cwd())
     if explicit is not None:
-        return Course(Path(explicit).resolve(), "option")
+        return _chosen(Path(explicit).resolve(), "option", around)
     env = os.environ.get("GRADER_ROOT")
     if env:
-        return Course(Path(env).resolve(), "env")
-    around = _course_above(Path.cwd())
+        return _chosen(Path(env).resolve(), "env", around)
     if around is not None:
         return Course(around, "cwd")
     checkout = grader_checkout()
@@ -66,6 +77,11 @@ def resolve_course(explicit: Path | None = None, submission: Path | None = None)
             return Course(beside, "submission")
     raise UsageError("no course found: pass --root DIR (the folder holding assignments/ and reference/), "
                      "set $GRADER_ROOT, or run from inside the course folder")
+
+
+def _chosen(root: Path, source: str, around: Path | None) -> Course:
+    passed_over = around if source == "env" and around is not None and around != root else None
+    return Course(root, source, passed_over)
 
 
 def grader_checkout() -> Path | None:

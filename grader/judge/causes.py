@@ -13,7 +13,8 @@ by their wording:
   wrong forward gives wrong gradients too).
 
 Causes are numbered in the order of the first case they explain, so the numbers in the
-table's rows run down the page; each case's ``cause_ref`` points to its entry.
+table's rows run down the page; each case's ``cause_ref`` points to its entry. An entry's
+words come from its first public case, if it has one.
 """
 from __future__ import annotations
 
@@ -83,7 +84,9 @@ def category(p: Problem) -> str:
 
 def _summary(number: int, members: list[CaseResult], cases: dict[str, Case],
              mistakes: dict[str, Mistake]) -> CauseSummary:
-    first = members[0]
+    # What the entry says comes from its first public case where it has one: a student's report may
+    # show it whole (``grader.report.audience`` keeps hidden cases' facts back).
+    first = next((r for r in members if r.visibility != "hidden"), members[0])
     case = cases[first.case_id]
     cause = first.cause or Cause("wrong_answer")
     found = [(m.name, m.hint, m.credit) for mid in first.mistakes
@@ -98,4 +101,5 @@ def _summary(number: int, members: list[CaseResult], cases: dict[str, Case],
         cases=tuple(r.case_id for r in members),
         points_lost=round(sum(r.max_score - r.score for r in members), 6),
         where=messages.summary_where(cause, first.problems), fix=messages.summary_fix(cause, first.hint, found),
-        evidence=shown, seen_in=first.name if shown and grouped else "", varied=len(firsts) > 1 and not found)
+        evidence=shown, seen_in=first.name if shown and grouped else "", varied=len(firsts) > 1 and not found,
+        hidden_only=all(r.visibility == "hidden" for r in members))

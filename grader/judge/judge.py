@@ -189,5 +189,5 @@ def _result(case: Case, status: str, cause: Cause | None, problems: tuple[Proble
         hint_text = case.hint if show else ""
     score = case.points if status == "passed" else 0.0
     return CaseResult(case.id, case.name, case.target, status, score, case.points, reason, details,
-                      "hidden" if case.hidden else "visible", ran.duration if ran is not None else 0.0,
+                      case.visibility, ran.duration if ran is not None else 0.0,
                       cause=cause, problems=problems, hint=hint_text)

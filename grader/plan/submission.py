@@ -9,8 +9,8 @@ before anything is parsed: a ``.py`` file is refused from its size alone
 (``MAX_CODE_BYTES``), and a notebook (at most ``MAX_NOTEBOOK_BYTES``) is never handed
 whole to ``json.loads`` or nbformat. A small scanner walks its JSON without recursion,
 skips what the grader never needs (outputs, attachments, metadata: any size, any depth)
-without building it, and decodes only each cell's type and source, the version fields and
-``metadata.grader.assignment``, with strict type checks. Only that minimal notebook goes to
+without building it, and decodes only each cell's type, source and execution count, the
+version fields and ``metadata.grader.assignment``, with strict type checks. Only that minimal notebook goes to
 nbformat, for the version upgrade. The scanner's work is capped by ``MAX_NOTEBOOK_NODES``
 and ``MAX_CELLS``, and the code it finds by ``MAX_CODE_BYTES``. Measurements:
 ``benchmarks/bench_plan.py``.
@@ -71,8 +71,10 @@ _HELP_LINE = re.compile(r"^\s*[\w.]+\?\??\s*$|^\s*\?\??[\w.]+\s*$")
 class SourceUnit:
     """One piece of Python source: a notebook code cell or a whole ``.py`` file.
 
-    ``label`` is what students see ("cell 7" counts every cell from 1, as the notebook
-    shows them; "line" numbers are within the unit).
+    ``label`` is what students see: "cell 7" counts every cell from 1, markdown cells
+    included; where the cell has an execution count, Jupyter's own prompt follows it,
+    "cell 7 (In [3])"; a kernel's input history is labelled by its prompts alone, "In [3]"
+    (``history_units``). "line" numbers are within the unit.
     """
 
     index: int
@@ -187,7 +189,7 @@ def _read_notebook(path: Path) -> Submission:
             found = scanner.run()
             if found is None or found.nbformat is None:
                 raise SubmissionUnreadable(f"{path.name} is JSON but not a Jupyter notebook (no 'nbformat' field)")
-            minimal = _minimal_notebook(found, scanner)
+            minimal, counts = _minimal_notebook(found, scanner)
     except _NotJSON as e:
         raise SubmissionUnreadable(
             f"{path.name} is not a valid notebook file (not JSON: {e}); re-download it from Jupyter "
@@ -213,7 +215,7 @@ def _read_notebook(path: Path) -> Submission:
             source = "".join(source)
         unit_source = clean_ipython(source)
         if unit_source is not None:
-            units.append(SourceUnit(i, f"cell {i}", unit_source))
+            units.append(SourceUnit(i, cell_label(i, counts[i - 1] if i <= len(counts) else None), unit_source))
     if not units:
         raise SubmissionUnreadable(f"{path.name} has no code cells; write your code in code cells and submit again")
     meta = nb.get("metadata", {}).get("grader", {})
@@ -241,6 +243,10 @@ _LIST, _END_LIST, _OBJECT, _END_OBJECT = ord("["), ord("]"), ord("{"), ord("}")
 _CHUNK = 1 << 20
 #: Fields a cell's code may be in: v4 "source", v2/v3 "input", v1 "code".
 _CODE_FIELDS = ("source", "input", "code")
+#: Fields a code cell's execution count may be in: v4 "execution_count", v2/v3 "prompt_number".
+_COUNT_FIELDS = ("execution_count", "prompt_number")
+#: The largest execution count shown; anything else (a float, a string, a list) is read as none.
+_MAX_COUNT = 10 ** 9
 #: JSON text of code-cell sources decoded at most (escapes and line lists make JSON longer than code).
 _MAX_SOURCE_JSON = 8 * MAX_CODE_BYTES
 
@@ -273,12 +279,13 @@ def _blank_escapes(data: bytearray) -> None:
 
 
 class _Cell:
-    __slots__ = ("is_object", "cell_type", "fields")
+    __slots__ = ("is_object", "cell_type", "fields", "count")
 
     def __init__(self, is_object: bool):
         self.is_object = is_object
         self.cell_type: str | None = None
         self.fields: dict[str, tuple[int, int]] = {}
+        self.count: int | None = None  # the execution count (v4 "execution_count", v2/v3 "prompt_number")
 
 
 class _Found:
@@ -514,6 +521,10 @@ class _NotebookScan:
                 value, end = self.small(p)
                 cell.cell_type = value if isinstance(value, str) else None
                 return end
+            if key in _COUNT_FIELDS:
+                value, end = self.small(p)
+                cell.count = value if type(value) is int and 0 <= value <= _MAX_COUNT else None
+                return end
             end = self.skip(p)
             if key in _CODE_FIELDS:
                 cell.fields[key] = (p, end)
@@ -524,8 +535,9 @@ class _NotebookScan:
 _DEEP = object()  # a value too big or too deep to be what the grader needs
 
 
-def _minimal_notebook(found: _Found, scanner: _NotebookScan) -> dict:
-    """The notebook with only what the grader reads: cell types, code, the assignment, the version.
+def _minimal_notebook(found: _Found, scanner: _NotebookScan) -> tuple[dict, list[int | None]]:
+    """The notebook with only what the grader reads: cell types, code, the assignment, the version;
+    and each cell's execution count (None for a non-code cell, or a cell never run).
 
     Non-code cells become empty markdown (or v1 text) cells, so cells keep their numbers.
     """
@@ -549,6 +561,7 @@ def _minimal_notebook(found: _Found, scanner: _NotebookScan) -> dict:
         cells = found.cells or []
         field = "code" if major == 1 else "source"
     json_left, code_bytes, out = _MAX_SOURCE_JSON, 0, []
+    counts = [cell.count if cell.cell_type == "code" else None for cell in cells]
     for number, cell in enumerate(cells, start=1):
         if not cell.is_object:
             raise _BadNotebook(f"cell {number} is not a JSON object")
@@ -571,14 +584,74 @@ def _minimal_notebook(found: _Found, scanner: _NotebookScan) -> dict:
     metadata = {"grader": {"assignment": found.assignment}} if found.assignment is not None else {}
     if major == 1:
         return {"nbformat": 1, "nbformat_minor": minor, "cells": [
-            {"cell_type": "code", "code": s} if s is not None else {"cell_type": "text", "text": ""} for s in out]}
+            {"cell_type": "code", "code": s} if s is not None else {"cell_type": "text", "text": ""} for s in out]}, counts
     if major in (2, 3):
         return {"nbformat": major, "nbformat_minor": minor, "metadata": metadata, "worksheets": [{"metadata": {}, "cells": [
             {"cell_type": "code", "input": s, "language": "python", "outputs": [], "metadata": {}} if s is not None
-            else {"cell_type": "markdown", "source": "", "metadata": {}} for s in out]}]}
+            else {"cell_type": "markdown", "source": "", "metadata": {}} for s in out]}]}, counts
     return {"nbformat": major, "nbformat_minor": minor, "metadata": metadata, "cells": [
         {"cell_type": "code", "source": s, "metadata": {}, "outputs": [], "execution_count": None} if s is not None
-        else {"cell_type": "markdown", "source": "", "metadata": {}} for s in out]}
+        else {"cell_type": "markdown", "source": "", "metadata": {}} for s in out]}, counts
+
+
+def cell_label(number: int, count: int | None = None) -> str:
+    """'cell 7', or 'cell 7 (In [3])' where the cell has an execution count (what Jupyter shows beside it)."""
+    return f"cell {number}" if count is None else f"cell {number} (In [{count}])"
+
+
+def history_units(inputs, current: int | None = None) -> tuple[SourceUnit, ...]:
+    """A kernel's input history (IPython's ``In``: ``inputs[n]`` is what ran as ``In [n]``) as source units.
+
+    Each input is one unit, labelled "In [n]", in the order it ran, so the slicer's rule
+    (the last definition wins) picks what the kernel holds now. Inputs that only use the
+    grader (``from grader import check``, ``check()``) are left out, and so is what follows
+    the call to ``check`` in the ``current`` input: it has not run yet. Bounded like a file:
+    at most ``MAX_CODE_BYTES`` of code in all (``SubmissionUnreadable`` past it).
+    """
+    units, total = [], 0
+    for n, raw in enumerate(inputs):
+        if not isinstance(raw, str) or not raw.strip():
+            continue
+        total += len(raw.encode("utf-8", "surrogatepass"))
+        if total > MAX_CODE_BYTES:
+            raise SubmissionUnreadable(
+                f"this kernel has run more than {_size(MAX_CODE_BYTES)} of code, more than the grader reads; "
+                "restart the kernel, run your notebook's cells once, and call check() again")
+        source = clean_ipython(raw)
+        if source is None:
+            continue
+        try:
+            body = ast.parse(source).body
+        except (SyntaxError, ValueError, RecursionError, MemoryError):
+            units.append(SourceUnit(n, f"In [{n}]", source))  # the slicer says why it cannot be read
+            continue
+        if n == current:
+            cut = next((i for i, node in enumerate(body) if _calls_check(node)), None)
+            if cut is not None:
+                first = min([body[cut].lineno] + [d.lineno for d in getattr(body[cut], "decorator_list", [])])
+                source, body = "\n".join(source.split("\n")[:first - 1]), body[:cut]
+        if all(_only_grader(node) for node in body):
+            continue
+        units.append(SourceUnit(n, f"In [{n}]", source))
+    return tuple(units)
+
+
+def _calls_check(node: ast.stmt) -> bool:
+    """A top-level expression or assignment that calls ``check(...)`` (or ``grader.check``, ``local.check``)."""
+    if not isinstance(node, (ast.Expr, ast.Assign, ast.AnnAssign)):
+        return False
+    return any(isinstance(c, ast.Call) and (getattr(c.func, "id", None) == "check"
+                                            or getattr(c.func, "attr", None) == "check")
+               for c in ast.walk(node))
+
+
+def _only_grader(node: ast.stmt) -> bool:
+    """A statement that uses the grader and nothing the graded code could need: importing it, calling check, pass."""
+    if isinstance(node, ast.Import):
+        return all(a.name == "grader" or a.name.startswith("grader.") for a in node.names)
+    if isinstance(node, ast.ImportFrom):
+        return node.level == 0 and (node.module == "grader" or (node.module or "").startswith("grader."))
+    return isinstance(node, ast.Pass) or _calls_check(node)
 
 
 def clean_ipython(source: str) -> str | None:

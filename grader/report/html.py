@@ -12,7 +12,7 @@ from typing import Any
 
 from grader.report.messages import causes_heading, seen_in, summary_costs
 from grader.report.result import CaseResult, CauseSummary, Report
-from grader.report.rows import case_body, case_points, case_rows, more_details, shown_in_cause
+from grader.report.rows import case_body, case_points, case_rows, labelled, more_details, shown_in_cause, shown_notes
 
 #: The most cases of one cause whose attention maps the page draws.
 MAX_FIGURED_CASES = 4
@@ -57,7 +57,7 @@ def to_html(report: Report, fragment: bool = False) -> str:
                 if report.pending_points else "") + f" · {e(report.isolation)}</div>"]
     if report.problem:
         parts.append(f"<div class='problem'>Could not grade: {e(report.problem)}</div>")
-    parts += [f"<div class='note'>{e(n)}</div>" for n in report.notes]
+    parts += [f"<div class='note'>{e(n)}</div>" for n in shown_notes(report)]
     if report.causes:
         parts.append(f"<h2>{e(causes_heading(len(report.causes)))}</h2>")
         parts += [_cause_section(report, cause) for cause in report.causes]
@@ -97,7 +97,7 @@ def _cause_section(report: Report, cause: CauseSummary) -> str:
         body.append(f"<p><b>Where:</b> {e(cause.where)}</p>")
     if cause.fix:
         body.append(f"<p><b>Fix:</b> {e(cause.fix)}</p>")
-    links = ", ".join(f"<a href='#case-{e(cid)}'>{e(names[cid].name if cid in names else cid)}</a>"
+    links = ", ".join(f"<a href='#case-{e(cid)}'>{e(labelled(names[cid]) if cid in names else cid)}</a>"
                       for cid in cause.cases)
     body.append(f"<p class='costs'>{e(summary_costs(cause.points_lost, len(cause.cases)))} {links}</p>")
     if cause.evidence:
@@ -106,7 +106,7 @@ def _cause_section(report: Report, cause: CauseSummary) -> str:
         body.append(f"<pre>{e(cause.evidence)}</pre>")
     pictured = [names[cid] for cid in cause.cases if cid in names and names[cid].figures][:MAX_FIGURED_CASES]
     for c in pictured:
-        body.append(f"<p class='costs'>{e(c.name)}</p>")
+        body.append(f"<p class='costs'>{e(labelled(c))}</p>")
         body += [_figure(fig) for fig in c.figures]
     body.append("</section>")
     return "\n".join(body)
@@ -114,7 +114,7 @@ def _cause_section(report: Report, cause: CauseSummary) -> str:
 
 def _case_section(report: Report, c: CaseResult) -> str:
     e = html.escape
-    body = [f"<section class='case'><h3>{e(c.name)} (cause <a href='#cause-{c.cause_ref}'>{c.cause_ref}</a>)</h3>"]
+    body = [f"<section class='case'><h3>{e(labelled(c))} (cause <a href='#cause-{c.cause_ref}'>{c.cause_ref}</a>)</h3>"]
     shown = shown_in_cause(report, c)
     text = case_body(c, shown)
     if text:

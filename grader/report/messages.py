@@ -170,8 +170,9 @@ def problem_text(p: Problem, case: Any = None) -> str:
         return (f"{d['label']}, line {d['line']}: `{d['code']}` uses {d['used']}, which this exercise "
                 f"forbids{rule}; write the computation yourself")
     if k == "forbidden_runtime":
-        return (f"while case {d['case']!r} ran, your code called {d['called']}, which this exercise forbids "
-                f"(it forbids {d['forbidden']}); write the computation yourself")
+        rule = "" if d["called"] == d["forbidden"] else f" (that is {d['forbidden']})"
+        return (f"while case {d['case']!r} ran, your code called {d['called']}{rule}, which this exercise "
+                "forbids; write the computation yourself")
     if k == "did_not_raise":
         return f"{case.target}({kwargs(case.init)}) did not raise {case.raises}"
     if k == "raised_other":
@@ -321,8 +322,23 @@ def note_text(note: Note) -> str:
         return (f"No course is configured here (--root, $GRADER_ROOT, or a course around the current folder), "
                 f"so the released bundle beside the submission ({d['root']}) was used for a local check only; "
                 "this is not a grade.")
+    if k == "course_passed_over":
+        return (f"Graded against the course in {d['used']} ($GRADER_ROOT); the current folder is inside another "
+                f"course, {d['passed_over']}, which was not used (pass --root to choose it).")
     if k == "channel_noise":
         return (f"Your code wrote {d['lines']} line(s) to the grader's result channel; they were ignored.")
+    if k == "graded_source":
+        saved = d.get("notebook")
+        if d["source"] == "file":
+            return f"This kernel has not run any of your code yet, so the saved notebook {saved} was graded."
+        ran = f"{d['first']} to {d['last']}" if d["first"] != d["last"] else d["first"]
+        lead = f"Graded the code this kernel ran (the kernel's input history, {ran}), not a saved file."
+        if not saved:
+            return lead + " No saved notebook was found to compare it with: submit a notebook that holds this code."
+        if d.get("differs"):
+            return (f"{lead} The saved notebook differs from the code you ran: save it before you submit "
+                    f"({saved} has other code for {', '.join(d['differs'])}).")
+        return f"{lead} The saved notebook {saved} holds the same code for the graded classes."
     return str(d.get("text", k))
 
 
@@ -506,3 +522,24 @@ def causes_heading(n: int) -> str:
 def more_lines(n: int) -> str:
     """The line that ends a shortened text in the terminal."""
     return f"… {n} more line{'' if n == 1 else 's'} (--format html or json shows them all)"
+
+
+# --------------------------------------------------------------------------- audiences
+
+
+def hidden_case_reason(status: str) -> str:
+    """What a student's report says of a hidden case beyond its name, points and result."""
+    return ("hidden case: passed" if status == "passed"
+            else "hidden case: its inputs and the reference's values are not shown; the public cases' causes "
+                 "above may explain it")
+
+
+def hidden_cause_title(n_cases: int) -> str:
+    """A cause only hidden cases show, as a student's report names it."""
+    return (f"{n_cases} hidden case{'' if n_cases == 1 else 's'} fail{'s' if n_cases == 1 else ''} for a reason "
+            "the public cases do not show (hidden cases' details are not shown)")
+
+
+def hidden_label() -> str:
+    """How every view marks a hidden case."""
+    return "(hidden)"

@@ -15,7 +15,7 @@ from typing import Any
 from grader.report.messages import points as _points
 from grader.report.messages import cause_pointer, causes_heading, hint_line, more_lines, seen_in, summary_costs
 from grader.report.result import CaseResult, CauseSummary, Report
-from grader.report.rows import case_body, case_points, case_rows, more_details, shown_in_cause
+from grader.report.rows import case_body, case_points, case_rows, labelled, more_details, shown_in_cause, shown_notes
 from grader.report.text import spreadsheet_safe
 
 FORMATS = ("rich", "json", "gradescope", "junit", "csv", "html")
@@ -57,7 +57,7 @@ def rich_renderable(report: Report) -> Any:
     parts.append(title)
     if report.problem:
         parts.append(Text.assemble(("Could not grade: ", "bold red"), Text(report.problem)))
-    for note in report.notes:
+    for note in shown_notes(report):
         parts.append(Text.assemble(("note: ", "yellow"), Text(note)))
     if report.causes:
         parts.append(Text(""))
@@ -94,9 +94,11 @@ def rich_renderable(report: Report) -> Any:
         parts.append(Text("More on each case", style="bold"))
         for c in more:
             body = case_body(c, shown_in_cause(report, c))
-            parts.append(Text.assemble(("• ", "bold"), (c.name, "bold"), f" (cause {c.cause_ref})"))
+            parts.append(Text.assemble(("• ", "bold"), (labelled(c), "bold"), f" (cause {c.cause_ref})"))
             parts.append(Padding(Text(_capped(body, MAX_CASE_LINES)), (0, 0, 0, 4)))
     footer = f"isolation: {report.isolation}" if report.isolation else ""
+    if report.course:
+        footer += f"{' · ' if footer else ''}course: {report.course}"
     if report.execution_time:
         footer += f"{' · ' if footer else ''}{report.execution_time:.1f} s"
     if footer:
@@ -186,7 +188,7 @@ def to_gradescope(report: Report) -> str:
         output.append(f"Could not grade this submission: {report.problem}")
     if report.causes:
         output.append(causes_text(report))
-    output += list(report.notes)
+    output += list(shown_notes(report))
     if report.pending_points:
         output.append(f"Local check: {_points(report.pending_points)} points in hidden cases are graded "
                       "after submission and are not included.")
@@ -200,7 +202,7 @@ def to_gradescope(report: Report) -> str:
         "tests": [
             {"name": c.name, "score": c.score, "max_score": c.max_score,
              "status": "passed" if c.status == "passed" else "failed",
-             "output": case_text(report, c), "visibility": c.visibility}
+             "output": case_text(report, c), "visibility": "hidden" if c.visibility == "hidden" else "visible"}
             for c in report.cases if c.status != "pending"
         ],
     }
@@ -226,19 +228,21 @@ def to_junit(report: Report) -> str:
         tc = ET.SubElement(suite, "testcase", {"classname": "submission", "name": "read submission", "time": "0"})
         ET.SubElement(tc, "error", {"message": report.problem}).text = report.problem
     for c in report.cases:
-        tc = ET.SubElement(suite, "testcase", {"classname": c.target, "name": c.name, "time": f"{c.duration:.3f}"})
+        tc = ET.SubElement(suite, "testcase", {"classname": c.target, "name": labelled(c), "time": f"{c.duration:.3f}"})
         if c.status == "pending":
             ET.SubElement(tc, "skipped", {"message": c.reason})
         elif c.status != "passed":
             tag = "failure" if c.status == "failed" else "error"
             ET.SubElement(tc, tag, {"message": c.reason}).text = case_text(report, c)
-    if report.notes or report.causes:
-        ET.SubElement(suite, "system-out").text = "\n\n".join(x for x in (causes_text(report), *report.notes) if x)
+    if shown_notes(report) or report.causes:
+        ET.SubElement(suite, "system-out").text = "\n\n".join(
+            x for x in (causes_text(report), *shown_notes(report)) if x)
     ET.indent(suite)
     return '<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(suite, encoding="unicode") + "\n"
 
 
-CSV_FIELDS = ("submission", "assignment", "case_id", "name", "status", "score", "max_score", "reason", "cause")
+CSV_FIELDS = ("submission", "assignment", "case_id", "name", "visibility", "status", "score", "max_score", "reason",
+              "cause")
 
 
 def to_csv(report: Report, header: bool = True) -> str:
@@ -252,11 +256,12 @@ def to_csv(report: Report, header: bool = True) -> str:
         writer.writerow(CSV_FIELDS)
     safe = spreadsheet_safe
     if report.problem:
-        writer.writerow([safe(report.submission), report.assignment or "", "", "read submission", "error", 0,
+        writer.writerow([safe(report.submission), report.assignment or "", "", "read submission", "", "error", 0,
                          _points(report.max_score), safe(report.problem), ""])
     for c in report.cases:
         cause = report.cause(c.cause_ref) if c.cause_ref else None
-        writer.writerow([safe(report.submission), report.assignment or "", safe(c.case_id), safe(c.name), c.status,
+        writer.writerow([safe(report.submission), report.assignment or "", safe(c.case_id), safe(c.name),
+                         c.visibility, c.status,
                          _points(c.score), _points(c.max_score), safe(c.reason),
                          safe(cause_pointer(cause.number, cause.title)) if cause else ""])
     return buf.getvalue()

@@ -39,7 +39,8 @@ class CaseResult:
     max_score: float
     reason: str = ""
     details: str = ""
-    visibility: str = "visible"
+    #: "public" or "hidden", as the case file says
+    visibility: str = "public"
     duration: float = 0.0
     #: small pictures worth showing (attention maps: expected, got, mask), as plain lists
     figures: tuple[dict[str, Any], ...] = ()
@@ -62,6 +63,8 @@ class CaseResult:
     def from_dict(cls, d: dict[str, Any]) -> "CaseResult":
         """Inverse of ``dataclasses.asdict``."""
         kw = {f.name: d[f.name] for f in dataclasses.fields(cls) if f.name in d}
+        if kw.get("visibility") == "visible":  # reports written before "public" was the word
+            kw["visibility"] = "public"
         kw["figures"] = tuple(d.get("figures", ()))
         kw["cause"] = Cause(**d["cause"]) if d.get("cause") else None
         kw["problems"] = tuple(Problem(**p) for p in d.get("problems", ()))
@@ -94,6 +97,8 @@ class CauseSummary:
     seen_in: str = ""
     #: its cases show different things (other outputs differ): each case's own facts are worth a look
     varied: bool = False
+    #: every case it explains is hidden (a student's report says nothing more of it)
+    hidden_only: bool = False
 
     def __post_init__(self) -> None:
         for name in ("title", "where", "seen_in"):  # one line each, however long a student's message
@@ -124,10 +129,16 @@ class Report:
     course: str = ""
     #: Each distinct reason for lost points once, in the order of the cases it explains.
     causes: tuple[CauseSummary, ...] = ()
+    #: Notes that may carry what a hidden case showed (the code's own output): for instructors only.
+    instructor_notes: tuple[str, ...] = ()
+    #: Who the report is for: "instructor" (everything, hidden cases labelled) or "student"
+    #: (hidden cases by name, points and result only; ``grader.report.audience``).
+    audience: str = "instructor"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "submission", safe_text(self.submission, one_line=True))
         object.__setattr__(self, "notes", tuple(safe_text(n) for n in self.notes))
+        object.__setattr__(self, "instructor_notes", tuple(safe_text(n) for n in self.instructor_notes))
         if self.problem is not None:
             object.__setattr__(self, "problem", safe_text(self.problem))
 
@@ -165,6 +176,7 @@ class Report:
         """A plain dict (the ``--format json`` output)."""
         d = dataclasses.asdict(self)
         d["notes"] = list(self.notes)
+        d["instructor_notes"] = list(self.instructor_notes)
         d["score"] = self.score
         d["max_score"] = self.max_score
         d["pending_points"] = self.pending_points
@@ -177,5 +189,6 @@ class Report:
         kw = {k: v for k, v in d.items() if k in fields}
         kw["cases"] = tuple(CaseResult.from_dict(c) for c in d.get("cases", ()))
         kw["notes"] = tuple(d.get("notes", ()))
+        kw["instructor_notes"] = tuple(d.get("instructor_notes", ()))
         kw["causes"] = tuple(CauseSummary(**c) for c in d.get("causes", ()))
         return cls(**kw)

@@ -5,7 +5,7 @@ per-case details in the same order.
 """
 from __future__ import annotations
 
-from grader.report.messages import hint_line
+from grader.report.messages import hidden_label, hint_line
 from grader.report.messages import points as _points
 from grader.report.result import CaseResult, Report
 
@@ -21,9 +21,16 @@ def case_rows(cases: tuple[CaseResult, ...]) -> list[tuple[str, CaseResult, str]
     out, last = [], None
     grouped = len({c.target for c in cases}) > 1 or any(_under_heading(c) != c.name for c in cases)
     for c in cases:
-        out.append((c.target if grouped and c.target != last else "", c, _under_heading(c) if grouped else c.name))
+        name = _under_heading(c) if grouped else c.name
+        out.append((c.target if grouped and c.target != last else "", c, labelled(c, name)))
         last = c.target
     return out
+
+
+def labelled(c: CaseResult, name: str | None = None) -> str:
+    """A case's name as the views show it: hidden cases are marked."""
+    name = c.name if name is None else name
+    return f"{name} {hidden_label()}" if c.visibility == "hidden" else name
 
 
 def _under_heading(c: CaseResult) -> str:
@@ -38,7 +45,7 @@ def more_details(report: Report) -> list[CaseResult]:
     out = []
     for c in report.cases:
         cause = report.cause(c.cause_ref) if c.cause_ref else None
-        if cause is None:
+        if cause is None or (c.visibility == "hidden" and report.audience == "student"):
             continue
         later = cause.varied and c.case_id != cause.cases[0] and bool(c.reason or c.details)
         if later or (c.hint and c.hint != cause.fix):
@@ -58,3 +65,8 @@ def shown_in_cause(report: Report, c: CaseResult) -> bool:
     its cases all show the same thing)."""
     cause = report.cause(c.cause_ref) if c.cause_ref else None
     return cause is not None and (not cause.varied or cause.cases[0] == c.case_id)
+
+
+def shown_notes(report: Report) -> tuple[str, ...]:
+    """The notes a view shows: all of them (a student's report has no instructor notes left)."""
+    return report.notes + report.instructor_notes
