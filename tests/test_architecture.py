@@ -23,6 +23,7 @@ LAYERS = [
     {"judge"},
     {"course"},
     {"pipeline"},
+    {"batch"},
     {"authoring", "local", "cli", "__init__", "__main__"},
 ]
 

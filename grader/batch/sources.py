@@ -1,0 +1,702 @@
+"""A batch's SOURCE (a folder, a zip, an LMS export) turned into the submissions to grade.
+
+Nothing here grades or runs anything: it reads folder listings, file sizes, one byte of each
+candidate (to know it is readable) and, for Gradescope, a bounded metadata file. The rules each
+layout follows, and the order they are tried in, are in ``docs/batch.md`` ("Sources").
+
+Everything taken from a SOURCE is untrusted: file and folder names, the members of a zip, the
+metadata. A zip is extracted into a folder the caller names, member by member, refusing
+traversal, absolute names, links and special files, with the total size, the file count, each
+member's size and the bytes actually written all bounded. Folders are walked without following
+symbolic links, to a bounded depth. Student ids and names are plain strings kept as data: they
+are never used to build a path or a command here, and whoever shows them or writes them to a
+CSV makes them safe there (``grader.report.text``).
+"""
+from __future__ import annotations
+
+import os
+import re
+import stat
+import time
+import unicodedata
+import zipfile
+import zlib
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from grader.errors import UsageError
+from grader.plan.submission import MAX_NOTEBOOK_BYTES
+
+#: the layouts, in the order detection tries them (the first that matches wins)
+LAYOUTS = ("gradescope", "moodle", "canvas", "folder")
+#: what a submission may be, best first
+EXTENSIONS = (".ipynb", ".py")
+#: Gradescope's metadata file (at the top of the export, or in a submission's folder)
+GRADESCOPE_METADATA = "submission_metadata.yml"
+#: the longest student id or name kept (the rest is cut)
+MAX_TEXT = 200
+
+_SYSTEM_NAMES = frozenset({"__macosx", "thumbs.db", "desktop.ini", "__pycache__", "$recycle.bin",
+                           "system volume information"})
+_CANVAS = re.compile(r"(?P<name>[^_]+)_(?:(?P<late>late)_)?(?P<id>\d+)_(?P<serial>\d+)_(?P<file>.+)\Z",
+                     re.IGNORECASE | re.DOTALL)
+_RESUBMISSION = re.compile(r"(?P<stem>.*)-(?P<n>\d{1,6})\Z", re.DOTALL)
+_MOODLE = re.compile(r"(?P<name>.+?)_(?P<id>\d+)_assignsubmission_(?P<plugin>[A-Za-z]+)_(?P<file>.*)\Z",
+                     re.DOTALL)
+_GRADESCOPE = re.compile(r"submission_(?P<id>\d+)\Z")
+#: what reading a damaged or unsupported member raises
+_DAMAGED: tuple[type[BaseException], ...] = (zipfile.BadZipFile, EOFError, OSError, ValueError,
+                                             NotImplementedError, RuntimeError, zlib.error)
+try:
+    import lzma
+    _DAMAGED += (lzma.LZMAError,)
+except ImportError:  # a Python built without lzma cannot open such members anyway
+    pass
+
+
+@dataclass(frozen=True)
+class SourceLimits:
+    """The bounds on what a SOURCE may hold; the defaults suit a large class."""
+
+    #: entries in a zip, or files and folders met while walking a folder
+    max_files: int = 20_000
+    #: the declared size of a zip's content, and the bytes actually written from it
+    max_total_bytes: int = 2 << 30
+    #: one file (a member larger than this is not extracted; a file larger is not a submission)
+    max_file_bytes: int = MAX_NOTEBOOK_BYTES
+    #: folders below the SOURCE's top that are walked
+    max_depth: int = 8
+    #: Gradescope's metadata file
+    max_metadata_bytes: int = 16 << 20
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """Something in the SOURCE that is not graded, and why.
+
+    ``path`` is the file or folder; for a zip member that was refused at extraction, it is the
+    zip itself and ``member`` is the member's name as the zip gives it (never touched on disk).
+    ``student_id`` is known when the thing belongs to a student (their folder, their name).
+    """
+
+    path: Path
+    reason: str
+    student_id: str | None = None
+    member: str | None = None
+
+
+@dataclass(frozen=True)
+class Submission:
+    """One student's file to grade, with the other files they handed in (listed, not graded)."""
+
+    student_id: str
+    name: str | None
+    path: Path
+    late: bool = False
+    others: tuple[Path, ...] = ()
+    email: str | None = None
+    #: the other members of a group submission (Gradescope), by id
+    group: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Collected:
+    """What ``collect`` found: the layout, the folder it read, submissions by id, what it skipped."""
+
+    layout: str
+    root: Path
+    submissions: tuple[Submission, ...]
+    skipped: tuple[Skipped, ...]
+    notes: tuple[str, ...] = ()
+
+
+def collect(source: str | os.PathLike, *, extract_to: str | os.PathLike | None = None,
+            layout: str = "auto", identity: str | re.Pattern | None = None,
+            extensions: Iterable[str] = EXTENSIONS, fits: Callable[[Path], bool] | None = None,
+            limits: SourceLimits = SourceLimits()) -> Collected:
+    """The submissions in ``source``, a folder or a zip (extracted into ``extract_to``).
+
+    ``layout``: "auto" (detected) or one of ``LAYOUTS``. ``identity``: a regular expression with
+    a named group ``id`` (and optionally ``name``), searched in each student's file or folder
+    name, instead of the layout's own rule. ``extensions``: what a submission may be, best first.
+    ``fits``: the caller's test that a file fits the assignment; a file that fits is preferred.
+    Raises ``UsageError`` for what the instructor must fix.
+    """
+    pattern = identity_pattern(identity)
+    if layout != "auto" and layout not in LAYOUTS:
+        raise UsageError(f"unknown layout {layout!r}: choose one of auto, {', '.join(LAYOUTS)}")
+    exts = tuple(e.lower() if e.startswith(".") else "." + e.lower() for e in extensions)
+    if not exts:
+        raise UsageError("no file extension was given for submissions")
+    source = Path(source)
+    skipped: list[Skipped] = []
+    notes: list[str] = []
+    if source.is_dir():
+        root = source
+    elif source.is_file():
+        if not zipfile.is_zipfile(source):
+            raise UsageError(f"{source} is neither a folder nor a zip file")
+        if extract_to is None:
+            raise UsageError(f"{source} is a zip: give a folder to extract it into")
+        root = Path(extract_to)
+        skipped += extract_zip(source, root, limits)
+        notes.append(f"extracted {source.name} into {root}")
+    elif source.exists() or source.is_symlink():
+        raise UsageError(f"{source} is neither a folder nor a zip file")
+    else:
+        raise UsageError(f"{source}: no such file or folder")
+
+    walk = _Walk(limits, exts)
+    top = walk.entries(root, skipped)
+    chosen = layout
+    if layout == "auto":
+        chosen, why = _detect(top)
+        # An export wrapped in one folder (Gradescope's "assignment_N_export/"): step inside.
+        for _ in range(3):
+            if chosen != "folder" or len(top) != 1 or not top[0].is_dir:
+                break
+            inner_skipped: list[Skipped] = []
+            inner = walk.entries(top[0].path, inner_skipped)
+            inner_layout, inner_why = _detect(inner)
+            if inner_layout == "folder":
+                break
+            skipped += inner_skipped
+            notes.append(f"stepped into {top[0].name}/")
+            root, top, chosen, why = top[0].path, inner, inner_layout, inner_why
+        notes.append(f"layout {chosen}: {why}")
+    if not top:
+        raise UsageError(f"{source} holds no files to grade")
+
+    found = _Reader(walk, pattern, root, limits).read(chosen, top, skipped)
+    if layout != "auto" and layout != "folder" and not found and not pattern:
+        raise UsageError(f"{source} does not look like a {layout.capitalize()} export: "
+                         f"no entry follows its naming (see docs/batch.md, Sources)")
+    submissions = _choose(found, exts, fits, skipped)
+    skipped.sort(key=lambda s: (str(s.path), s.member or "", s.reason))
+    return Collected(chosen, root, tuple(submissions), tuple(skipped), tuple(notes))
+
+
+def identity_pattern(identity: str | re.Pattern | None) -> re.Pattern | None:
+    """``identity`` compiled and checked: it must have a named group ``id``."""
+    if identity is None:
+        return None
+    try:
+        pattern = re.compile(identity) if isinstance(identity, str) else identity
+    except re.error as e:
+        raise UsageError(f"the identity pattern {identity!r} is not a valid regular expression: {e}") from None
+    if "id" not in pattern.groupindex:
+        raise UsageError(f"the identity pattern {pattern.pattern!r} needs a named group for the student's id, "
+                         "as in (?P<id>\\d+)")
+    return pattern
+
+
+# --- the zip ---------------------------------------------------------------------------------
+
+def extract_zip(archive: Path, dest: Path, limits: SourceLimits = SourceLimits()) -> list[Skipped]:
+    """Extract ``archive`` into ``dest`` (absent or empty) safely; the members refused, with why.
+
+    Refuses the whole zip (``UsageError``) when it declares more than ``max_files`` entries or
+    ``max_total_bytes`` of content, or when more than that comes out of it.
+    """
+    archive, dest = Path(archive), Path(dest)
+    if dest.is_symlink() or (dest.exists() and (not dest.is_dir() or any(dest.iterdir()))):
+        raise UsageError(f"cannot extract {archive.name} into {dest}: it must be an empty folder or not exist")
+    try:
+        zf = zipfile.ZipFile(archive)
+    except (zipfile.BadZipFile, OSError, ValueError) as e:
+        raise UsageError(f"{archive} cannot be read as a zip file: {e}") from None
+    skipped: list[Skipped] = []
+
+    def refuse(member: str, reason: str) -> None:
+        skipped.append(Skipped(archive, reason, member=member))
+
+    with zf:
+        infos = zf.infolist()
+        if len(infos) > limits.max_files:
+            raise UsageError(f"{archive} holds {len(infos)} entries, more than the {limits.max_files} a batch reads")
+        declared = sum(i.file_size for i in infos if not i.is_dir())
+        if declared > limits.max_total_bytes:
+            raise UsageError(f"{archive} declares {_size(declared)} of content, more than the "
+                             f"{_size(limits.max_total_bytes)} a batch extracts (a zip bomb?)")
+        dest.mkdir(mode=0o700, parents=True, exist_ok=True)
+        seen: set[tuple[str, ...]] = set()
+        hidden: set[tuple[str, ...]] = set()
+        written = 0
+        for info in infos:
+            name, problem = _member_name(info)
+            parts: tuple[str, ...] = ()
+            if not problem:
+                parts, problem = _member_parts(name, limits)
+            if not problem:
+                problem = _member_kind(info)
+            if problem:
+                refuse(name, problem)
+                continue
+            system = next((i for i, p in enumerate(parts) if _is_system(p)), None)
+            if system is not None:
+                prefix = parts[: system + 1]
+                if prefix not in hidden:
+                    hidden.add(prefix)
+                    refuse("/".join(prefix), "hidden or system file")
+                continue
+            if parts in seen:
+                refuse(name, "the zip holds another member with this name")
+                continue
+            seen.add(parts)
+            target = dest.joinpath(*parts)
+            try:
+                if info.is_dir():
+                    target.mkdir(mode=0o700, parents=True, exist_ok=True)
+                    continue
+                target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            except OSError:
+                refuse(name, "clashes with another member of the zip")
+                continue
+            if info.file_size > limits.max_file_bytes:
+                refuse(name, f"declares {_size(info.file_size)}, more than the {_size(limits.max_file_bytes)} "
+                             "a file may have (not extracted)")
+                continue
+            outcome = _extract_member(zf, info, target, limits.max_total_bytes - written)
+            if isinstance(outcome, str):
+                refuse(name, outcome)
+                continue
+            written += outcome
+    return skipped
+
+
+def _member_name(info: zipfile.ZipInfo) -> tuple[str, str | None]:
+    """The member's name decoded (UTF-8 when it is valid UTF-8, else code page 437), or why not."""
+    raw_name = info.orig_filename
+    if info.flag_bits & 0x800:
+        name = raw_name
+    else:
+        try:
+            raw = raw_name.encode("cp437")
+        except UnicodeEncodeError:  # already decoded another way (metadata_encoding)
+            name = raw_name
+        else:
+            try:
+                name = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                name = raw_name
+    if "\x00" in name:
+        return name.replace("\x00", "\\x00"), "its name holds a NUL byte"
+    if any(unicodedata.category(c) in ("Cc", "Cs") for c in name):
+        return name, "its name holds control characters"
+    return name, None
+
+
+def _member_parts(name: str, limits: SourceLimits) -> tuple[tuple[str, ...], str | None]:
+    path = name.replace("\\", "/")
+    if path.startswith("/") or re.match(r"[A-Za-z]:", path):
+        return (), "an absolute path (not extracted)"
+    parts = tuple(p for p in path.split("/") if p not in ("", "."))
+    if ".." in parts:
+        return (), "leads outside the folder with '..' (not extracted)"
+    if not parts:
+        return (), "an empty name"
+    if any(len(p.encode("utf-8", "surrogateescape")) > 255 for p in parts):
+        return (), "a name longer than 255 bytes"
+    if len(parts) > limits.max_depth + 1:
+        return (), f"nested more than {limits.max_depth} folders deep (not extracted)"
+    return parts, None
+
+
+def _member_kind(info: zipfile.ZipInfo) -> str | None:
+    mode = info.external_attr >> 16
+    if stat.S_ISLNK(mode):
+        return "a symbolic link (not extracted)"
+    if stat.S_IFMT(mode) and not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+        return "not a regular file (not extracted)"
+    if info.flag_bits & 0x1:
+        return "encrypted (not extracted)"
+    return None
+
+
+def _extract_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, target: Path, room: int) -> int | str:
+    """Write one member; the bytes written, or why it was refused (nothing is left of it then)."""
+    try:
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
+    except OSError:
+        return "clashes with another member of the zip"
+    count, problem = 0, None
+    try:
+        with os.fdopen(fd, "wb") as out, zf.open(info) as member:
+            while True:
+                chunk = member.read(1 << 20)
+                if not chunk:
+                    break
+                count += len(chunk)
+                if count > info.file_size:
+                    problem = "holds more than the size it declares (a zip bomb?)"
+                    break
+                if count > room:
+                    problem = "would take the zip's content past its total size cap"
+                    break
+                out.write(chunk)
+    except _DAMAGED as e:  # a damaged member is that member's problem, never the batch's end
+        problem = f"damaged or unsupported in the zip ({type(e).__name__}: {e})"
+    if problem:
+        try:
+            target.unlink()
+        except OSError:
+            pass
+        if problem.startswith("would take"):
+            raise UsageError(f"{zf.filename}: more content came out than the cap allows; extraction stopped")
+        return problem
+    if info.date_time >= (1980, 1, 1, 0, 0, 0):
+        try:
+            t = time.mktime(info.date_time + (0, 0, -1))
+            os.utime(target, (t, t))
+        except (OverflowError, ValueError, OSError):
+            pass
+    return count
+
+
+def _size(n: int) -> str:
+    for unit, scale in (("GB", 1 << 30), ("MB", 1 << 20), ("KB", 1 << 10)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n} bytes"
+
+
+# --- the folder ------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class _Entry:
+    path: Path
+    name: str
+    is_dir: bool
+
+
+def _is_system(name: str) -> bool:
+    return name.startswith((".", "~$", "._")) or name.lower() in _SYSTEM_NAMES
+
+
+class _Walk:
+    """Bounded listings: no symbolic link followed, hidden and system entries skipped, files counted."""
+
+    def __init__(self, limits: SourceLimits, exts: tuple[str, ...]):
+        self.limits, self.exts, self.seen = limits, exts, 0
+
+    def entries(self, folder: Path, skipped: list[Skipped], owner: str | None = None) -> list[_Entry]:
+        try:
+            with os.scandir(folder) as it:
+                listing = sorted(it, key=lambda e: e.name)
+        except OSError as e:
+            skipped.append(Skipped(folder, f"cannot be read ({type(e).__name__})", owner))
+            return []
+        self.seen += len(listing)
+        if self.seen > self.limits.max_files:
+            raise UsageError(f"the source holds more than {self.limits.max_files} files and folders; "
+                             "a batch reads no more")
+        out = []
+        for e in listing:
+            path = Path(e.path)
+            if _is_system(e.name):
+                skipped.append(Skipped(path, "hidden or system file", owner))
+            elif e.is_symlink():
+                skipped.append(Skipped(path, "a symbolic link (not followed)", owner))
+            elif e.is_dir(follow_symlinks=False):
+                out.append(_Entry(path, e.name, True))
+            elif e.is_file(follow_symlinks=False):
+                out.append(_Entry(path, e.name, False))
+            else:
+                skipped.append(Skipped(path, "not a regular file", owner))
+        return out
+
+    def files(self, folder: Path, skipped: list[Skipped], owner: str | None, depth: int) -> list[Path]:
+        """Every file under ``folder`` (iteratively), in name order, to the depth bound."""
+        out, stack = [], [(folder, depth)]
+        while stack:
+            here, level = stack.pop()
+            for e in reversed(self.entries(here, skipped, owner)):
+                if not e.is_dir:
+                    out.append(e.path)
+                elif level + 1 > self.limits.max_depth:
+                    skipped.append(Skipped(e.path, f"nested more than {self.limits.max_depth} folders deep "
+                                                   "(not read)", owner))
+                else:
+                    stack.append((e.path, level + 1))
+        return sorted(out)
+
+    def problem(self, path: Path) -> str | None:
+        """Why ``path`` is not a submission, or None: its extension, its size, its readability."""
+        if path.suffix.lower() not in self.exts:
+            return f"not a {' or '.join(self.exts)} file"
+        try:
+            st = os.lstat(path)
+        except OSError as e:
+            return f"unreadable ({type(e).__name__})"
+        if not stat.S_ISREG(st.st_mode):
+            return "not a regular file"
+        if st.st_size == 0:
+            return "empty"
+        if st.st_size > self.limits.max_file_bytes:
+            return f"{_size(st.st_size)}, more than the {_size(self.limits.max_file_bytes)} a submission may have"
+        try:
+            fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
+            try:
+                os.read(fd, 1)
+            finally:
+                os.close(fd)
+        except OSError as e:
+            return f"unreadable ({type(e).__name__})"
+        return None
+
+
+# --- layouts ---------------------------------------------------------------------------------
+
+def _detect(top: list[_Entry]) -> tuple[str, str]:
+    """The layout of a folder from its top-level entries, and the reason, in ``LAYOUTS`` order."""
+    entries = [e for e in top if e.name != GRADESCOPE_METADATA]
+    half = len(entries) / 2
+    if len(entries) < len(top):
+        return "gradescope", f"{GRADESCOPE_METADATA} at the top"
+    scope = sum(1 for e in entries if e.is_dir and _GRADESCOPE.match(e.name))
+    if entries and scope > half:
+        return "gradescope", f"{scope} of {len(entries)} entries are submission_<id> folders"
+    moodle = sum(1 for e in entries if _MOODLE.match(e.name))
+    if entries and moodle > half:
+        return "moodle", f"{moodle} of {len(entries)} entries are named Name_<id>_assignsubmission_..."
+    canvas = sum(1 for e in entries if not e.is_dir and _CANVAS.match(e.name))
+    if entries and canvas > half:
+        return "canvas", f"{canvas} of {len(entries)} files are named name_<userid>_<submissionid>_<file>"
+    return "folder", "a file or a folder per student"
+
+
+@dataclass
+class _Candidate:
+    path: Path
+    late: bool = False
+    resubmission: int = 0
+    serial: int = 0
+
+
+@dataclass
+class _Student:
+    student_id: str
+    name: str | None = None
+    email: str | None = None
+    group: tuple[str, ...] = ()
+    candidates: list[_Candidate] | None = None
+
+
+def _text(value: str | None) -> str | None:
+    if value is None:
+        return None
+    value = value.strip()[:MAX_TEXT]
+    return value or None
+
+
+class _Reader:
+    """Each layout's rule: which entry is whose, with which facts."""
+
+    def __init__(self, walk: _Walk, pattern: re.Pattern | None, root: Path, limits: SourceLimits):
+        self.walk, self.pattern, self.root, self.limits = walk, pattern, root, limits
+        self.students: dict[str, _Student] = {}
+
+    def read(self, layout: str, top: list[_Entry], skipped: list[Skipped]) -> dict[str, _Student]:
+        metadata: dict[str, list[dict[str, str]]] = {}
+        if layout == "gradescope" and any(e.name == GRADESCOPE_METADATA and not e.is_dir for e in top):
+            metadata = read_gradescope_metadata(self.root / GRADESCOPE_METADATA, self.limits.max_metadata_bytes,
+                                                skipped)
+        for entry in top:
+            if layout == "gradescope" and entry.name == GRADESCOPE_METADATA:
+                continue
+            facts = getattr(self, "_" + layout)(entry, metadata, skipped)
+            if facts is None:
+                continue
+            ident = self._identity(entry, facts, skipped)
+            if ident is None:
+                continue
+            student = self.students.setdefault(ident["id"], _Student(ident["id"], candidates=[]))
+            student.name = student.name or ident.get("name")
+            student.email = student.email or facts.get("email")
+            student.group = student.group or tuple(facts.get("group", ()))
+            base = _Candidate(Path(), bool(facts.get("late")), int(facts.get("resubmission", 0)),
+                              int(facts.get("serial", 0)))
+            if entry.is_dir:
+                files = self.walk.files(entry.path, skipped, ident["id"], 1)
+                files = [f for f in files if not (layout == "gradescope" and f.name == GRADESCOPE_METADATA
+                                                  and f.parent == entry.path)]
+                if not files:
+                    skipped.append(Skipped(entry.path, "holds no files", ident["id"]))
+            else:
+                files = [entry.path]
+            for f in files:
+                problem = self.walk.problem(f)
+                if problem:
+                    skipped.append(Skipped(f, problem, ident["id"]))
+                else:
+                    student.candidates.append(_Candidate(f, base.late, base.resubmission, base.serial))
+        return self.students
+
+    def _identity(self, entry: _Entry, facts: dict, skipped: list[Skipped]) -> dict | None:
+        if self.pattern is not None:
+            m = self.pattern.search(entry.name)
+            if not m or not _text(m.group("id")):
+                skipped.append(Skipped(entry.path, "its name does not match the identity pattern"))
+                return None
+            name = m.group("name") if "name" in self.pattern.groupindex else None
+            return {"id": _text(m.group("id")), "name": _text(name) or _text(facts.get("name"))}
+        student_id = _text(facts.get("id"))
+        if student_id is None:
+            skipped.append(Skipped(entry.path, "no student id in its name"))
+            return None
+        return {"id": student_id, "name": _text(facts.get("name"))}
+
+    def _not_layout(self, entry: _Entry, layout: str, skipped: list[Skipped]) -> dict | None:
+        if self.pattern is not None:  # the caller's pattern decides who it is
+            return {}
+        skipped.append(Skipped(entry.path, f"does not follow {layout}'s naming"))
+        return None
+
+    def _canvas(self, entry: _Entry, metadata, skipped) -> dict | None:
+        m = None if entry.is_dir else _CANVAS.match(entry.name)
+        if not m:
+            return self._not_layout(entry, "Canvas", skipped)
+        resub = _RESUBMISSION.match(Path(m["file"]).stem)
+        return {"id": m["id"], "name": m["name"], "late": m["late"] is not None,
+                "serial": int(m["serial"][:18]), "resubmission": int(resub["n"]) if resub else 0}
+
+    def _moodle(self, entry: _Entry, metadata, skipped) -> dict | None:
+        m = _MOODLE.match(entry.name)
+        if not m or (entry.is_dir and m["file"]) or (not entry.is_dir and not m["file"]):
+            return self._not_layout(entry, "Moodle", skipped)
+        return {"id": m["id"], "name": m["name"]}
+
+    def _gradescope(self, entry: _Entry, metadata, skipped) -> dict | None:
+        m = _GRADESCOPE.match(entry.name) if entry.is_dir else None
+        if not m:
+            return self._not_layout(entry, "Gradescope", skipped)
+        people = metadata.get(entry.name, [])
+        own = entry.path / GRADESCOPE_METADATA
+        if os.path.isfile(own) and not os.path.islink(own):
+            mine = read_gradescope_metadata(own, self.limits.max_metadata_bytes, skipped)
+            people = mine.get(entry.name) or mine.get("", []) or people
+        ids = [_text(p.get("sid")) or _text(p.get("email")) or _text(p.get("name")) for p in people]
+        ids = [i for i in ids if i]
+        first = people[0] if people else {}
+        return {"id": _text(first.get("sid")) or _text(first.get("email")) or entry.name,
+                "name": first.get("name"), "email": _text(first.get("email")), "group": ids[1:]}
+
+    def _folder(self, entry: _Entry, metadata, skipped) -> dict | None:
+        return {"id": entry.name if entry.is_dir else Path(entry.name).stem}
+
+
+def _choose(students: dict[str, _Student], exts: tuple[str, ...], fits: Callable[[Path], bool] | None,
+            skipped: list[Skipped]) -> list[Submission]:
+    """Each student's best file: one that fits, then by extension, resubmission, upload order, mtime."""
+    def key(c: _Candidate):
+        try:
+            mtime = os.lstat(c.path).st_mtime_ns
+        except OSError:
+            mtime = 0
+        return (bool(fits(c.path)) if fits else True, -exts.index(c.path.suffix.lower()),
+                c.resubmission, c.serial, mtime, str(c.path))
+
+    out = []
+    for sid in sorted(students):
+        student = students[sid]
+        if not student.candidates:
+            continue
+        ranked = sorted(student.candidates, key=key, reverse=True)
+        best = ranked[0]
+        out.append(Submission(student.student_id, student.name, best.path, best.late,
+                              tuple(c.path for c in ranked[1:]), student.email, student.group))
+    return out
+
+
+# --- Gradescope's metadata -------------------------------------------------------------------
+
+_KEY = re.compile(r"(?P<dash>-\s+)?:?(?P<key>[A-Za-z_][\w]*):(?:\s+(?P<value>.*))?\Z")
+_PEOPLE_KEYS = ("name", "sid", "email")
+
+
+def read_gradescope_metadata(path: Path, limit: int = SourceLimits.max_metadata_bytes,
+                             skipped: list[Skipped] | None = None) -> dict[str, list[dict[str, str]]]:
+    """The submitters in a ``submission_metadata.yml``: ``{"submission_<id>": [{name, sid, email}]}``.
+
+    Reads only the simple YAML Gradescope writes (block mappings and lists, Ruby-style
+    ``:key:`` names, plain or quoted scalars), line by line, bounded; everything but each
+    submission's ``:submitters:`` is passed over. A file with no ``submission_<id>`` keys (one
+    submission's own metadata) gives its submitters under ``""``.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
+        with os.fdopen(fd, "rb") as f:
+            data = f.read(limit + 1)
+    except OSError as e:
+        if skipped is not None:
+            skipped.append(Skipped(Path(path), f"Gradescope metadata unreadable ({type(e).__name__})"))
+        return {}
+    if len(data) > limit:
+        if skipped is not None:
+            skipped.append(Skipped(Path(path), f"Gradescope metadata larger than {_size(limit)}, not read"))
+        return {}
+    return parse_gradescope_metadata(data.decode("utf-8", errors="replace"))
+
+
+def parse_gradescope_metadata(text: str) -> dict[str, list[dict[str, str]]]:
+    """See ``read_gradescope_metadata``; ``text`` is the file's content."""
+    records: dict[str, list[dict[str, str]]] = {}
+    record: str | None = None
+    record_indent: int | None = None  # the indent of a record's own keys
+    people_indent: int | None = None  # the indent of its ":submitters:" key, while inside
+    person: dict[str, str] | None = None
+    person_indent = -1
+    for raw in text.splitlines():
+        if "\t" in raw[: len(raw) - len(raw.lstrip())]:
+            continue  # YAML forbids tabs in indentation; such a line is not Gradescope's
+        stripped = raw.strip()
+        if not stripped or stripped.startswith("#") or stripped in ("---", "..."):
+            continue
+        indent = len(raw) - len(raw.lstrip(" "))
+        if people_indent is not None and (indent < people_indent
+                                          or (indent == people_indent and not stripped.startswith("-"))):
+            people_indent, person = None, None
+        m = _KEY.match(stripped)
+        if indent == 0 and m and not m["dash"] and _GRADESCOPE.match(m["key"]) and not (m["value"] or "").strip():
+            record, record_indent, people_indent, person = m["key"], None, None, None
+            records.setdefault(record, [])
+            continue
+        if people_indent is None:
+            if not m or m["dash"]:
+                continue
+            if record is None:
+                record, record_indent = "", 0
+                records.setdefault(record, [])
+            if record_indent is None:
+                record_indent = indent
+            if indent == record_indent and m["key"] == "submitters" and not (m["value"] or "").strip():
+                people_indent = indent
+            continue
+        if stripped.startswith("-"):
+            rest = stripped[1:].lstrip()
+            person = {}
+            records[record].append(person)
+            person_indent = len(raw) - len(rest)
+            m = _KEY.match(rest) if rest else None
+        elif indent != person_indent:
+            continue
+        if person is not None and m and not m["dash"] and m["key"] in _PEOPLE_KEYS:
+            value = _scalar(m["value"] or "")
+            if value is not None:
+                person[m["key"]] = value[:MAX_TEXT]
+    return records
+
+
+def _scalar(value: str) -> str | None:
+    """A YAML scalar on one line: quoted ('..', "..") or plain (a trailing comment dropped)."""
+    value = value.strip()
+    if len(value) >= 2 and value[0] == value[-1] == "'":
+        return value[1:-1].replace("''", "'")
+    if len(value) >= 2 and value[0] == value[-1] == '"':
+        inner = value[1:-1]
+        return re.sub(r'\\(["\\/])', r"\1", inner)
+    if value.startswith(("|", ">", "&", "*", "!", "[", "{")):
+        return None  # a block, an anchor, a tag, a flow collection: not a plain name
+    value = re.split(r"\s+#", value, maxsplit=1)[0].strip()
+    return None if value in ("", "~", "null", "Null", "NULL") else value

@@ -1,0 +1,453 @@
+"""A batch's results, kept in SQLite under the batch's out folder as each submission finishes.
+
+One file, ``DIR/grades.sqlite``, written by one process (the batch's parent); workers never touch
+it. A result is keyed by content hashes: the student's id, the sha256 of the submission file and
+the *grading key* (a string the caller derives from what decides a grade: the case file, the
+reference, the grader's version). A re-run asks ``done`` before grading a submission, so a changed
+file or grading key is graded again and nothing else is.
+
+Each ``record`` is one transaction: after it returns, the result survives the process being killed
+(SIGKILL included) at any later moment; before it returns, a kill leaves no trace of it. The
+report is stored whole as JSON (``Report.to_dict``) and read back with ``Report.from_dict``.
+
+Schema (version ``SCHEMA_VERSION``, kept in SQLite's ``PRAGMA user_version``)::
+
+    results(id INTEGER PRIMARY KEY AUTOINCREMENT,   -- order of recording: the latest wins
+            student_id, name, file_sha, grading_key,
+            status,          -- one of STATUSES (see ``status_of``)
+            score, max_score, seconds,
+            report,          -- Report.to_dict() as JSON; NULL when there is none (internal)
+            trimmed,         -- 1 when the report was cut down to fit MAX_REPORT_BYTES
+            message,         -- why there is no report / why it was trimmed / the internal error
+            recorded_at)     -- Unix time, for people; nothing orders by it
+    UNIQUE(student_id, file_sha, grading_key)
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Literal
+
+from grader.errors import GraderError
+from grader.report.result import Report
+from grader.report.text import safe_text, shortened
+
+#: The store's file name inside a batch's out folder.
+STORE_NAME = "grades.sqlite"
+#: Bumped whenever the tables change; a store of another version is refused, never guessed at.
+SCHEMA_VERSION = 1
+#: The largest report kept whole (its JSON, in UTF-8 bytes); a larger one is trimmed (``trimmed``).
+MAX_REPORT_BYTES = 4 * 1024 * 1024
+#: How much of each long text field a trimmed report keeps.
+TRIMMED_TEXT = 2000
+
+Status = Literal["graded", "timeout", "error", "unreadable", "internal"]
+#: Every status a stored result may have.
+STATUSES: tuple[str, ...] = ("graded", "timeout", "error", "unreadable", "internal")
+#: Stops that mean a time limit ended the run.
+TIMEOUT_STOPS = frozenset({"case_timeout", "submission_timeout"})
+
+_SHA256 = re.compile(r"[0-9a-f]{64}\Z")
+
+_SCHEMA = f"""
+CREATE TABLE results (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    student_id  TEXT    NOT NULL CHECK (length(student_id) > 0),
+    name        TEXT    NOT NULL,
+    file_sha    TEXT    NOT NULL,
+    grading_key TEXT    NOT NULL,
+    status      TEXT    NOT NULL CHECK (status IN ({", ".join(repr(s) for s in STATUSES)})),
+    score       REAL,
+    max_score   REAL,
+    seconds     REAL    NOT NULL,
+    report      TEXT,
+    trimmed     INTEGER NOT NULL DEFAULT 0,
+    message     TEXT    NOT NULL DEFAULT '',
+    recorded_at REAL    NOT NULL,
+    UNIQUE (student_id, file_sha, grading_key)
+);
+CREATE INDEX results_latest ON results (grading_key, student_id, id);
+"""
+
+
+class StoreError(GraderError):
+    """The store cannot be used: another batch writes it, it is of another version, or it is damaged."""
+
+
+def status_of(report: Report) -> Status:
+    """A submission's status in the gradebook, from the facts of its report (the one place that decides).
+
+    - ``unreadable``: the file could not be read as a notebook or Python (``report.problem``);
+    - ``timeout``: a time limit stopped the run: some case's cause is ``stopped`` by a
+      ``case_timeout`` or ``submission_timeout``, or a case was ``not_run`` because the
+      submission's time ran out;
+    - ``error``: the worker stopped some other way (crashed, ran out of memory or disk, broke the
+      protocol, exited, stopped answering) or could not be restarted again;
+    - ``graded``: every case reached a verdict, whatever it is (a wrong answer, an exception of
+      the student's code, a blank, a syntax error are all graded: their score says so).
+
+    ``internal`` (the grader itself failed) is never read from a report: the caller says it, for a
+    submission the pipeline raised on. The first that applies wins, in the order above.
+    """
+    if report.problem is not None:
+        return "unreadable"
+    stops: list[str] = []
+    not_run: list[Any] = []
+    for case in report.cases:
+        cause = case.cause
+        if cause is None:
+            continue
+        if cause.kind == "stopped":
+            stop = cause.data.get("stop") or {}
+            stops.append(stop.get("kind", "") if isinstance(stop, dict) else getattr(stop, "kind", ""))
+        elif cause.kind == "not_run":
+            not_run.append(cause.data.get("why"))
+    if any(kind in TIMEOUT_STOPS for kind in stops) or "time" in not_run:
+        return "timeout"
+    if stops or not_run:
+        return "error"
+    return "graded"
+
+
+@dataclass(frozen=True)
+class StoredResult:
+    """One stored result, as ``Store.results`` and ``Store.errors`` return it."""
+
+    student_id: str
+    name: str
+    file_sha: str
+    grading_key: str
+    status: Status
+    #: None for an internal error (there is no grade)
+    score: float | None
+    max_score: float | None
+    seconds: float
+    #: None for an internal error, or a report too large even to trim
+    report: Report | None
+    #: True when the report was cut down to fit ``MAX_REPORT_BYTES`` (its scores are whole)
+    trimmed: bool = False
+    message: str = ""
+    recorded_at: float = 0.0
+
+
+class Store:
+    """A batch's results. Use ``Store.open(path)``, as a context manager, from one process only.
+
+    ``open`` takes an exclusive lock on ``<path>.lock`` (``flock``, released by the kernel when the
+    process ends, however it ends), so a second batch writing the same folder is told so at once
+    instead of interleaving with the first. ``readonly=True`` opens without the lock, to read
+    results while a batch runs.
+    """
+
+    def __init__(self, conn: sqlite3.Connection, path: Path, lock_fd: int | None) -> None:
+        self._conn = conn
+        self.path = path
+        self._lock_fd = lock_fd
+
+    # -- opening and closing -------------------------------------------------------------------
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str], readonly: bool = False) -> Store:
+        """Open (creating it, and its folder, when missing) the store at ``path``.
+
+        A folder is taken to be a batch's out folder: the store is ``STORE_NAME`` inside it.
+        Raises ``StoreError`` when another process holds the store for writing, when the file is
+        not a store of this version, or when SQLite cannot keep it in WAL mode.
+        """
+        p = Path(path)
+        if p.is_dir():
+            p = p / STORE_NAME
+        if readonly:
+            if not p.exists():
+                raise StoreError(f"{p}: no results store here (has a batch been run with this --out?)")
+            conn = _connect(f"{p.resolve().as_uri()}?mode=ro", uri=True)
+            return cls(conn, p, None)._checked_version()
+        p.parent.mkdir(parents=True, exist_ok=True)
+        lock_fd = _lock(p.with_name(p.name + ".lock"))
+        try:
+            conn = _connect(str(p))
+            # WAL: a commit appends to the write-ahead log and readers never block the writer. A
+            # crash of the process at any moment (SIGKILL included) leaves every committed
+            # transaction in the log and every uncommitted one ignored on the next open.
+            mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                raise StoreError(f"{p}: SQLite cannot keep this file in WAL mode (got {mode!r}); "
+                                 "put --out on a local file system")
+            # FULL, not NORMAL: NORMAL already keeps every commit through a SIGKILL (the log is in
+            # the OS's page cache once the commit returns), but may lose the last commits on a
+            # power cut or an OS crash. FULL adds one fsync of the log per commit, which is one
+            # per submission, a few milliseconds beside the grading itself, and makes a result
+            # that was reported done survive the machine dying too.
+            conn.execute("PRAGMA synchronous=FULL")
+            store = cls(conn, p, lock_fd)
+            store._create_or_check()
+            return store
+        except BaseException:
+            _unlock(lock_fd)
+            raise
+
+    def close(self) -> None:
+        """Close the database and release the writer's lock (idempotent)."""
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None  # type: ignore[assignment]
+        if self._lock_fd is not None:
+            _unlock(self._lock_fd)
+            self._lock_fd = None
+
+    def __enter__(self) -> Store:  # noqa: PYI034 (Self needs Python 3.11; 3.10 is supported)
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+    def _create_or_check(self) -> None:
+        with self._transaction():
+            version = self._conn.execute("PRAGMA user_version").fetchone()[0]
+            if version == 0:
+                tables = self._conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+                if tables:
+                    raise StoreError(f"{self.path}: an SQLite file that is not a results store")
+                for statement in _SCHEMA.split(";"):
+                    if statement.strip():
+                        self._conn.execute(statement)
+                self._conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            elif version != SCHEMA_VERSION:
+                raise StoreError(_version_message(self.path, version))
+
+    def _checked_version(self) -> Store:
+        version = self._conn.execute("PRAGMA user_version").fetchone()[0]
+        if version != SCHEMA_VERSION:
+            self.close()
+            raise StoreError(_version_message(self.path, version))
+        return self
+
+    # -- writing -------------------------------------------------------------------------------
+
+    def record(self, student_id: str, name: str, file_sha: str, grading_key: str, report: Report | None,
+               status: Status | None = None, seconds: float = 0.0, message: str = "") -> StoredResult:
+        """Store one submission's result, in one transaction; the latest result of a student wins.
+
+        ``status`` defaults to ``status_of(report)``; pass ``"internal"`` (with ``report=None`` and
+        the error in ``message``) when the grader itself failed: such a result is listed by
+        ``errors`` and never counts as ``done``. A result for the same student, file and key
+        replaces the old one. A report whose JSON exceeds ``MAX_REPORT_BYTES`` is trimmed (long
+        texts cut, figures dropped; scores untouched) and flagged ``trimmed``; one still too large
+        after that is not stored: the result becomes ``internal``, saying why.
+        """
+        _check_key(student_id, file_sha, grading_key)
+        if status is None:
+            if report is None:
+                raise ValueError("a result without a report needs a status (\"internal\")")
+            status = status_of(report)
+        if status not in STATUSES:
+            raise ValueError(f"invalid status {status!r}, expected one of {', '.join(STATUSES)}")
+        if status != "internal" and report is None:
+            raise ValueError(f"a {status!r} result needs its report")
+        text, trimmed, why = _encoded(report) if report is not None else (None, False, "")
+        if report is not None and text is None:
+            status, message = "internal", why
+        elif why:
+            message = f"{message}; {why}" if message else why
+        score = report.score if report is not None and status != "internal" else None
+        max_score = report.max_score if report is not None and status != "internal" else None
+        row = (student_id, safe_text(name, one_line=True), file_sha, grading_key, status, score, max_score,
+               float(seconds), text, int(trimmed), safe_text(message), time.time())
+        with self._transaction():
+            # delete then insert, so the new row gets the highest id: the student's latest result
+            self._conn.execute("DELETE FROM results WHERE student_id=? AND file_sha=? AND grading_key=?",
+                               (student_id, file_sha, grading_key))
+            self._conn.execute(
+                "INSERT INTO results (student_id, name, file_sha, grading_key, status, score, max_score, seconds,"
+                " report, trimmed, message, recorded_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", row)
+        return _row(row)
+
+    def forget(self, student_id: str | None = None, grading_key: str | None = None) -> int:
+        """Remove stored results (all, one student's, one key's, or one student's for one key).
+
+        For ``--regrade`` (everything) and ``--student ID``; returns how many rows went.
+        """
+        where, args = _where(student_id=student_id, grading_key=grading_key)
+        with self._transaction():
+            return self._conn.execute(f"DELETE FROM results{where}", args).rowcount
+
+    # -- reading -------------------------------------------------------------------------------
+
+    def done(self, student_id: str, file_sha: str, grading_key: str) -> bool:
+        """True when this student's latest result for ``grading_key`` is for this very file and is
+        a grade (any status but ``internal``): the batch may skip it.
+
+        "Latest" matters when a student's file changes back: a result for an older file, with a
+        newer one recorded since, is not the student's grade any more, so it is not done.
+        """
+        latest = self._conn.execute(
+            "SELECT file_sha, status FROM results WHERE student_id=? AND grading_key=? ORDER BY id DESC LIMIT 1",
+            (student_id, grading_key)).fetchone()
+        return latest is not None and latest[0] == file_sha and latest[1] != "internal"
+
+    def results(self, grading_key: str) -> list[StoredResult]:
+        """Each student's latest result for ``grading_key`` (internal errors included), by student id."""
+        return [_row(r) for r in self._conn.execute(
+            f"SELECT {_COLUMNS} FROM results AS r WHERE grading_key=? AND id = (SELECT max(id) FROM results"
+            " WHERE student_id=r.student_id AND grading_key=r.grading_key) ORDER BY student_id", (grading_key,))]
+
+    def errors(self, grading_key: str | None = None) -> list[StoredResult]:
+        """The submissions on which the grader itself failed (status ``internal``), by student id:
+        each student's latest result, for ``grading_key`` or for every key. The next run regrades
+        them."""
+        key_filter = "" if grading_key is None else " AND grading_key=?"
+        args = () if grading_key is None else (grading_key,)
+        return [_row(r) for r in self._conn.execute(
+            f"SELECT {_COLUMNS} FROM results AS r WHERE status='internal'{key_filter} AND id = (SELECT max(id)"
+            " FROM results WHERE student_id=r.student_id AND grading_key=r.grading_key)"
+            " ORDER BY student_id, grading_key", args)]
+
+    def count(self) -> int:
+        """How many results are stored (every student, file and key)."""
+        return self._conn.execute("SELECT count(*) FROM results").fetchone()[0]
+
+    def check(self) -> list[str]:
+        """SQLite's ``integrity_check``: ``["ok"]`` for a sound file, else what is wrong."""
+        return [r[0] for r in self._conn.execute("PRAGMA integrity_check")]
+
+    # -- helpers -------------------------------------------------------------------------------
+
+    def _transaction(self) -> _Transaction:
+        if self._conn is None:
+            raise StoreError(f"{self.path}: the store is closed")
+        return _Transaction(self._conn)
+
+
+class _Transaction:
+    """``BEGIN IMMEDIATE`` … ``COMMIT``, rolled back on any exception."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    def __enter__(self) -> sqlite3.Connection:
+        self.conn.execute("BEGIN IMMEDIATE")
+        return self.conn
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        if exc_type is None:
+            self.conn.execute("COMMIT")
+        else:
+            self.conn.execute("ROLLBACK")
+
+
+_COLUMNS = ("student_id, name, file_sha, grading_key, status, score, max_score, seconds, report, trimmed, message,"
+            " recorded_at")
+
+
+def _connect(target: str, uri: bool = False) -> sqlite3.Connection:
+    try:
+        # isolation_level=None: no implicit transactions; each write states its own (_Transaction)
+        conn = sqlite3.connect(target, uri=uri, isolation_level=None, timeout=30)
+        conn.execute("PRAGMA busy_timeout=30000")
+        return conn
+    except sqlite3.Error as e:
+        raise StoreError(f"{target}: cannot open the results store: {e}") from None
+
+
+def _row(r: tuple[Any, ...]) -> StoredResult:
+    student_id, name, file_sha, key, status, score, max_score, seconds, text, trimmed, message, at = r
+    report = None
+    if text is not None:
+        try:
+            report = Report.from_dict(json.loads(text))
+        except (ValueError, TypeError, KeyError) as e:
+            raise StoreError(f"the stored report of {student_id} cannot be read back ({e}); "
+                             "run the batch with --student to regrade it") from None
+    return StoredResult(student_id, name, file_sha, key, status, score, max_score, seconds, report,
+                        bool(trimmed), message, at)
+
+
+def _encoded(report: Report) -> tuple[str | None, bool, str]:
+    """The report's JSON, trimmed when too large: (text or None, trimmed, why)."""
+    text = _json(report)
+    if len(text.encode("utf-8")) <= MAX_REPORT_BYTES:
+        return text, False, ""
+    size = len(text.encode("utf-8"))
+    for smaller in (_trimmed(report, TRIMMED_TEXT), _trimmed(report, 200, bare=True)):
+        text = _json(smaller)
+        if len(text.encode("utf-8")) <= MAX_REPORT_BYTES:
+            return text, True, (f"report trimmed: its JSON was {size} bytes, over the {MAX_REPORT_BYTES} kept "
+                                "whole (long texts cut, figures dropped; scores kept)")
+    return None, False, (f"report not stored: its JSON is {size} bytes even after trimming, over the "
+                         f"{MAX_REPORT_BYTES} a result may take")
+
+
+def _json(report: Report) -> str:
+    return json.dumps(report.to_dict(), ensure_ascii=False, separators=(",", ":"))
+
+
+def _trimmed(report: Report, most: int, bare: bool = False) -> Report:
+    """``report`` with its long texts cut to ``most`` characters and no figures (``bare``: nor any
+    details, causes or notes: only each case's verdict and points)."""
+    def cut(s: str) -> str:
+        return "" if bare else shortened(s, most)
+
+    cases = tuple(dataclasses.replace(c, figures=(), details=cut(c.details), hint=cut(c.hint),
+                                      reason=shortened(c.reason, most), problems=() if bare else c.problems)
+                  for c in report.cases)
+    causes = () if bare else tuple(dataclasses.replace(c, fix=cut(c.fix), evidence=cut(c.evidence))
+                                   for c in report.causes)
+    return dataclasses.replace(
+        report, cases=cases, causes=causes,
+        notes=tuple(cut(n) for n in report.notes if not bare),
+        instructor_notes=tuple(cut(n) for n in report.instructor_notes if not bare),
+        problem=None if report.problem is None else shortened(report.problem, most))
+
+
+def _check_key(student_id: str, file_sha: str, grading_key: str) -> None:
+    if not isinstance(student_id, str) or not student_id:
+        raise ValueError("a result needs a student id")
+    if not isinstance(file_sha, str) or not _SHA256.match(file_sha):
+        raise ValueError(f"file_sha must be a sha256 in lowercase hex, not {file_sha!r}")
+    if not isinstance(grading_key, str) or not grading_key:
+        raise ValueError("a result needs a grading key")
+
+
+def _where(**columns: str | None) -> tuple[str, tuple[str, ...]]:
+    given = {k: v for k, v in columns.items() if v is not None}
+    if not given:
+        return "", ()
+    return " WHERE " + " AND ".join(f"{k}=?" for k in given), tuple(given.values())
+
+
+def _version_message(path: Path, version: int) -> str:
+    if version > SCHEMA_VERSION:
+        return (f"{path}: results store of version {version}, written by a newer grader (this one reads "
+                f"version {SCHEMA_VERSION}); use that grader, or another --out")
+    return (f"{path}: results store of version {version}, which this grader cannot read (it reads version "
+            f"{SCHEMA_VERSION}); use another --out, or delete the file to grade everything again")
+
+
+def _lock(path: Path) -> int | None:
+    """An exclusive, non-blocking ``flock`` on ``path`` (None where there is no ``fcntl``)."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: one writer is the caller's promise
+        return None
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        raise StoreError(f"{path.with_suffix('')}: another batch is writing this results store; wait for it "
+                         "to finish, or use another --out") from None
+    return fd
+
+
+def _unlock(fd: int | None) -> None:
+    if fd is not None:
+        os.close(fd)  # closing the descriptor releases the flock

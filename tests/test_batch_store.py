@@ -1,0 +1,343 @@
+"""The batch's results store (SQLite) and its gradebooks: resume, keys, kills, exact CSV text."""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from grader.batch import gradebook as gb
+from grader.batch import store as st
+from grader.batch.store import Store, StoreError, status_of
+from grader.report.outcomes import Cause
+from grader.report.result import CaseResult, Report
+
+ROOT = Path(__file__).resolve().parents[1]
+KEY = "mha:cases=abc:ref=def:grader=1"
+
+
+def sha(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _stop(kind: str, scope: str = "case") -> Cause:
+    return Cause("stopped", {"stop": {"kind": kind, "data": {}}, "scope": scope})
+
+
+def report(*cases: CaseResult, problem: str | None = None, declared: float | None = None) -> Report:
+    return Report("s.ipynb", "mha", tuple(cases), problem, declared_max_score=declared)
+
+
+PASS_A = CaseResult("a", "SDPA: shapes", "SDPA", "passed", 1, 1)
+PASS_B = CaseResult("b", "MHA: values", "MHA", "passed", 3, 3)
+FAIL_B = CaseResult("b", "MHA: values", "MHA", "failed", 1.5, 3, "scores not scaled", cause=Cause("wrong_answer"))
+TIMEOUT_B = CaseResult("b", "MHA: values", "MHA", "error", 0, 3, "timed out", cause=_stop("case_timeout"))
+CRASH_B = CaseResult("b", "MHA: values", "MHA", "error", 0, 3, "crashed", cause=_stop("crashed"))
+EXC_B = CaseResult("b", "MHA: values", "MHA", "error", 0, 3, "boom",
+                   cause=Cause("exception", {"error": {"type": "RuntimeError"}, "phase": "forward"}))
+
+
+@pytest.fixture
+def store(tmp_path):
+    with Store.open(tmp_path) as s:
+        yield s
+
+
+# -- status ------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("rep, expected", [
+    (report(PASS_A, FAIL_B), "graded"),
+    (report(PASS_A, EXC_B), "graded"),          # the student's exception is a verdict
+    (report(), "graded"),
+    (report(problem="not a notebook", declared=4), "unreadable"),
+    (report(PASS_A, TIMEOUT_B), "timeout"),
+    (report(dataclasses.replace(PASS_A, status="error", score=0, cause=_stop("submission_timeout", "top-level"))),
+     "timeout"),
+    (report(PASS_A, dataclasses.replace(FAIL_B, status="error", score=0, cause=Cause("not_run", {"why": "time"}))),
+     "timeout"),
+    (report(PASS_A, CRASH_B), "error"),
+    (report(PASS_A, dataclasses.replace(FAIL_B, status="error", score=0,
+                                        cause=Cause("not_run", {"why": "restarts", "stops": 3}))), "error"),
+    (report(TIMEOUT_B, CRASH_B), "timeout"),    # the first that applies wins
+])
+def test_status_of(rep, expected):
+    assert status_of(rep) == expected
+    assert status_of(Report.from_dict(rep.to_dict())) == expected
+
+
+# -- record, reopen, resume --------------------------------------------------------------------
+
+def test_record_reopen_and_resume(tmp_path):
+    rep = report(PASS_A, FAIL_B)
+    with Store.open(tmp_path) as s:
+        stored = s.record("1001", "Ada Lovelace", sha("a"), KEY, rep, seconds=1.5)
+        assert stored.status == "graded" and stored.score == 2.5 and stored.max_score == 4
+        assert s.done("1001", sha("a"), KEY)
+        assert not s.done("1002", sha("a"), KEY)
+    assert (tmp_path / st.STORE_NAME).exists()
+    with Store.open(tmp_path / st.STORE_NAME) as s:
+        assert s.done("1001", sha("a"), KEY)
+        [row] = s.results(KEY)
+        assert (row.student_id, row.name, row.file_sha, row.status, row.seconds) == \
+            ("1001", "Ada Lovelace", sha("a"), "graded", 1.5)
+        assert row.report.to_dict() == rep.to_dict()
+        assert s.check() == ["ok"]
+        assert s._conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert s._conn.execute("PRAGMA user_version").fetchone()[0] == st.SCHEMA_VERSION
+
+
+def test_changed_file_or_key_is_not_done(store):
+    store.record("1001", "Ada", sha("v1"), KEY, report(PASS_A))
+    assert store.done("1001", sha("v1"), KEY)
+    assert not store.done("1001", sha("v2"), KEY)            # the student changed the file
+    assert not store.done("1001", sha("v1"), KEY + "+new-ref")  # the case file or reference changed
+    store.record("1001", "Ada", sha("v2"), KEY, report(PASS_A, PASS_B))
+    assert store.done("1001", sha("v2"), KEY)
+    assert not store.done("1001", sha("v1"), KEY)            # an older file is not the grade any more
+    [row] = store.results(KEY)
+    assert row.file_sha == sha("v2") and row.score == 4
+    store.record("1001", "Ada", sha("v1"), KEY, report(PASS_A))  # back to the first file: latest wins
+    [row] = store.results(KEY)
+    assert row.file_sha == sha("v1") and row.score == 1
+    assert store.count() == 2
+
+
+def test_results_are_latest_per_student_for_the_key_by_student_id(store):
+    for sid in ("b", "a", "c"):
+        store.record(sid, sid.upper(), sha(sid), KEY, report(PASS_A))
+    store.record("a", "A", sha("a"), "other-key", report(PASS_A, PASS_B))
+    assert [r.student_id for r in store.results(KEY)] == ["a", "b", "c"]
+    assert [r.score for r in store.results("other-key")] == [4]
+    store.record("b", "B", sha("b"), KEY, report(FAIL_B))     # regraded: replaces, not added
+    assert [r.score for r in store.results(KEY)] == [1, 1.5, 1]
+    assert store.count() == 4
+
+
+def test_internal_errors_are_listed_and_never_done(store):
+    store.record("1001", "Ada", sha("a"), KEY, None, status="internal", message="worker failed to start")
+    assert not store.done("1001", sha("a"), KEY)
+    [err] = store.errors()
+    assert (err.student_id, err.status, err.report, err.score, err.message) == \
+        ("1001", "internal", None, None, "worker failed to start")
+    assert store.errors(KEY) == [err] and store.errors("other") == []
+    assert [r.status for r in store.results(KEY)] == ["internal"]
+    store.record("1001", "Ada", sha("a"), KEY, report(PASS_A))  # the next run regrades it
+    assert store.done("1001", sha("a"), KEY) and store.errors() == []
+    with pytest.raises(ValueError):
+        store.record("1002", "Bob", sha("b"), KEY, None)        # no report, no status
+    with pytest.raises(ValueError):
+        store.record("1002", "Bob", sha("b"), KEY, None, status="graded")
+    with pytest.raises(ValueError):
+        store.record("1002", "Bob", sha("b"), KEY, report(PASS_A), status="fine")  # type: ignore[arg-type]
+    with pytest.raises(ValueError):
+        store.record("1002", "Bob", "not-a-hash", KEY, report(PASS_A))
+
+
+def test_forget(store):
+    for sid in ("1", "2", "3"):
+        store.record(sid, "", sha(sid), KEY, report(PASS_A))
+    store.record("1", "", sha("1"), "k2", report(PASS_A))
+    assert store.forget(student_id="2") == 1
+    assert not store.done("2", sha("2"), KEY) and store.done("1", sha("1"), KEY)
+    assert store.forget(student_id="1", grading_key="k2") == 1
+    assert store.done("1", sha("1"), KEY)
+    assert store.forget() == 2
+    assert store.results(KEY) == [] and store.count() == 0
+
+
+def test_a_large_report_is_trimmed_and_keeps_its_scores(store, monkeypatch):
+    monkeypatch.setattr(st, "MAX_REPORT_BYTES", 20_000)
+    big = dataclasses.replace(FAIL_B, details="x" * 50_000, figures=({"name": "attention", "v": [0.5] * 5000},))
+    stored = store.record("1", "", sha("1"), KEY, report(PASS_A, big))
+    assert stored.trimmed and stored.status == "graded" and stored.score == 2.5
+    assert "trimmed" in stored.message
+    [row] = store.results(KEY)
+    assert row.trimmed and row.report.score == 2.5 and row.report.cases[1].figures == ()
+    assert len(row.report.cases[1].details) <= st.TRIMMED_TEXT
+    monkeypatch.setattr(st, "MAX_REPORT_BYTES", 50)            # not even the bare verdicts fit
+    stored = store.record("2", "", sha("2"), KEY, report(PASS_A, big))
+    assert stored.status == "internal" and stored.report is None and "not stored" in stored.message
+    assert not store.done("2", sha("2"), KEY)
+
+
+def test_one_writer_at_a_time_and_readers_alongside(tmp_path):
+    with Store.open(tmp_path) as s:
+        s.record("1", "", sha("1"), KEY, report(PASS_A))
+        with pytest.raises(StoreError, match="another batch"):
+            Store.open(tmp_path)
+        with Store.open(tmp_path, readonly=True) as r:
+            assert [x.student_id for x in r.results(KEY)] == ["1"]
+    with Store.open(tmp_path) as s:                             # the lock went with the first
+        assert s.done("1", sha("1"), KEY)
+
+
+def test_other_files_and_versions_are_refused(tmp_path):
+    other = tmp_path / "other.sqlite"
+    sqlite3.connect(other).execute("CREATE TABLE t (x)").connection.commit()
+    with pytest.raises(StoreError, match="not a results store"):
+        Store.open(other)
+    newer = tmp_path / "newer.sqlite"
+    Store.open(newer).close()
+    conn = sqlite3.connect(newer)
+    conn.execute(f"PRAGMA user_version={st.SCHEMA_VERSION + 1}")
+    conn.close()
+    with pytest.raises(StoreError, match="newer grader"):
+        Store.open(newer)
+
+
+# -- SIGKILL at a random moment ------------------------------------------------------------------
+
+N_KILL = 1000
+_CHILD = textwrap.dedent("""
+    import hashlib, sys
+    from grader.batch.store import Store
+    from grader.report.result import CaseResult, Report
+    path, key, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    with Store.open(path) as s:
+        for i in range(n):
+            sid = f"s{i:04d}"
+            file_sha = hashlib.sha256(sid.encode()).hexdigest()
+            if s.done(sid, file_sha, key):
+                continue
+            cases = tuple(CaseResult(f"c{j}", f"case {j}", "T", "passed" if (i + j) % 3 else "failed",
+                                     float((i + j) % 3 != 0), 1.0, details="d" * 300) for j in range(8))
+            s.record(sid, f"Student {i}", file_sha, key, Report(sid + ".ipynb", "mha", cases), seconds=i / 10)
+            print(sid, flush=True)
+""")
+
+
+def _expected_score(i: int) -> float:
+    return float(sum((i + j) % 3 != 0 for j in range(8)))
+
+
+def _child(path: Path) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    return subprocess.Popen([sys.executable, "-c", _CHILD, str(path), KEY, str(N_KILL)], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, text=True)
+
+
+def _check_complete(path: Path, committed: set[str]) -> set[str]:
+    with Store.open(path) as s:
+        assert s.check() == ["ok"]
+        rows = s.results(KEY)
+        ids = {r.student_id for r in rows}
+        assert committed <= ids                      # nothing reported committed was lost
+        for r in rows:                               # and every row is whole
+            i = int(r.student_id[1:])
+            assert r.status == "graded" and r.name == f"Student {i}" and r.seconds == i / 10
+            assert r.report is not None and len(r.report.cases) == 8
+            assert r.score == r.report.score == _expected_score(i)
+            assert s.done(r.student_id, r.file_sha, KEY)
+        assert s.count() == len(rows)
+    return ids
+
+
+def test_sigkill_at_a_random_moment_loses_and_corrupts_nothing(tmp_path):
+    path = tmp_path / st.STORE_NAME
+    rng = random.Random(os.getpid())
+    committed: set[str] = set()
+    before = killed = 0
+    for attempt in range(6):
+        child = _child(path)
+        if attempt % 2:                              # any moment: starting, creating the store, writing
+            time.sleep(rng.uniform(0.0, 0.4))
+        else:                                        # while it writes
+            first = child.stdout.readline().strip()
+            if first:
+                committed.add(first)
+            time.sleep(rng.uniform(0.0, 0.1))
+        child.send_signal(signal.SIGKILL)
+        out, _ = child.communicate(timeout=30)
+        killed += child.returncode == -signal.SIGKILL
+        committed.update(line.strip() for line in out.splitlines() if line.strip())
+        ids = _check_complete(path, committed)
+        assert len(ids) >= before                    # each run resumed: nothing was undone
+        before = len(ids)
+    assert killed >= 3                               # most runs really were cut short
+    child = _child(path)                             # the same command once more finishes the rest
+    out, _ = child.communicate(timeout=120)
+    assert child.returncode == 0
+    assert set(out.split()).isdisjoint(committed)    # what was done was not done again
+    assert _check_complete(path, committed) == {f"s{i:04d}" for i in range(N_KILL)}
+
+
+# -- gradebooks ----------------------------------------------------------------------------------
+
+COLUMNS = (gb.Column("a", "SDPA: shapes", 1), gb.Column("b", "MHA: values", 3),
+           gb.Column("c", "MHA: grads", 2, "hidden"))
+
+
+def _rows(tmp_path) -> list[st.StoredResult]:
+    grads = CaseResult("c", "MHA: grads", "MHA", "passed", 2, 2, visibility="hidden")
+    with Store.open(tmp_path) as s:
+        s.record("1003", "=HYPERLINK(\"http://evil\",\"x\")", sha("3"), KEY, report(PASS_A, FAIL_B, grads))
+        s.record("1001", "Lovelace, Ada", sha("1"), KEY, report(PASS_A, PASS_B, grads))
+        s.record("-1002", "+Bob\x1b[31m", sha("2"), KEY, report(problem="not a notebook", declared=6))
+        s.record("1004", "@Carol", sha("4"), KEY, report(PASS_A, TIMEOUT_B,
+                                                          dataclasses.replace(grads, status="error", score=0)))
+        s.record("1005", "Dan", sha("5"), KEY, None, status="internal", message="worker did not start")
+        return s.results(KEY)
+
+
+def test_gradebook_csv_exact_text(tmp_path):
+    rows = _rows(tmp_path)
+    assert gb.gradebook_csv(rows, COLUMNS) == (
+        "student_id,name,score,max_score,status,a,b,c\n"
+        "'-1002,'+Bob\\x1b[31m,0,6,unreadable,,,\n"
+        "1001,\"Lovelace, Ada\",6,6,graded,1,3,2\n"
+        "1003,\"'=HYPERLINK(\"\"http://evil\"\",\"\"x\"\")\",4.5,6,graded,1,1.5,2\n"
+        "1004,'@Carol,1,6,timeout,1,0,0\n"
+        "1005,Dan,,,internal,,,\n")
+    assert gb.gradebook_csv(list(reversed(rows)), COLUMNS) == gb.gradebook_csv(rows, COLUMNS)
+
+
+def test_points_and_columns(tmp_path):
+    rows = _rows(tmp_path)
+    assert gb.points_csv(COLUMNS) == ("case_id,name,visibility,max_score\n"
+                                      "a,SDPA: shapes,public,1\n"
+                                      "b,MHA: values,public,3\n"
+                                      "c,MHA: grads,hidden,2\n")
+    assert gb.columns_from_results(rows) == COLUMNS
+
+    @dataclasses.dataclass
+    class Case:  # the fields of grader.spec.cases.Case that the columns read
+        id: str
+        name: str
+        points: float
+        visibility: str = "public"
+
+    assert gb.columns_from_cases([Case("a", "SDPA: shapes", 1), Case("b", "MHA: values", 3),
+                                  Case("c", "MHA: grads", 2, "hidden")]) == COLUMNS
+
+
+def test_canvas_import_csv(tmp_path):
+    rows = _rows(tmp_path)
+    assert gb.canvas_csv(rows, "Multi-headed attention", 4242) == (
+        "Student,ID,SIS User ID,SIS Login ID,Section,Multi-headed attention (4242)\n"
+        "'+Bob\\x1b[31m,'-1002,,,,0\n"
+        "\"Lovelace, Ada\",1001,,,,6\n"
+        "\"'=HYPERLINK(\"\"http://evil\"\",\"\"x\"\")\",1003,,,,4.5\n"
+        "'@Carol,1004,,,,1\n"
+        "Dan,1005,,,,\n")
+    text = gb.canvas_csv(rows[1:2], "MHA", id_column="SIS User ID")
+    assert text == "Student,ID,SIS User ID,SIS Login ID,Section,MHA\n\"Lovelace, Ada\",,1001,,,6\n"
+    with pytest.raises(ValueError):
+        gb.canvas_csv(rows, "MHA", id_column="Section")
+
+
+def test_write_gradebooks(tmp_path):
+    rows = _rows(tmp_path / "store")
+    paths = gb.write_gradebooks(tmp_path / "out", rows, COLUMNS, "MHA", 7)
+    assert [p.name for p in paths] == [gb.GRADEBOOK, gb.POINTS, gb.CANVAS]
+    assert paths[0].read_text(encoding="utf-8") == gb.gradebook_csv(rows, COLUMNS)
+    assert paths[2].read_text(encoding="utf-8").startswith("Student,ID,SIS User ID,SIS Login ID,Section,MHA (7)\n")
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(p.name for p in paths)
