@@ -4,6 +4,7 @@ Kept light: importing this module imports click only, so ``grade --help`` is ins
 """
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -159,6 +160,50 @@ def _course(root: Path | None) -> "Course":  # noqa: F821
 
 _ROOT_OPTION = click.option("--root", type=click.Path(path_type=Path, file_okay=False, exists=True),
                             help="Course folder [default: $GRADER_ROOT, else the course around the current folder, else this checkout].")
+
+
+@main.command("batch")
+@click.argument("source", type=click.Path(path_type=Path, exists=True))
+@click.option("--assignment", "-a", metavar="NAME", required=True, help="The assignment every submission is for.")
+@click.option("--out", "out", type=click.Path(path_type=Path, file_okay=False), required=True,
+              help="Folder for the store, the gradebook and every student's feedback (re-running resumes).")
+@click.option("-j", "--jobs", type=click.IntRange(min=1), default=None, metavar="N",
+              help="Submissions graded at once [default: the number of cores].")
+@click.option("--regrade", is_flag=True, help="Grade every submission again, even those already in the store.")
+@click.option("--student", metavar="ID", help="Grade only this student (again).")
+@click.option("--id-regex", metavar="REGEX", help="Read each student's id (group 'id', optionally 'name') from "
+              "their file or folder name with this regular expression, instead of the layout's rule.")
+@click.option("--layout", type=click.Choice(("auto", "canvas", "moodle", "gradescope", "folder")), default="auto",
+              show_default=True, help="The source's layout.")
+@click.option("--timeout", type=click.FloatRange(min=1), metavar="SECONDS",
+              help="Time limit for each submission's whole grading [default: 120].")
+@_ROOT_OPTION
+def batch_cmd(source: Path, assignment: str, out: Path, jobs: int | None, regrade: bool, student: str | None,
+              id_regex: str | None, layout: str, timeout: float | None, root: Path | None) -> None:
+    """Grade every submission in SOURCE (a folder, a zip, an LMS export) into OUT, resumably."""
+    from grader.batch.progress import progress_reporter
+    from grader.batch.run import run_batch
+    from grader.config import GradeConfig
+    from grader.report.text import safe_text
+
+    def work() -> int:
+        config = GradeConfig(root=root.resolve() if root else None, **({"timeout": timeout} if timeout else {}))
+        with progress_reporter(sys.stdout.isatty()) as progress:
+            result = run_batch(source, assignment, out, config, jobs or os.cpu_count() or 1, regrade, student,
+                               id_regex, layout, progress)
+        c = result.collected
+        click.echo(f"{len(c.submissions)} submissions ({c.layout} layout), {len(result.graded)} graded now, "
+                   f"{len(result.already_done)} already in the store; {len(c.skipped)} files skipped")
+        for s in c.skipped:
+            click.echo(f"  skipped {safe_text(str(s.path), one_line=True)}: {s.reason}")
+        for r in result.internal:
+            click.echo(f"  grader error on {safe_text(r.student_id, one_line=True)}: "
+                       f"{safe_text(r.message, one_line=True)} (graded again by the next run)", err=True)
+        click.echo(f"wrote {out / 'gradebook.csv'}, {out / 'canvas_import.csv'} and "
+                   f"{sum(p.parent.name == 'feedback' for p in result.outputs)} feedback files in {out / 'feedback'}")
+        return ExitCode.INTERNAL_ERROR if result.internal else ExitCode.OK
+
+    sys.exit(guarded(work))
 
 
 @main.command("release")
