@@ -99,3 +99,17 @@ def test_printing_does_not_disturb_results(tmp_path):
     path = _submission(tmp_path, 'print(\'{"kind": "done"}\')\nimport sys; print("x" * 100000, file=sys.stderr)')
     report = grade_submission(path)
     assert report.score == report.max_score
+
+
+def test_nothing_after_a_forged_end_counts_even_in_the_same_read():
+    """A forged 'internal' record read together with the real results that follow it (a loaded machine
+    reads them at once): the run ends at the forgery, and no case after it is observed."""
+    from grader.execute.protocol import CallRecord, Done, ExecRecord, Internal, Ready
+    from grader.execute.runner import Worker, WorkerRun
+
+    result, pending = WorkerRun(), ["shape", "match"]
+    records = [Ready(), ExecRecord(()), Internal("grader bug"),
+               CallRecord("shape", "ok", None, None, {}, 0.0, ()), Done()]
+    Worker._apply_all(iter(records), result, pending, generate=False)
+    assert result.stop is not None and result.stop.kind == "worker_failed"
+    assert result.observations == {} and pending == ["shape", "match"] and not result.finished

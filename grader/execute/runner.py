@@ -22,6 +22,7 @@ import selectors
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterable
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -258,9 +259,8 @@ class Worker:
                     if not chunk:
                         return  # the worker closed the channel: it ended
                     try:
-                        for record in reader.feed(chunk):
-                            if self._apply(record, result, pending, generate):
-                                step_started = time.perf_counter()
+                        if self._apply_all(reader.feed(chunk), result, pending, generate):
+                            step_started = time.perf_counter()
                     except ProtocolViolation as e:
                         if not result.started:
                             result.internal = f"the worker broke the protocol before starting: {e}"
@@ -288,6 +288,17 @@ class Worker:
             except OSError:
                 pass
         return data
+
+    @classmethod
+    def _apply_all(cls, records: Iterable[Record], result: WorkerRun, pending: list[str], generate: bool) -> bool:
+        """Take the records read at once, in order, up to the run's end (a stop, the grader's failure, done):
+        what follows the end in the same read never counts. True when one of them starts a new step."""
+        stepped = False
+        for record in records:
+            stepped |= cls._apply(record, result, pending, generate)
+            if result.finished or result.stop or result.internal:
+                break
+        return stepped
 
     @staticmethod
     def _apply(record: Record, result: WorkerRun, pending: list[str], generate: bool) -> bool:
