@@ -199,7 +199,14 @@ def batch_cmd(source: Path, assignment: str, out: Path, jobs: int | None, regrad
         for r in result.internal:
             click.echo(f"  grader error on {safe_text(r.student_id, one_line=True)}: "
                        f"{safe_text(r.message, one_line=True)} (graded again by the next run)", err=True)
-        click.echo(f"wrote {out / 'gradebook.csv'}, {out / 'canvas_import.csv'} and "
+        click.echo((out / "class.txt").read_text(encoding="utf-8"), nl=False)
+        if (out / "similarity.csv").is_file():
+            flagged = (out / "similarity.csv").read_text(encoding="utf-8").count("\n") - 1
+            click.echo(f"{flagged} pairs of students with alike code (over 80%, template code left out): "
+                       f"{out / 'similarity.csv'}")
+        else:
+            click.echo("similarity flags not computed: pip install copydetect (the grader's [batch] extra)")
+        click.echo(f"wrote {out / 'gradebook.csv'}, {out / 'canvas_import.csv'}, {out / 'class.html'} and "
                    f"{sum(p.parent.name == 'feedback' for p in result.outputs)} feedback files in {out / 'feedback'}")
         return ExitCode.INTERNAL_ERROR if result.internal else ExitCode.OK
 

@@ -51,6 +51,12 @@ def test_a_class_graded_into_a_gradebook_and_feedback(uninterrupted):
     erin = next((out / "feedback").glob("erin-*.txt")).read_text()
     assert "1 hidden case fails" in erin and "0.58649" not in erin  # students' feedback: the student view
     assert (out / "canvas_import.csv").is_file() and (out / "gradebook_points.csv").is_file()
+    page = (out / "class.html").read_text()
+    assert "<script" not in page and "scores divided by √d_feat" in page  # the class at a glance
+    assert "Pass rate per case" in p.stdout and "e.g. bob" in p.stdout
+    flags = (out / "similarity.csv").read_text().splitlines()
+    assert flags[0] == "student_a,student_b,similarity_a,similarity_b"
+    assert "carol" not in "".join(flags)  # the untouched template is like no one (template code left out)
 
 
 def test_a_rerun_grades_nothing_again_and_a_changed_file_only_that_one(source, uninterrupted, tmp_path):

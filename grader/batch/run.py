@@ -5,7 +5,8 @@
     for each submission not done yet (store.done):      content-hashed: a changed file is regraded
         grade it (its own sandboxed worker, -j at once) pipeline.grade_submission
         store.record(...)                               one transaction as each finishes
-    gradebook.csv, gradebook_points.csv, canvas_import.csv, feedback/<student>.{html,json,txt}
+    gradebook.csv, gradebook_points.csv, canvas_import.csv, feedback/<student>.{html,json,txt},
+    class.html and class.txt (the class at a glance: insights.py), similarity.csv (similarity.py)
 
 Nothing is lost if the machine dies: every finished submission is in the store, and the same
 command resumes, grading only what is missing. The outputs are written from the store alone,
@@ -30,6 +31,8 @@ from pathlib import Path
 from typing import Callable
 
 from grader.batch.gradebook import columns_from_cases, write_gradebooks
+from grader.batch.insights import class_summary, summary_html, summary_text
+from grader.batch.similarity import Flag, graded_code, similarity_flags, template_code
 from grader.batch.sources import Collected, Submission, collect
 from grader.batch.store import Store, StoredResult
 from grader.config import GradeConfig
@@ -40,11 +43,13 @@ from grader.errors import UsageError
 from grader.pipeline import grade_submission
 from grader.report.audience import for_audience
 from grader.report.render import render, render_rich_text
+from grader.report.text import safe_text, spreadsheet_safe
 from grader.spec.mistakes import load_mistakes, mistakes_file
 
-#: The store's file under the batch's out folder.
+#: The store's file under the batch's out folder, and the other outputs' names.
 STORE_FILE = "grades.sqlite"
 FEEDBACK = "feedback"
+CLASS_PAGE, CLASS_TEXT, SIMILARITY = "class.html", "class.txt", "similarity.csv"
 
 
 @dataclass(frozen=True)
@@ -100,8 +105,15 @@ def run_batch(source: Path, assignment_name: str, out: Path, config: GradeConfig
                 if progress is not None:
                     progress(s.student_id, stored, finished, len(chosen))
         rows = [r for r in store.results(key) if r.student_id in {s.student_id for s in collected.submissions}]
-        outputs = write_gradebooks(out, rows, columns_from_cases(assignment.cases), assignment.name)
+        columns = columns_from_cases(assignment.cases)
+        outputs = write_gradebooks(out, rows, columns, assignment.name)
         outputs += write_feedback(out / FEEDBACK, rows)
+        flags = _flags(assignment, collected)
+        if flags is not None:
+            outputs.append(_replace(out / SIMILARITY, similarity_csv(flags)))
+        summary = class_summary(rows, columns)
+        outputs += [_replace(out / CLASS_PAGE, summary_html(summary, assignment.name)),
+                    _replace(out / CLASS_TEXT, summary_text(summary))]
         internal = tuple(r for r in rows if r.status == "internal")
     return BatchResult(collected, tuple(s.student_id for s, _ in todo), tuple(s.student_id for s, _ in done),
                        internal, tuple(outputs))
@@ -117,6 +129,34 @@ def _record(store: Store, s: Submission, sha: str, key: str, future: Future, sec
         return store.record(s.student_id, s.name or "", sha, key, None, "internal", seconds,
                             f"{type(e).__name__}: {e}")
     return store.record(s.student_id, s.name or "", sha, key, report, None, seconds)
+
+
+def _flags(assignment, collected: Collected) -> list[Flag] | None:
+    """Pairs of students whose graded code is alike, the template's code left out (computed here);
+    None without copydetect (``pip install -e '.[batch]'``)."""
+    import importlib.util
+
+    if importlib.util.find_spec("copydetect") is None:
+        return None
+    classes = list(assignment.classes)
+    codes = {s.student_id: graded_code(s.path, classes) for s in collected.submissions}
+    template = assignment.folder / f"{assignment.name}.ipynb"
+    return similarity_flags(codes, template_code(template, classes) if template.is_file() else "")
+
+
+def similarity_csv(flags: list[Flag]) -> str:
+    """student_a, student_b, and each one's share of code found in the other's; ids made safe for spreadsheets."""
+    import csv
+    import io
+
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(("student_a", "student_b", "similarity_a", "similarity_b"))
+    for f in flags:
+        writer.writerow((spreadsheet_safe(safe_text(f.student_a, one_line=True)),
+                         spreadsheet_safe(safe_text(f.student_b, one_line=True)),
+                         f"{f.similarity_a:.3f}", f"{f.similarity_b:.3f}"))
+    return buf.getvalue()
 
 
 def grading_key(assignment) -> str:
@@ -166,10 +206,14 @@ def write_feedback(folder: Path, rows: list[StoredResult]) -> list[Path]:
         base = feedback_name(r.student_id)
         for suffix, text in ((".html", render(report, "html")), (".json", render(report, "gradescope")),
                              (".txt", render_rich_text(report, width=100))):
-            path = folder / (base + suffix)
-            tmp = path.with_name(f".{path.name}.{os.getpid()}")
-            tmp.write_text(text, encoding="utf-8")
-            tmp.chmod(0o644)
-            os.replace(tmp, path)
-            written.append(path)
+            written.append(_replace(folder / (base + suffix), text))
     return written
+
+
+def _replace(path: Path, text: str) -> Path:
+    """Write ``path`` whole (a reader never sees half of it), readable by everyone."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.chmod(0o644)
+    os.replace(tmp, path)
+    return path

@@ -1,0 +1,405 @@
+"""The class at a glance: a batch's stored results summed up, as plain data, terminal text and HTML.
+
+``class_summary(rows, columns)`` reads each student's latest ``StoredResult`` (``Store.results``)
+and returns a ``ClassSummary``: scores (mean, median, extremes, a histogram over ``0..max``), each
+case's pass rate (lowest first), the recognised mistakes and the other causes of lost points
+(counted in students, with a few example students each), how many results have each status, and
+how long the submissions took. ``summary_text`` and ``summary_html`` show it; nothing here reads
+or writes a file.
+
+What counts:
+
+- **Scores**: every result but ``internal`` (the grader failed, so there is no grade). The
+  histogram's range is ``0..max_score``, the largest ``max_score`` of those results (else the
+  sum of the columns' points); bin ``i`` holds ``low <= score < high``, the last one also its
+  ``high``. A score is put in a bin with a small tolerance, so ``0.3`` of ``1`` in 10 bins
+  lands in ``0.3..0.4`` despite floating point.
+- **Pass rate**: of the students whose report graded the case (``passed``, ``failed`` or
+  ``error``; a ``pending`` case or a report without it is not counted), how many passed it. A
+  case no one was graded on has no rate and comes last.
+- **Recognised mistakes**: each case's ``mistakes`` ids, titled by the case's cause when that
+  cause is of kind ``mistake`` and the case matched one mistake only; a ``mistake`` cause none
+  of whose cases carries an id (a trimmed report) counts under its title. A student counts once
+  per mistake however many cases show it.
+- **Other causes**: every cause of another kind, by title; a student counts once per title.
+- **Runtime**: ``seconds`` of every result, internal ones included (their time was spent too);
+  the 90th percentile is the nearest-rank one (a value that occurred).
+
+Student ids are untrusted: ``safe_text`` makes them one line without control characters here,
+``summary_html`` escapes every string it shows, and the text shortens what would not fit.
+"""
+from __future__ import annotations
+
+import html
+import math
+import statistics
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from grader.batch.gradebook import Column, columns_from_results
+from grader.batch.store import STATUSES, StoredResult
+from grader.report.text import safe_text, shortened
+from grader.report.messages import hidden_label
+
+#: Bins of the score histogram.
+BINS = 10
+#: Example students shown for a mistake, a cause or a status.
+EXAMPLES = 3
+#: How many recognised mistakes and other causes the summary keeps.
+TOP_MISTAKES = 10
+TOP_CAUSES = 5
+#: The terminal summary's width.
+WIDTH = 80
+#: Statuses that are not a clean grade, shown with example students.
+TROUBLE = ("timeout", "error", "unreadable", "internal")
+_ID_WIDTH = 24
+
+
+@dataclass(frozen=True)
+class Bin:
+    """One bar of the score histogram: ``low <= score < high`` (the last bar includes ``high``)."""
+
+    low: float
+    high: float
+    count: int
+
+
+@dataclass(frozen=True)
+class CaseRate:
+    """One case's pass rate: ``passed`` of ``graded`` students (``rate`` None when none was graded)."""
+
+    case_id: str
+    name: str
+    visibility: str
+    max_score: float
+    passed: int
+    graded: int
+
+    @property
+    def rate(self) -> float | None:
+        return self.passed / self.graded if self.graded else None
+
+
+@dataclass(frozen=True)
+class Tally:
+    """A mistake or a cause: how many students it concerns, and the first few of them (by id)."""
+
+    key: str
+    title: str
+    students: int
+    examples: tuple[str, ...]
+    #: the cause's kind (``mistake`` for a recognised mistake)
+    kind: str = "mistake"
+
+
+@dataclass(frozen=True)
+class StatusCount:
+    status: str
+    count: int
+    examples: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Runtimes:
+    """Seconds per submission: ``median``, ``p90`` (nearest rank), ``max``; None for an empty class."""
+
+    median: float | None
+    p90: float | None
+    max: float | None
+    #: the slowest students, slowest first: (student id, seconds)
+    slowest: tuple[tuple[str, float], ...] = ()
+
+
+@dataclass(frozen=True)
+class ClassSummary:
+    """The class in numbers (see the module's docstring for what counts)."""
+
+    students: int
+    #: how many results have a score (all but ``internal``)
+    scored: int
+    max_score: float
+    mean: float | None
+    median: float | None
+    min: float | None
+    max: float | None
+    histogram: tuple[Bin, ...]
+    cases: tuple[CaseRate, ...]
+    mistakes: tuple[Tally, ...]
+    causes: tuple[Tally, ...]
+    statuses: tuple[StatusCount, ...]
+    runtimes: Runtimes
+
+    def status(self, name: str) -> int:
+        """How many results have status ``name``."""
+        return next((s.count for s in self.statuses if s.status == name), 0)
+
+
+# -- the numbers -------------------------------------------------------------------------------
+
+def class_summary(rows: Iterable[StoredResult], columns: Sequence[Column] | None = None,
+                  bins: int = BINS) -> ClassSummary:
+    """The class's summary from each student's stored result; ``columns`` give the cases' order,
+    names and visibility (``columns_from_results(rows)`` when None)."""
+    if bins < 1:
+        raise ValueError("a histogram needs at least one bin")
+    rows = sorted(rows, key=lambda r: r.student_id)
+    if columns is None:
+        columns = columns_from_results(rows)
+    ids = {id(r): safe_text(r.student_id, one_line=True) for r in rows}
+    graded = [r for r in rows if r.status != "internal" and r.score is not None]
+    scores = [float(r.score) for r in graded]  # type: ignore[arg-type]
+    top = max((float(r.max_score) for r in graded if r.max_score is not None), default=0.0)
+    if top <= 0:
+        top = float(sum(c.max_score for c in columns))
+    return ClassSummary(
+        students=len(rows), scored=len(scores), max_score=top,
+        mean=statistics.fmean(scores) if scores else None,
+        median=statistics.median(scores) if scores else None,
+        min=min(scores, default=None), max=max(scores, default=None),
+        histogram=histogram(scores, top, bins),
+        cases=_case_rates(graded, columns),
+        mistakes=_mistakes(graded, ids)[:TOP_MISTAKES],
+        causes=_causes(graded, ids)[:TOP_CAUSES],
+        statuses=tuple(StatusCount(s, sum(r.status == s for r in rows),
+                                   tuple(ids[id(r)] for r in rows if r.status == s)[:EXAMPLES]
+                                   if s in TROUBLE else ())
+                       for s in STATUSES),
+        runtimes=_runtimes(rows, ids))
+
+
+def histogram(scores: Sequence[float], top: float, bins: int = BINS) -> tuple[Bin, ...]:
+    """``bins`` equal bars over ``0..top``; a score outside goes to the nearest bar. With no range
+    (``top`` 0), one bar ``0..0`` holds every score, or there are none for no scores."""
+    if top <= 0:
+        return (Bin(0.0, 0.0, len(scores)),) if scores else ()
+    counts = [0] * bins
+    for s in scores:
+        i = math.floor(s * bins / top + 1e-9)
+        counts[min(max(i, 0), bins - 1)] += 1
+    return tuple(Bin(top * i / bins, top * (i + 1) / bins, n) for i, n in enumerate(counts))
+
+
+def _case_rates(rows: list[StoredResult], columns: Sequence[Column]) -> tuple[CaseRate, ...]:
+    passed: Counter[str] = Counter()
+    graded: Counter[str] = Counter()
+    for r in rows:
+        for c in r.report.cases if r.report is not None else ():
+            if c.status != "pending":
+                graded[c.case_id] += 1
+                passed[c.case_id] += c.status == "passed"
+    rates = [CaseRate(c.case_id, c.name or c.case_id, c.visibility, c.max_score, passed[c.case_id],
+                      graded[c.case_id]) for c in columns]
+    order = {c.case_id: i for i, c in enumerate(rates)}
+    return tuple(sorted(rates, key=lambda c: (c.rate is None, c.rate or 0.0, order[c.case_id])))
+
+
+def _mistakes(rows: list[StoredResult], ids: dict[int, str]) -> tuple[Tally, ...]:
+    students: dict[tuple[str, str], list[str]] = {}
+    titles: dict[tuple[str, str], Counter[str]] = {}
+    for r in rows:
+        if r.report is None:
+            continue
+        found: dict[tuple[str, str], str] = {}  # ("id", mistake id) or ("title", title) -> a title, or ""
+        with_ids = set()
+        for c in r.report.cases:
+            cause = r.report.cause(c.cause_ref) if c.cause_ref else None
+            titled = cause is not None and cause.kind == "mistake" and len(c.mistakes) == 1
+            for m in c.mistakes:
+                with_ids.add(c.case_id)
+                key = ("id", m)
+                if titled or key not in found:
+                    found[key] = cause.title if titled else found.get(key, "")  # type: ignore[union-attr]
+        for cause in r.report.causes:
+            if cause.kind == "mistake" and not with_ids.intersection(cause.cases):
+                found.setdefault(("title", cause.title), cause.title)
+        for key, title in found.items():
+            students.setdefault(key, []).append(ids[id(r)])
+            titles.setdefault(key, Counter())[title] += 1
+    tallies = []
+    for key, who in students.items():
+        named = [t for t, _ in titles[key].most_common() if t]
+        plain = safe_text(key[1], one_line=True)
+        tallies.append(Tally(plain, named[0] if named else plain, len(who), tuple(who[:EXAMPLES])))
+    return tuple(sorted(tallies, key=lambda t: (-t.students, t.title, t.key)))
+
+
+def _causes(rows: list[StoredResult], ids: dict[int, str]) -> tuple[Tally, ...]:
+    students: dict[str, list[str]] = {}
+    kinds: dict[str, Counter[str]] = {}
+    for r in rows:
+        seen = set()
+        for cause in r.report.causes if r.report is not None else ():
+            if cause.kind == "mistake" or cause.title in seen:
+                continue
+            seen.add(cause.title)
+            students.setdefault(cause.title, []).append(ids[id(r)])
+            kinds.setdefault(cause.title, Counter())[cause.kind] += 1
+    tallies = [Tally(title, title, len(who), tuple(who[:EXAMPLES]), kinds[title].most_common(1)[0][0])
+               for title, who in students.items()]
+    return tuple(sorted(tallies, key=lambda t: (-t.students, t.title)))
+
+
+def _runtimes(rows: list[StoredResult], ids: dict[int, str]) -> Runtimes:
+    seconds = sorted(float(r.seconds) for r in rows)
+    if not seconds:
+        return Runtimes(None, None, None)
+    p90 = seconds[max(math.ceil(0.9 * len(seconds)) - 1, 0)]
+    slowest = sorted(rows, key=lambda r: (-r.seconds, r.student_id))[:EXAMPLES]
+    return Runtimes(statistics.median(seconds), p90, seconds[-1],
+                    tuple((ids[id(r)], float(r.seconds)) for r in slowest))
+
+
+# -- showing it --------------------------------------------------------------------------------
+
+def _n(x: float | None) -> str:
+    """A number as the summary prints it: ``7``, ``7.5``, ``7.33``; ``-`` for none."""
+    return "-" if x is None else f"{round(x, 2):g}"
+
+
+def _secs(x: float | None) -> str:
+    return "-" if x is None else f"{x:.0f} s" if x >= 10 else f"{x:.1f} s"
+
+
+def _pct(rate: float | None) -> str:
+    return "-" if rate is None else f"{rate * 100:.0f}%"
+
+
+def _short_id(student_id: str) -> str:
+    return shortened(student_id, _ID_WIDTH)
+
+
+def _fit(line: str) -> str:
+    return shortened(line, WIDTH)
+
+
+def _examples_line(indent: str, examples: Sequence[str]) -> str | None:
+    return _fit(f"{indent}e.g. " + ", ".join(_short_id(s) for s in examples)) if examples else None
+
+
+def summary_text(summary: ClassSummary) -> str:
+    """The class summary for a terminal: every line at most ``WIDTH`` characters."""
+    s = summary
+    out: list[str | None] = [f"Class: {s.students} student{'s' if s.students != 1 else ''}, {s.scored} with a score"]
+    if s.scored:
+        out.append(f"Scores (of {_n(s.max_score)}): mean {_n(s.mean)}, median {_n(s.median)}, "
+                   f"min {_n(s.min)}, max {_n(s.max)}")
+    out.append("Statuses: " + ", ".join(f"{c.status} {c.count}" for c in s.statuses))
+    for c in s.statuses:
+        if c.examples:
+            out.append(_examples_line(f"  {c.status}: ", c.examples))
+    rt = s.runtimes
+    if rt.max is not None:
+        out.append(f"Runtime: median {_secs(rt.median)}, 90th percentile {_secs(rt.p90)}, max {_secs(rt.max)}")
+        out.append(_fit("  slowest: " + ", ".join(f"{_short_id(i)} ({_secs(t)})" for i, t in rt.slowest)))
+    if s.histogram and s.scored:
+        out += ["", "Score histogram"]
+        labels = [f"{_n(b.low)}-{_n(b.high)}" for b in s.histogram]
+        wide = max(len(x) for x in labels)
+        counts = max(len(str(b.count)) for b in s.histogram)
+        room = min(WIDTH - wide - counts - 6, 50)
+        most = max(b.count for b in s.histogram) or 1
+        for label, b in zip(labels, s.histogram):
+            bar = "█" * round(room * b.count / most)
+            out.append(f"  {label:>{wide}} | {b.count!s:>{counts}} {bar}".rstrip())
+    if s.cases:
+        out += ["", "Pass rate per case (lowest first)"]
+        for c in s.cases:
+            hidden = f" {hidden_label()}" if c.visibility == "hidden" else ""
+            out.append(_fit(f"  {_pct(c.rate):>4}  {f'{c.passed}/{c.graded}':>9}  {c.name}{hidden}"))
+    for heading, tallies in (("Recognised mistakes (students)", s.mistakes),
+                             ("Other causes of lost points (students)", s.causes)):
+        if tallies:
+            out += ["", heading]
+            for t in tallies:
+                out.append(_fit(f"  {t.students:>4}  {t.title}"))
+                out.append(_examples_line("        ", t.examples))
+    return "\n".join(line for line in out if line is not None) + "\n"
+
+
+_STYLE = """
+.grader-class{font-family:system-ui,-apple-system,Segoe UI,sans-serif;color:#1b1f24;max-width:72rem;line-height:1.4}
+.grader-class h1{font-size:1.4rem;margin-bottom:.2rem} .grader-class .meta{color:#57606a;margin-bottom:1rem}
+.grader-class h2{font-size:1.15rem;margin:1.4rem 0 .4rem}
+.grader-class table{border-collapse:collapse;width:100%;margin:.6rem 0}
+.grader-class th,.grader-class td{border-bottom:1px solid #d0d7de;padding:.35rem .5rem;text-align:left;
+vertical-align:top}
+.grader-class td.num{text-align:right;white-space:nowrap;font-variant-numeric:tabular-nums}
+.grader-class .bar{background:#eaeef2;border-radius:3px;height:.8rem;min-width:8rem}
+.grader-class .bar span{display:block;height:100%;border-radius:3px;background:#1a7f37}
+.grader-class .bar span.low{background:#cf222e} .grader-class .bar span.mid{background:#d4a72c}
+.grader-class .hidden{color:#57606a;font-size:.85rem} .grader-class .examples{color:#57606a}
+.grader-class svg.hist rect{fill:#0969da} .grader-class svg.hist text{font-size:11px;fill:#1b1f24}
+.grader-class svg.hist line{stroke:#57606a}
+.grader-class .cards{display:flex;gap:1rem;flex-wrap:wrap}
+.grader-class .card{border:1px solid #d0d7de;border-radius:6px;padding:.5rem .9rem;min-width:7rem}
+.grader-class .card b{display:block;font-size:1.3rem} .grader-class .trouble b{color:#cf222e}
+"""
+
+
+def summary_html(summary: ClassSummary, assignment: str) -> str:
+    """The class page: one self-contained HTML file (inline CSS and SVG, no scripts, nothing fetched)."""
+    e = html.escape
+    s = summary
+    parts = [f"<style>{_STYLE}</style><div class='grader-class'>",
+             f"<h1>Class summary: {e(safe_text(assignment, one_line=True))}</h1>",
+             f"<div class='meta'>{s.students} student{'s' if s.students != 1 else ''} · {s.scored} with a score"
+             + (f" · mean {_n(s.mean)}, median {_n(s.median)}, min {_n(s.min)}, max {_n(s.max)} of {_n(s.max_score)}"
+                if s.scored else "") + "</div>"]
+    parts.append("<h2>Statuses</h2><div class='cards'>")
+    for c in s.statuses:
+        trouble = " trouble" if c.status in TROUBLE and c.count else ""
+        ex = (f"<div class='examples'>e.g. {e(', '.join(c.examples))}</div>" if c.examples else "")
+        parts.append(f"<div class='card{trouble}'><b>{c.count}</b>{e(c.status)}{ex}</div>")
+    parts.append("</div>")
+    if s.histogram and s.scored:
+        parts += ["<h2>Scores</h2>", _histogram_svg(s.histogram)]
+    if s.cases:
+        parts.append("<h2>Pass rate per case (lowest first)</h2><table><thead><tr><th>Case</th><th>Points</th>"
+                     "<th>Passed</th><th>Rate</th><th></th></tr></thead><tbody>")
+        for c in s.cases:
+            hidden = f" <span class='hidden'>{e(hidden_label())}</span>" if c.visibility == "hidden" else ""
+            width = 0 if c.rate is None else round(c.rate * 100, 1)
+            tone = "" if c.rate is None or c.rate >= 0.8 else " mid" if c.rate >= 0.5 else " low"
+            parts.append(f"<tr><td>{e(c.name)}{hidden}</td><td class='num'>{_n(c.max_score)}</td>"
+                         f"<td class='num'>{c.passed}/{c.graded}</td><td class='num'>{_pct(c.rate)}</td>"
+                         f"<td><div class='bar'><span class='{tone.strip()}' style='width:{width}%'></span></div>"
+                         "</td></tr>")
+        parts.append("</tbody></table>")
+    for heading, tallies in (("Recognised mistakes", s.mistakes), ("Other causes of lost points", s.causes)):
+        if tallies:
+            parts.append(f"<h2>{heading}</h2><table><thead><tr><th>Students</th><th>What</th><th>For example</th>"
+                         "</tr></thead><tbody>")
+            parts += [f"<tr><td class='num'>{t.students}</td><td>{e(t.title)}</td>"
+                      f"<td class='examples'>{e(', '.join(t.examples))}</td></tr>" for t in tallies]
+            parts.append("</tbody></table>")
+    rt = s.runtimes
+    if rt.max is not None:
+        slowest = ", ".join(f"{e(i)} ({_secs(t)})" for i, t in rt.slowest)
+        parts.append(f"<h2>Runtime per submission</h2><table><tbody><tr><td>median</td><td class='num'>"
+                     f"{_secs(rt.median)}</td></tr><tr><td>90th percentile</td><td class='num'>{_secs(rt.p90)}"
+                     f"</td></tr><tr><td>max</td><td class='num'>{_secs(rt.max)}</td></tr><tr><td>slowest</td>"
+                     f"<td class='examples'>{slowest}</td></tr></tbody></table>")
+    parts.append("</div>")
+    title = e(safe_text(assignment, one_line=True))
+    return (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>Class summary: {title}</title>"
+            "</head><body style='margin:2rem'>\n" + "\n".join(parts) + "\n</body></html>\n")
+
+
+def _histogram_svg(bins: Sequence[Bin]) -> str:
+    """The histogram as inline SVG: a bar per bin, its count above, its range below."""
+    bar, gap, height, top_pad, bottom = 48, 6, 160, 18, 34
+    width = len(bins) * (bar + gap) + gap
+    most = max(b.count for b in bins) or 1
+    shapes = [f"<line x1='0' y1='{top_pad + height}' x2='{width}' y2='{top_pad + height}'/>"]
+    for i, b in enumerate(bins):
+        x = gap + i * (bar + gap)
+        h = round(height * b.count / most, 1)
+        y = top_pad + height - h
+        label = html.escape(f"{_n(b.low)}–{_n(b.high)}")
+        shapes.append(f"<rect x='{x}' y='{y}' width='{bar}' height='{h}'><title>{label}: {b.count}</title></rect>"
+                      f"<text x='{x + bar / 2}' y='{y - 4}' text-anchor='middle'>{b.count}</text>"
+                      f"<text x='{x + bar / 2}' y='{top_pad + height + 16}' text-anchor='middle'>{label}</text>")
+    total = top_pad + height + bottom
+    return (f"<svg class='hist' role='img' aria-label='score histogram' width='{width}' height='{total}' "
+            f"viewBox='0 0 {width} {total}'>{''.join(shapes)}</svg>")
