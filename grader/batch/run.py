@@ -43,6 +43,7 @@ from grader.errors import UsageError
 from grader.pipeline import grade_submission
 from grader.report.audience import for_audience
 from grader.report.render import render, render_rich_text
+from grader.report.result import Report
 from grader.report.text import safe_text, spreadsheet_safe
 from grader.spec.mistakes import load_mistakes, mistakes_file
 
@@ -96,11 +97,11 @@ def run_batch(source: Path, assignment_name: str, out: Path, config: GradeConfig
             (done if store.done(s.student_id, sha, key) else todo).append((s, sha))
         finished = len(done)
         with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-            futures: dict[Future, tuple[Submission, str, float]] = {
-                pool.submit(grade_submission, s.path, config): (s, sha, time.perf_counter()) for s, sha in todo}
+            futures: dict[Future, tuple[Submission, str]] = {
+                pool.submit(_graded, s.path, config): (s, sha) for s, sha in todo}
             for future in as_completed(futures):
-                s, sha, started = futures[future]
-                stored = _record(store, s, sha, key, future, time.perf_counter() - started)
+                s, sha = futures[future]
+                stored = _record(store, s, sha, key, future)
                 finished += 1
                 if progress is not None:
                     progress(s.student_id, stored, finished, len(chosen))
@@ -119,13 +120,21 @@ def run_batch(source: Path, assignment_name: str, out: Path, config: GradeConfig
                        internal, tuple(outputs))
 
 
-def _record(store: Store, s: Submission, sha: str, key: str, future: Future, seconds: float) -> StoredResult:
-    """One submission's result into the store: its report, or the grader's own failure."""
+def _graded(path: Path, config: GradeConfig) -> tuple[Report | BaseException, float]:
+    """One submission graded, and how long that took (from when it started, not when it was queued)."""
+    start = time.perf_counter()
     try:
-        report = future.result()
-    except UsageError as e:  # e.g. a notebook of another assignment: the submission's, said plainly
-        return store.record(s.student_id, s.name or "", sha, key, None, "internal", seconds, f"usage: {e}")
-    except Exception as e:  # the grader's own fault: listed, and graded again by the next run
+        return grade_submission(path, config), time.perf_counter() - start
+    except Exception as e:  # recorded by the parent's loop as the grader's own failure
+        return e, time.perf_counter() - start
+
+
+def _record(store: Store, s: Submission, sha: str, key: str, future: Future) -> StoredResult:
+    """One submission's result into the store: its report, or the grader's own failure (listed, and
+    graded again by the next run)."""
+    report, seconds = future.result()
+    if isinstance(report, BaseException):
+        e = report
         return store.record(s.student_id, s.name or "", sha, key, None, "internal", seconds,
                             f"{type(e).__name__}: {e}")
     return store.record(s.student_id, s.name or "", sha, key, report, None, seconds)
