@@ -165,18 +165,21 @@ def rename(code: str, rng: random.Random) -> str:
     return _NAMES.sub(sub, code)
 
 
-def test_300_students_timing(template, einsum, filled, capsys):
-    """A synthetic class: variants of two solutions with renamed variables, and a few exact copies."""
+def test_a_class_of_renamed_variants_and_copies(template, einsum, filled, capsys):
+    """A synthetic class: variants of five solutions with renamed variables, and a few exact copies.
+
+    60 students here (1,770 pairs, a few seconds); with 295 variants + 5 copies (44,850 pairs) the same
+    code took 14-21 s on one core of the 2-core machine."""
     rng = random.Random(2024)
     solutions = [einsum, filled] + [graded_code(MHA / n, CLASSES) for n in
                                     ("correct_inf_mask.py", "correct_sdpa_reuse.py", "bug_no_scaling.py")]
     codes = {}
-    for i in range(295):
+    for i in range(55):
         base = solutions[i % len(solutions)]
         codes[f"s{i:03d}"] = rename(base, rng)
     for i in range(5):  # exact copies of five students
         codes[f"copy{i}"] = codes[f"s{i * 7:03d}"]
-    assert len(codes) == 300
+    assert len(codes) == 60
     start = time.perf_counter()
     flags = similarity_flags(codes, template)
     took = time.perf_counter() - start
@@ -187,5 +190,5 @@ def test_300_students_timing(template, einsum, filled, capsys):
              and f.student_b == f"s{int(f.student_a[4:]) * 7:03d}"]
     assert all(f.similarity_a == f.similarity_b == 1.0 for f in exact)
     with capsys.disabled():
-        print(f"\n300 students: {took:.2f} s, {len(flags)} flags, 44850 pairs")
-    assert took < 120
+        print(f"\n60 students: {took:.2f} s, {len(flags)} flags, 1770 pairs")
+    assert took < 60
