@@ -129,7 +129,7 @@ def write_gradebooks(out_dir: str | os.PathLike[str], rows: Iterable[StoredResul
     written = []
     for name, text in ((GRADEBOOK, gradebook_csv(rows, columns)), (POINTS, points_csv(columns)),
                        (CANVAS, canvas_csv(rows, assignment, canvas_id, id_column))):
-        written.append(_replace(folder / name, text))
+        written.append(write_whole(folder / name, text))
     return written
 
 
@@ -155,13 +155,15 @@ def _number(x: float | None) -> str:
     return str(int(r)) if r == int(r) else repr(r)
 
 
-def _replace(path: Path, text: str) -> Path:
+def write_whole(path: Path, text: str) -> Path:
+    """Write ``path`` whole (a reader never sees half a file), readable by everyone (mode 644)."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException:
         try:

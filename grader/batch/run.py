@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import os
 import re
 import shutil
 import time
@@ -30,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from grader.batch.gradebook import columns_from_cases, write_gradebooks
+from grader.batch.gradebook import columns_from_cases, write_gradebooks, write_whole
 from grader.batch.insights import class_summary, summary_html, summary_text
 from grader.batch.similarity import Flag, graded_code, similarity_flags, template_code
 from grader.batch.sources import Collected, Submission, collect
@@ -111,10 +110,10 @@ def run_batch(source: Path, assignment_name: str, out: Path, config: GradeConfig
         outputs += write_feedback(out / FEEDBACK, rows)
         flags = _flags(assignment, collected)
         if flags is not None:
-            outputs.append(_replace(out / SIMILARITY, similarity_csv(flags)))
+            outputs.append(write_whole(out / SIMILARITY, similarity_csv(flags)))
         summary = class_summary(rows, columns)
-        outputs += [_replace(out / CLASS_PAGE, summary_html(summary, assignment.name)),
-                    _replace(out / CLASS_TEXT, summary_text(summary))]
+        outputs += [write_whole(out / CLASS_PAGE, summary_html(summary, assignment.name)),
+                    write_whole(out / CLASS_TEXT, summary_text(summary))]
         internal = tuple(r for r in rows if r.status == "internal")
     return BatchResult(collected, tuple(s.student_id for s, _ in todo), tuple(s.student_id for s, _ in done),
                        internal, tuple(outputs))
@@ -215,14 +214,5 @@ def write_feedback(folder: Path, rows: list[StoredResult]) -> list[Path]:
         base = feedback_name(r.student_id)
         for suffix, text in ((".html", render(report, "html")), (".json", render(report, "gradescope")),
                              (".txt", render_rich_text(report, width=100))):
-            written.append(_replace(folder / (base + suffix), text))
+            written.append(write_whole(folder / (base + suffix), text))
     return written
-
-
-def _replace(path: Path, text: str) -> Path:
-    """Write ``path`` whole (a reader never sees half of it), readable by everyone."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.chmod(0o644)
-    os.replace(tmp, path)
-    return path
