@@ -22,7 +22,7 @@ import selectors
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -117,46 +117,148 @@ class _Capped:
         return bytes(self.head).decode("utf-8", "replace") + middle + bytes(self.tail).decode("utf-8", "replace")
 
 
+class Process:
+    """One started worker process as the runner drives it: raw pipe ends and how it ended.
+
+    ``stdin`` (the job goes in), ``stdout`` and ``stderr`` (drained, capped) and ``channel``
+    (the records) are the parent's ends, owned here. A cold worker is a ``subprocess.Popen``
+    (``_ColdProcess``); a warm one is a child forked by a zygote (``grader.execute.slots``).
+    """
+
+    def __init__(self, stdin: int, stdout: int, stderr: int, channel: int):
+        self.stdin, self.stdout, self.stderr, self.channel = stdin, stdout, stderr, channel
+        self._open = {stdin, stdout, stderr, channel}
+
+    def exit_code(self, timeout: float) -> int | None:
+        """Its exit status (negative: the signal that killed it), or None while it still runs."""
+        raise NotImplementedError
+
+    def close_fd(self, fd: int) -> None:
+        """Close one of the parent's ends (once)."""
+        if fd in self._open:
+            self._open.discard(fd)
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+    def release(self) -> None:
+        """After its processes are killed: close every end, reap what can be reaped."""
+        for fd in list(self._open):
+            self.close_fd(fd)
+
+
+class _ColdProcess(Process):
+    """A worker started afresh (``python -m grader.execute.worker``), directly or through bubblewrap."""
+
+    def __init__(self, popen: subprocess.Popen, mode: str, fds: tuple[int, int, int, int]):
+        super().__init__(*fds)
+        self.popen, self.mode = popen, mode
+
+    def exit_code(self, timeout: float) -> int | None:
+        try:
+            code = self.popen.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return None
+        if self.mode == "bwrap" and code > 128:
+            return 128 - code  # bwrap exits with 128 + the signal that killed its child
+        return code
+
+    def release(self) -> None:
+        try:
+            self.popen.wait(timeout=1.0)
+        except subprocess.TimeoutExpired:
+            pass
+        super().release()
+
+
+def _pipes(n: int) -> list[tuple[int, int]]:
+    """``n`` pipes (read end, write end), all closed again if one cannot be made."""
+    made: list[tuple[int, int]] = []
+    try:
+        for _ in range(n):
+            made.append(os.pipe())
+    except BaseException:
+        for r, w in made:
+            os.close(r)
+            os.close(w)
+        raise
+    return made
+
+
+def new_token() -> str:
+    """A fresh worker token, led by ``$GRADER_RUN_TAG`` (letters, digits, '-', '_') when set."""
+    tag = run_tag()
+    return f"{tag}.{uuid.uuid4().hex}" if tag else uuid.uuid4().hex
+
+
+def run_tag() -> str:
+    return re.sub(r"[^A-Za-z0-9_-]", "", os.environ.get(RUN_TAG_VAR, ""))[:40]
+
+
 class Worker:
     """A started worker process waiting for its job; use as a context manager.
 
-    ``mode`` is 'bwrap' or 'none' (see ``grader.execute.sandbox``); ``hide`` are folders it
-    must never see (the course, the reference cache), masked if they sit inside a mounted tree.
+    ``Worker(mode, limits, hide)`` starts a cold one: ``mode`` is 'bwrap' or 'none' (see
+    ``grader.execute.sandbox``); ``hide`` are folders it must never see (the course, the
+    reference cache), masked if they sit inside a mounted tree. A warm slot
+    (``grader.execute.slots``) hands out workers forked from its zygote instead, built with
+    ``Worker.adopt``; the runner drives both the same way.
     """
 
     def __init__(self, mode: str, limits: Limits | None = None, hide: tuple[Path, ...] = ()):
-        self.mode = mode
-        self.limits = limits or Limits()
-        tag = re.sub(r"[^A-Za-z0-9_-]", "", os.environ.get(RUN_TAG_VAR, ""))[:40]
-        self.token = f"{tag}.{uuid.uuid4().hex}" if tag else uuid.uuid4().hex
-        self.uid = fresh_uid()
-        self._tmp = tempfile.mkdtemp(prefix=f"grader-{tag}-" if tag else "grader-",
-                                     dir=_scratch_base() if self.uid is not None and mode == "none" else None)
-        self.run_dir = Path(self._tmp) / "run"
-        self.run_dir.mkdir(mode=0o700)
-        if self.uid is not None:
-            os.chmod(self._tmp, 0o711)  # the worker's own user may pass through to its folder, not list it
-        self.group = ProcessGroup.create(self.token, self.uid, memory_bytes=self.limits.memory_mb << 20,
-                                         max_pids=self.limits.processes)
-        read_fd, write_fd = os.pipe()
-        spec = launch(mode, self.run_dir, write_fd, self.limits, list(hide), self.uid, self.group.preexec)
-        spec.env[TOKEN_VAR] = self.token
-        self._started = time.perf_counter()
+        limits = limits or Limits()
+        token = new_token()
+        uid = fresh_uid()
+        tag = run_tag()
+        tmp = tempfile.mkdtemp(prefix=f"grader-{tag}-" if tag else "grader-",
+                               dir=_scratch_base() if uid is not None and mode == "none" else None)
+        run_dir = Path(tmp) / "run"
+        run_dir.mkdir(mode=0o700)
+        if uid is not None:
+            os.chmod(tmp, 0o711)  # the worker's own user may pass through to its folder, not list it
+        group = ProcessGroup.create(token, uid, memory_bytes=limits.memory_mb << 20, max_pids=limits.processes)
+        (stdin_r, stdin_w), (out_r, out_w), (err_r, err_w), (chan_r, chan_w) = _pipes(4)
+        spec = launch(mode, run_dir, chan_w, limits, list(hide), uid, group.preexec)
+        spec.env[TOKEN_VAR] = token
+        started = time.perf_counter()
         try:
-            self.proc = subprocess.Popen(
-                spec.argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                pass_fds=(write_fd,), cwd=spec.cwd, env=spec.env, start_new_session=True, preexec_fn=spec.preexec)
+            popen = subprocess.Popen(spec.argv, stdin=stdin_r, stdout=out_w, stderr=err_w, pass_fds=(chan_w,),
+                                     cwd=spec.cwd, env=spec.env, start_new_session=True, preexec_fn=spec.preexec)
         except BaseException:
-            os.close(read_fd)
-            os.close(write_fd)
-            self.group.close()
-            remove_tree(self._tmp)
+            for fd in (stdin_r, stdin_w, out_r, out_w, err_r, err_w, chan_r, chan_w):
+                os.close(fd)
+            group.close()
+            remove_tree(tmp)
             raise
-        os.close(write_fd)
-        self.group.attach(self.proc.pid)
-        self._channel = read_fd
-        self._out = _Capped(self.limits.output_kb << 10)
-        self._err = _Capped(self.limits.output_kb << 10)
+        for fd in (stdin_r, out_w, err_w, chan_w):
+            os.close(fd)
+        group.attach(popen.pid)
+
+        def cleanup() -> None:
+            remove_tree(tmp)
+            if uid is not None and mode == "none":
+                remove_owned(uid)
+
+        self._setup(mode, limits, group, _ColdProcess(popen, mode, (stdin_w, out_r, err_r, chan_r)), started,
+                    run_dir, uid, cleanup)
+
+    @classmethod
+    def adopt(cls, mode: str, limits: Limits, group: ProcessGroup, process: Process, started: float,
+              cleanup: Callable[[], None]) -> "Worker":
+        """A worker started elsewhere (a zygote's child): its group already holds it; ``cleanup``
+        runs once it is closed, after its processes are killed."""
+        worker = cls.__new__(cls)
+        worker._setup(mode, limits, group, process, started, None, group.uid, cleanup)
+        return worker
+
+    def _setup(self, mode: str, limits: Limits, group: ProcessGroup, process: Process, started: float,
+               run_dir: Path | None, uid: int | None, cleanup: Callable[[], None]) -> None:
+        self.mode, self.limits, self.group, self.process = mode, limits, group, process
+        self.run_dir, self.uid, self._cleanup = run_dir, uid, cleanup
+        self._started = started
+        self._out = _Capped(limits.output_kb << 10)
+        self._err = _Capped(limits.output_kb << 10)
         self._closed = False
 
     def __enter__(self) -> "Worker":
@@ -196,14 +298,13 @@ class Worker:
 
     def _exchange(self, job_bytes: bytes, reader: RecordReader, result: WorkerRun, pending: list[str],
                   timeout: float, step_timeout: float | None, generate: bool) -> None:
-        assert self.proc.stdin is not None and self.proc.stdout is not None and self.proc.stderr is not None
-        stdin = self.proc.stdin.fileno()
+        stdin = self.process.stdin
         fcntl.fcntl(stdin, fcntl.F_SETFL, fcntl.fcntl(stdin, fcntl.F_GETFL) | os.O_NONBLOCK)
         to_send = memoryview(job_bytes)
         sel = selectors.DefaultSelector()
-        sel.register(self._channel, selectors.EVENT_READ, "channel")
-        sel.register(self.proc.stdout, selectors.EVENT_READ, self._out)
-        sel.register(self.proc.stderr, selectors.EVENT_READ, self._err)
+        sel.register(self.process.channel, selectors.EVENT_READ, "channel")
+        sel.register(self.process.stdout, selectors.EVENT_READ, self._out)
+        sel.register(self.process.stderr, selectors.EVENT_READ, self._err)
         sel.register(stdin, selectors.EVENT_WRITE, "stdin")
         deadline = None
         step_started = last_watch = last_disk = time.perf_counter()
@@ -254,7 +355,7 @@ class Worker:
                         if chunk:
                             key.data.add(chunk)
                         else:
-                            sel.unregister(key.fileobj)
+                            sel.unregister(key.fd)
                         continue
                     if not chunk:
                         return  # the worker closed the channel: it ended
@@ -282,11 +383,7 @@ class Worker:
             data = data[len(data):]
         if not data:
             sel.unregister(fd)
-            assert self.proc.stdin is not None
-            try:
-                self.proc.stdin.close()
-            except OSError:
-                pass
+            self.process.close_fd(fd)
         return data
 
     @classmethod
@@ -344,13 +441,7 @@ class Worker:
     # ----------------------------------------------------------------------- ending
 
     def _exit_code(self) -> int | None:
-        try:
-            code = self.proc.wait(timeout=1.0)
-        except subprocess.TimeoutExpired:
-            return None
-        if self.mode == "bwrap" and code > 128:
-            return 128 - code  # bwrap exits with 128 + the signal that killed its child
-        return code
+        return self.process.exit_code(timeout=1.0)
 
     def _exit_stop(self) -> Stop:
         code = self._exit_code()
@@ -371,9 +462,8 @@ class Worker:
     def _drain(self, seconds: float = 0.5) -> None:
         """Read what is left in stdout/stderr after the worker is gone (bounded in time)."""
         sel = selectors.DefaultSelector()
-        for f, sink in ((self.proc.stdout, self._out), (self.proc.stderr, self._err)):
-            if f is not None and not f.closed:
-                sel.register(f, selectors.EVENT_READ, sink)
+        for fd, sink in ((self.process.stdout, self._out), (self.process.stderr, self._err)):
+            sel.register(fd, selectors.EVENT_READ, sink)
         end = time.perf_counter() + seconds
         try:
             while sel.get_map() and time.perf_counter() < end:
@@ -382,30 +472,15 @@ class Worker:
                     if chunk:
                         key.data.add(chunk)
                     else:
-                        sel.unregister(key.fileobj)
+                        sel.unregister(key.fd)
         finally:
             sel.close()
 
     def close(self) -> None:
-        """Kill every process of the worker and remove its scratch folder."""
+        """Kill every process of the worker, close its pipes and clean up after it."""
         if self._closed:
             return
         self._closed = True
         self.group.close()
-        try:
-            self.proc.wait(timeout=1.0)
-        except subprocess.TimeoutExpired:
-            pass
-        for f in (self.proc.stdout, self.proc.stderr, self.proc.stdin):
-            try:
-                if f is not None:
-                    f.close()
-            except OSError:
-                pass
-        try:
-            os.close(self._channel)
-        except OSError:
-            pass
-        remove_tree(self._tmp)
-        if self.uid is not None and self.mode == "none":
-            remove_owned(self.uid)
+        self.process.release()
+        self._cleanup()
