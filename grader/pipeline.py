@@ -20,11 +20,12 @@ from grader.config import GradeConfig
 from grader.course.assignments import get_assignment, infer_assignment
 from grader.course.resolve import Course, resolve_course
 from grader.course.store import expected_outputs, variant_outputs
-from grader.errors import SubmissionUnreadable, UsageError
+from grader.errors import InternalError, SubmissionUnreadable, UsageError
 from grader.execute.jobs import call_spec, make_job
 from grader.execute.runner import Worker
 from grader.execute.sandbox import describe, resolve_mode
 from grader.execute.session import Execution, run_cases
+from grader.execute.slots import WarmSlot
 from grader.judge.causes import group_causes
 from grader.judge.judge import judge, name_mistakes
 from grader.plan.plan import Plan, make_plan
@@ -37,13 +38,17 @@ from grader.spec.cases import Assignment
 from grader.spec.mistakes import load_mistakes
 
 
-def grade_submission(path: str | Path, config: GradeConfig | None = None) -> Report:
-    """Grade one submission file and return its report."""
+def grade_submission(path: str | Path, config: GradeConfig | None = None, slot: WarmSlot | None = None) -> Report:
+    """Grade one submission file and return its report.
+
+    ``slot``: a warm worker slot to fork the workers from (``grade batch``), made with the
+    same sandbox mode and limits as ``config``'s; without it, each worker starts cold.
+    """
     config = config or GradeConfig()
     path = Path(path)
     if not path.exists():
         raise UsageError(f"no such file: {path}")
-    return _grade(path, lambda: read_submission(path), config)
+    return _grade(path, lambda: read_submission(path), config, slot=slot)
 
 
 def grade_source(submission: Submission, config: GradeConfig | None = None, notes: Iterable[Note] = (),
@@ -58,16 +63,19 @@ def grade_source(submission: Submission, config: GradeConfig | None = None, note
     return dataclasses.replace(report, submission=name) if name else report
 
 
-def _grade(path: Path, read: Callable[[], Submission], config: GradeConfig, lead: tuple[Note, ...] = ()) -> Report:
+def _grade(path: Path, read: Callable[[], Submission], config: GradeConfig, lead: tuple[Note, ...] = (),
+           slot: WarmSlot | None = None) -> Report:
     """Both entry points: ``read`` gives the submission while the worker starts; ``lead`` notes come first."""
     start = time.perf_counter()
     course = resolve_course(config.root, path)
     forced = get_assignment(course, config.assignment) if config.assignment else None
     mode = resolve_mode(config.sandbox)
     hide = (course.root, config.cache_dir, path.resolve().parent)
+    if slot is not None and (slot.mode != mode or slot.limits != config.limits):
+        raise InternalError("a warm slot was made for another sandbox or other limits than this grading's")
     with contextlib.ExitStack() as stack:
         def new_worker() -> Worker:
-            return stack.enter_context(Worker(mode, config.limits, hide))
+            return stack.enter_context(slot.new_worker() if slot is not None else Worker(mode, config.limits, hide))
 
         worker = new_worker()  # started first: its torch import overlaps reading, slicing and the reference
         try:
@@ -106,7 +114,8 @@ def _grade(path: Path, read: Callable[[], Submission], config: GradeConfig, lead
 
 def _isolation(mode: str, worker: Worker) -> str:
     """The report's isolation line: the sandbox, and how the submission's processes are held."""
-    return f"{describe(mode)}; {worker.group.describe()}"
+    return f"{describe(mode)}; {worker.group.describe()}" + ("; a fresh process forked from a warm worker"
+                                                               if worker.forked else "")
 
 
 def _assignment_for(course: Course, submission: Submission, parsed: ParsedSource) -> Assignment:

@@ -454,6 +454,15 @@ class ProcessGroup:
             except OSError:
                 pass  # attach() notices and falls back to tracking
 
+    def adopt(self, pid: int) -> None:
+        """Move a process someone else started (a zygote's child, still waiting for its job)
+        into the group's cgroup(s), then ``attach`` it. It must not have started anything yet:
+        what it started before would stay outside."""
+        for procs in (self._join, os.path.join(self._memory_v1, "cgroup.procs") if self._memory_v1 else None):
+            if procs is not None:
+                _write(procs, str(pid).encode())
+        self.attach(pid)
+
     def attach(self, pid: int) -> None:
         """Record the worker (the session leader ``Popen`` just started).
 

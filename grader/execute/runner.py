@@ -250,6 +250,7 @@ class Worker:
         runs once it is closed, after its processes are killed."""
         worker = cls.__new__(cls)
         worker._setup(mode, limits, group, process, started, None, group.uid, cleanup)
+        worker.forked = True
         return worker
 
     def _setup(self, mode: str, limits: Limits, group: ProcessGroup, process: Process, started: float,
@@ -257,6 +258,8 @@ class Worker:
         self.mode, self.limits, self.group, self.process = mode, limits, group, process
         self.run_dir, self.uid, self._cleanup = run_dir, uid, cleanup
         self._started = started
+        #: started by a warm slot's zygote, not afresh
+        self.forked = False
         self._out = _Capped(limits.output_kb << 10)
         self._err = _Capped(limits.output_kb << 10)
         self._closed = False

@@ -78,26 +78,30 @@ def bwrap_usable() -> bool:
 
 
 def launch(mode: str, run_dir: Path, channel_fd: int, limits: Limits, hide: list[Path],
-           uid: int | None, join_group: Callable[[], None]) -> Launch:
+           uid: int | None, join_group: Callable[[], None], zygote: bool = False) -> Launch:
     """The command that starts ``python -m grader.execute.worker`` for ``mode``.
 
     ``run_dir`` is the worker's host scratch folder (``none`` mode only); ``hide`` are
     folders it must never see; ``uid``, when given (the grader runs as root), is the
     worker's own user; ``join_group`` runs in the child before exec (the process group).
+    ``zygote`` starts ``grader.execute.zygote`` instead, in the same sandbox: it stays root
+    where the grader is (its children become ``uid``s of their own) and has no CPU limit of
+    its own (each child gets one, ``rlimits``); ``channel_fd`` is then its control socket.
     """
+    module = "grader.execute.zygote" if zygote else "grader.execute.worker"
     package_parent = Path(__file__).resolve().parents[2]
     # A clean environment: nothing of the grader's (tokens, paths, credentials) leaks in.
     env = {k: os.environ[k] for k in ("PATH", "LANG", "LC_ALL", "TERM") if k in os.environ}
     env.update({"OMP_NUM_THREADS": "1", "PYTHONDONTWRITEBYTECODE": "1", "PYTHONNOUSERSITE": "1",
                 "MPLBACKEND": "Agg"})
-    if uid is not None:  # the worker gives up root itself, after its imports (grader.execute.worker)
+    if uid is not None and not zygote:  # the worker gives up root itself, after its imports
         env["GRADER_WORKER_UID"] = str(uid)
     if mode == "none":
         env.update({"PYTHONPATH": str(package_parent), "HOME": str(run_dir), "TMPDIR": str(run_dir)})
         if uid is not None:
             os.chown(run_dir, uid, uid)
-        argv = [sys.executable, "-m", "grader.execute.worker", str(channel_fd)]
-        return Launch(argv, env, str(run_dir), _child_setup(limits, uid, join_group))
+        argv = [sys.executable, "-m", module, str(channel_fd)]
+        return Launch(argv, env, str(run_dir), _child_setup(limits, uid, join_group, zygote))
     env.update({"PYTHONPATH": f"{SANDBOX_ROOT}/pkg", "HOME": WORK_DIR, "TMPDIR": "/tmp"})
     bwrap = shutil.which("bwrap") or "bwrap"
     if uid is not None:  # as root: no user namespace, so that the worker can become its own user
@@ -124,8 +128,8 @@ def launch(mode: str, run_dir: Path, channel_fd: int, limits: Limits, hide: list
     argv += ["--ro-bind", str(package_parent / "grader"), f"{SANDBOX_ROOT}/pkg/grader"]
     for hidden in _hidden_paths([package_parent, *hide]):
         argv += ["--tmpfs", hidden]
-    argv += ["--chdir", WORK_DIR, "--", python_executable(), "-m", "grader.execute.worker", str(channel_fd)]
-    return Launch(argv, env, str(run_dir), _child_setup(limits, uid, join_group))
+    argv += ["--chdir", WORK_DIR, "--", python_executable(), "-m", module, str(channel_fd)]
+    return Launch(argv, env, str(run_dir), _child_setup(limits, uid, join_group, zygote))
 
 
 def describe(mode: str) -> str:
@@ -179,28 +183,48 @@ def _under(path: str, root: str) -> bool:
     return path == root or path.startswith(root.rstrip("/") + "/")
 
 
-def _child_setup(limits: Limits, uid: int | None, join_group: Callable[[], None]) -> Callable[[], None]:
+def rlimits(limits: Limits, uid: int | None) -> list[tuple[str, int]]:
+    """The resource limits of one worker, by name (``resource.RLIMIT_*``), as numbers.
+
+    RLIMIT_NPROC counts every process of a uid: a fresh uid runs nothing yet; our own uid's
+    limit adds what it already runs.
+    """
+    settings = [("RLIMIT_AS", limits.memory_mb << 20), ("RLIMIT_CPU", limits.cpu_seconds),
+                ("RLIMIT_FSIZE", limits.file_mb << 20), ("RLIMIT_NOFILE", limits.open_files),
+                ("RLIMIT_CORE", 0)]
+    if hasattr(resource, "RLIMIT_NPROC"):
+        settings.append(("RLIMIT_NPROC",
+                         limits.processes if uid is not None else _count_processes(os.getuid()) + limits.processes))
+    return settings
+
+
+def apply_rlimits(settings: list[tuple[str, int]]) -> None:
+    """Set each limit (soft and hard); one this platform won't lower is skipped, the others still hold."""
+    for name, value in settings:
+        kind = getattr(resource, name, None)
+        if kind is None:
+            continue
+        try:
+            resource.setrlimit(kind, (value, value))
+        except (ValueError, OSError):
+            pass
+
+
+def _child_setup(limits: Limits, uid: int | None, join_group: Callable[[], None],
+                 zygote: bool = False) -> Callable[[], None]:
     """What the child does between fork and exec: join the process group, set the limits.
 
     Computed now; the child only makes system calls (no imports, no allocation to speak of).
+    A zygote keeps no CPU or process limit: each of its children sets its own (it may only lower them).
     """
-    nproc = None
-    if hasattr(resource, "RLIMIT_NPROC"):
-        # A fresh uid runs nothing yet; our own uid's limit counts what it already runs.
-        nproc = limits.processes if uid is not None else _count_processes(os.getuid()) + limits.processes
-    settings = [
-        (resource.RLIMIT_AS, limits.memory_mb << 20),
-        (resource.RLIMIT_CPU, limits.cpu_seconds),
-        (resource.RLIMIT_FSIZE, limits.file_mb << 20),
-        (resource.RLIMIT_NOFILE, limits.open_files),
-        (resource.RLIMIT_CORE, 0),
-    ]
-    if nproc is not None:
-        settings.append((resource.RLIMIT_NPROC, nproc))
+    settings = rlimits(limits, uid)
+    if zygote:
+        settings = [(n, v) for n, v in settings if n not in ("RLIMIT_CPU", "RLIMIT_NPROC")]
+    kinds = [(getattr(resource, n), v) for n, v in settings]
 
     def apply() -> None:
         join_group()
-        for kind, value in settings:
+        for kind, value in kinds:
             try:
                 resource.setrlimit(kind, (value, value))
             except (ValueError, OSError):

@@ -34,6 +34,13 @@ _PRELOAD = ("math", "copy", "collections", "itertools", "functools", "typing", "
             "torch.nn", "torch.nn.functional", "torch.nn.init")
 
 
+def preload() -> None:
+    """Import what solutions commonly import, and what safetensors imports lazily."""
+    for name in _PRELOAD:
+        __import__(name)
+    load_tensors(save_tensors({"warm-up": torch.zeros(1)}))
+
+
 def _drop_privileges() -> None:
     """Become the worker's own user when started as root: after the imports, before the job.
 
@@ -42,9 +49,7 @@ def _drop_privileges() -> None:
     """
     uid = os.environ.pop("GRADER_WORKER_UID", None)
     if uid and os.geteuid() == 0:
-        for name in _PRELOAD:
-            __import__(name)
-        load_tensors(save_tensors({"warm-up": torch.zeros(1)}))  # safetensors imports lazily
+        preload()
         os.setgroups([])
         os.setgid(int(uid))
         os.setuid(int(uid))
@@ -89,12 +94,21 @@ def read_job(stream: Any) -> tuple[Job, dict[str, torch.Tensor]]:
 
 
 def main(argv: list[str]) -> int:
-    channel = Channel(int(argv[1]))
+    return serve(Channel(int(argv[1])), sys.stdin.buffer, _drop_privileges)
+
+
+def serve(channel: Channel, stdin: Any, before_ready: Any = None) -> int:
+    """One job, start to end: read it, report ``ready``, run it, report ``done``; the exit status.
+
+    ``before_ready`` runs after the job is read and before anything of it runs (a cold
+    worker gives up root there). A zygote's child (``grader.execute.zygote``) calls this too.
+    """
     try:
-        job, inputs = read_job(sys.stdin.buffer)
+        job, inputs = read_job(stdin)
         channel.stamp(job.nonce)
         guards = _guards(job)  # resolved now, with torch as the grader imported it
-        _drop_privileges()
+        if before_ready is not None:
+            before_ready()
         channel.send("ready")  # started: from here on, time counts against the submission
         run_job(job, inputs, guards, channel)
     except BaseException:  # a failure of the worker itself (or of what the submission did to it)

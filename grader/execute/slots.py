@@ -1,0 +1,286 @@
+"""Warm worker slots: torch imported once per slot, a fresh forked worker per run.
+
+A ``WarmSlot`` starts a zygote (``grader.execute.zygote``) in the same sandbox a cold worker
+gets, with torch imported and warmed up. ``new_worker()`` asks it to fork a child that
+becomes an ordinary worker (``grader.execute.runner.Worker``, driven exactly like a cold
+one): its own stdin, stdout, stderr and result channel (pipes made here and passed over
+the control socket), its own session, resource limits, uid (as root) and process group
+(``ProcessGroup.adopt``: its cgroups, or tracking), a fresh working folder.
+
+Nothing of one run reaches the next. When a worker is closed, its group is killed, then
+the zygote kills every process left in the sandbox's pid namespace, removes every file
+under its ``/tmp`` and every IPC object, and must report nothing left alive; a zygote that
+does not answer in time, reports survivors, or died is discarded, and the next run gets a
+new zygote. A fork that fails falls back to a cold worker.
+
+Warm slots exist only in ``bwrap`` mode, where the sandbox's pid namespace lets the zygote
+find and kill everything a child left; elsewhere (``none`` mode) every run is a cold worker.
+Not thread-safe: one slot serves one thread at a time.
+"""
+from __future__ import annotations
+
+import json
+import os
+import select
+import socket
+import struct
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from grader.config import Limits
+from grader.errors import InternalError
+from grader.execute.procs import ProcessGroup, fresh_uid, remove_tree
+from grader.execute.runner import STARTUP_TIMEOUT, TOKEN_VAR, Process, Worker, _pipes, new_token, run_tag
+from grader.execute.sandbox import launch, rlimits
+
+#: Seconds the zygote may take to fork a child, report an exit status or clean up.
+ANSWER_TIMEOUT = 10.0
+_CREDENTIALS = struct.calcsize("3i")
+
+
+class ZygoteGone(Exception):
+    """The zygote did not answer as it should (dead, stopped, or misbehaving): discard it."""
+
+
+class _Zygote:
+    """One started zygote and its control socket."""
+
+    def __init__(self, mode: str, limits: Limits, hide: tuple[Path, ...]):
+        self.token = new_token()
+        tag = run_tag()
+        self._tmp = tempfile.mkdtemp(prefix=f"grader-{tag}-slot-" if tag else "grader-slot-")
+        run_dir = Path(self._tmp) / "run"
+        run_dir.mkdir(mode=0o700)
+        self.group = ProcessGroup.create(self.token, None, use_cgroup=False)
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        # As root the sandbox has no user namespace and each child becomes a uid of its own
+        # (launch() only needs to know that one is given); otherwise everything runs as our uid.
+        probe = fresh_uid()
+        self.root = probe is not None
+        spec = launch(mode, run_dir, theirs.fileno(), limits, list(hide), probe, self.group.preexec, zygote=True)
+        spec.env[TOKEN_VAR] = self.token
+        try:
+            self.proc = subprocess.Popen(spec.argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                         stderr=subprocess.PIPE, pass_fds=(theirs.fileno(),), cwd=spec.cwd,
+                                         env=spec.env, start_new_session=True, preexec_fn=spec.preexec)
+        except BaseException:
+            ours.close()
+            theirs.close()
+            remove_tree(self._tmp)
+            raise
+        finally:
+            theirs.close()
+        self.group.attach(self.proc.pid)
+        self.control = ours
+        self.warm = False
+        self.busy = False  # a child was forked and not cleaned up after yet
+
+    def request(self, message: dict[str, Any], fds: list[int] = (), timeout: float = ANSWER_TIMEOUT) -> dict:
+        """Send one request and wait for its answer (ZygoteGone when it does not come as it should)."""
+        try:
+            if fds:
+                socket.send_fds(self.control, [json.dumps(message).encode()], list(fds))
+            else:
+                self.control.send(json.dumps(message).encode())
+        except OSError as e:
+            raise ZygoteGone(f"could not reach it ({e})") from None
+        return self.answer(timeout)
+
+    def answer(self, timeout: float) -> dict:
+        ready, _, _ = select.select([self.control], [], [], timeout)
+        if not ready:
+            raise ZygoteGone(f"no answer within {timeout:.0f} s")
+        try:
+            data = self.control.recv(1 << 16)
+        except OSError as e:
+            raise ZygoteGone(f"its socket failed ({e})") from None
+        if not data:
+            raise ZygoteGone("it ended")
+        try:
+            message = json.loads(data)
+        except ValueError:
+            raise ZygoteGone("it sent something that is not a message") from None
+        if not isinstance(message, dict):
+            raise ZygoteGone("it sent something that is not a message")
+        return message
+
+    def wait_warm(self) -> None:
+        if not self.warm:
+            message = self.answer(STARTUP_TIMEOUT)
+            if message.get("kind") != "warm":
+                raise ZygoteGone(f"it did not start ({message!r})")
+            self.warm = True
+
+    def stderr_tail(self) -> str:
+        """What the zygote wrote to stderr (read once it is gone)."""
+        try:
+            return (self.proc.stderr.read(1 << 16) if self.proc.stderr else b"").decode("utf-8", "replace")[-2000:]
+        except (OSError, ValueError):
+            return ""
+
+    def close(self) -> None:
+        self.group.close()
+        try:
+            self.control.close()
+        except OSError:
+            pass
+        try:
+            self.proc.wait(timeout=2.0)
+        except subprocess.TimeoutExpired:
+            pass
+        if self.proc.stderr is not None:
+            self.proc.stderr.close()
+        remove_tree(self._tmp)
+
+
+class _ForkedProcess(Process):
+    """A zygote's child as the runner drives it: its exit status comes from the zygote."""
+
+    def __init__(self, zygote: _Zygote, fds: tuple[int, int, int, int]):
+        super().__init__(*fds)
+        self.zygote = zygote
+        self._code: int | None = None
+
+    def exit_code(self, timeout: float) -> int | None:
+        if self._code is None:
+            try:
+                message = self.zygote.request({"kind": "wait", "timeout": timeout}, timeout=timeout + ANSWER_TIMEOUT)
+            except ZygoteGone:
+                return None
+            code = message.get("code")
+            self._code = code if isinstance(code, int) and not isinstance(code, bool) else None
+        return self._code
+
+
+class WarmSlot:
+    """One worker slot: a warm zygote, and a fresh forked worker per ``new_worker()``; a context manager.
+
+    ``mode``, ``limits`` and ``hide`` are what every worker of the slot gets (as for a cold
+    ``Worker``). The zygote starts now, in the background; the first ``new_worker()`` waits
+    for its imports.
+    """
+
+    def __init__(self, mode: str, limits: Limits | None = None, hide: tuple[Path, ...] = ()):
+        if mode != "bwrap":
+            raise ValueError("warm slots need the bubblewrap sandbox (its pid namespace)")
+        self.mode, self.limits, self.hide = mode, limits or Limits(), tuple(hide)
+        self.zygotes_started = 0
+        self.forks = 0
+        self.fallbacks = 0
+        self._zygote: _Zygote | None = None
+        self._current: Worker | None = None  # the last worker handed out
+        self._start()
+
+    def __enter__(self) -> "WarmSlot":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _start(self) -> None:
+        self._zygote = _Zygote(self.mode, self.limits, self.hide)
+        self.zygotes_started += 1
+
+    def _discard(self) -> None:
+        if self._zygote is not None:
+            self._zygote.close()
+            self._zygote = None
+
+    def new_worker(self) -> Worker:
+        """A fresh worker forked from the zygote (a cold one if the zygote cannot fork)."""
+        for attempt in range(2):
+            if self._zygote is None:
+                self._start()
+            zygote = self._zygote
+            assert zygote is not None
+            if zygote.busy and self._current is not None:
+                self._current.close()  # a restart after a crash: the last child goes first, and its leftovers
+                zygote = self._zygote
+                if zygote is None:
+                    continue
+            if zygote.busy:
+                raise InternalError("a warm slot was asked for a worker before the last one was closed")
+            try:
+                zygote.wait_warm()
+                worker = self._fork(zygote)
+            except ZygoteGone as e:
+                tail = zygote.stderr_tail() if zygote.proc.poll() is not None else ""
+                self._discard()
+                if attempt == 0 and zygote.warm:
+                    continue  # it worked before: a child broke it; a new one for this run
+                self.fallbacks += 1
+                if zygote.warm is False and tail:
+                    raise InternalError(f"the grader's warm worker could not start ({e}):\n{tail}") from None
+                return Worker(self.mode, self.limits, self.hide)
+            self.forks += 1
+            self._current = worker
+            return worker
+        self.fallbacks += 1
+        return Worker(self.mode, self.limits, self.hide)
+
+    def _fork(self, zygote: _Zygote) -> Worker:
+        token = new_token()
+        uid = fresh_uid() if zygote.root else None
+        if zygote.root and uid is None:  # never a child that stays root: a cold worker instead
+            raise ZygoteGone("no uid of its own for the child")
+        group = ProcessGroup.create(token, uid, memory_bytes=self.limits.memory_mb << 20,
+                                    max_pids=self.limits.processes)
+        pipes = _pipes(4)
+        hello_ours, hello_theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+        hello_ours.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
+        (stdin_r, stdin_w), (out_r, out_w), (err_r, err_w), (chan_r, chan_w) = pipes
+        ours = (stdin_w, out_r, err_r, chan_r)
+        request = {"kind": "fork", "uid": uid, "token": token, "rlimits": rlimits(self.limits, uid)}
+        started = time.perf_counter()
+        try:
+            zygote.busy = True
+            answer = zygote.request(request, [stdin_r, out_w, err_w, chan_w, hello_theirs.fileno()])
+            if answer.get("kind") != "forked":
+                raise ZygoteGone(f"it refused to fork ({answer.get('kind')!r})")
+            pid = _hello_pid(hello_ours)
+            group.adopt(pid)
+        except BaseException:
+            group.close()
+            for fd in ours:
+                os.close(fd)
+            raise
+        finally:
+            for fd in (stdin_r, out_w, err_w, chan_w):
+                os.close(fd)
+            hello_ours.close()
+            hello_theirs.close()
+        return Worker.adopt(self.mode, self.limits, group, _ForkedProcess(zygote, ours), started,
+                            lambda: self._after(zygote))
+
+    def _after(self, zygote: _Zygote) -> None:
+        """Once a child's worker is closed (its group killed): the zygote cleans the whole sandbox, or goes."""
+        if zygote is not self._zygote:
+            return
+        try:
+            answer = zygote.request({"kind": "clean"})
+            if answer.get("kind") != "clean" or answer.get("left") != 0:
+                raise ZygoteGone(f"it could not clean up ({answer!r})")
+            zygote.busy = False
+        except ZygoteGone:
+            self._discard()
+
+    def close(self) -> None:
+        """Stop the zygote and everything in its sandbox."""
+        self._discard()
+
+
+def _hello_pid(sock: socket.socket) -> int:
+    """The pid the kernel attached to the child's hello, as this process sees it."""
+    ready, _, _ = select.select([sock], [], [], ANSWER_TIMEOUT)
+    if not ready:
+        raise ZygoteGone("its child did not say hello")
+    _, ancillary, _, _ = sock.recvmsg(16, socket.CMSG_SPACE(_CREDENTIALS))
+    for level, kind, data in ancillary:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS and len(data) >= _CREDENTIALS:
+            pid, _, _ = struct.unpack("3i", data[:_CREDENTIALS])
+            if pid > 0:
+                return pid
+    raise ZygoteGone("its child's hello carried no pid")

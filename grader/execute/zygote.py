@@ -1,0 +1,283 @@
+"""The warm worker of a slot: imports torch once, then forks one fresh worker per run.
+
+Started by ``grader.execute.slots`` as ``python -m grader.execute.zygote CONTROL_FD`` in the
+same sandbox a cold worker gets (``grader.execute.sandbox.launch(zygote=True)``). It never
+runs submitted code, and never sees a job: each child gets its job from the parent on its
+own stdin. It answers requests on the control socket (``SOCK_SEQPACKET``, one JSON message
+each), one child at a time:
+
+``fork`` (with five file descriptors: the child's stdin, stdout, stderr, result channel and
+    a hello socket)
+    fork a child that becomes a worker: its own session, its own limits, its own uid (when
+    the zygote is root), a fresh working folder, and its pid told to the parent through the
+    kernel (the hello socket's SCM_CREDENTIALS, so the parent sees the pid in its own pid
+    namespace). Answer ``{"kind": "forked"}``.
+``wait`` (``timeout``)
+    the child's exit status, or null while it runs.
+``clean``
+    kill every other process in the sandbox's pid namespace (``kill(-1)``: all but the
+    zygote and the namespace's init), wait until none is left, remove every file under
+    ``/tmp`` and every System V IPC object: nothing one child did reaches the next. Answer
+    ``{"kind": "clean", "left": N}`` (N: processes still alive; the parent discards the
+    slot unless it is 0).
+
+Protections against the child (in the sandbox without a uid of its own it shares the
+zygote's uid): the zygote is not dumpable (no ptrace, no ``/proc/<pid>/mem`` or ``fd``
+access), ignores every catchable signal, and the parent discards it when it stops answering
+or dies. Only in ``bwrap`` mode (a pid namespace of its own) is it started at all.
+"""
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import signal
+import socket
+import sys
+import time
+from typing import Any
+
+from grader.execute import worker
+from grader.execute.procs import TOKEN_VAR, remove_tree
+from grader.execute.sandbox import WORK_DIR, apply_rlimits
+
+#: Largest control message either way.
+MAX_MESSAGE = 1 << 16
+#: How long ``clean`` keeps killing before it reports what is left.
+CLEAN_SECONDS = 3.0
+_PR_SET_DUMPABLE = 4
+_IPC_RMID = 0
+_SCRATCH = "/tmp"
+_IGNORED = [s for s in signal.Signals if s not in (signal.SIGKILL, signal.SIGSTOP, signal.SIGCHLD)]
+#: The handlers Python started with (SIGPIPE and SIGXFSZ ignored, SIGINT raising): a child gets them back.
+_ORIGINAL: dict[signal.Signals, Any] = {}
+
+
+def main(argv: list[str]) -> int:
+    control = socket.socket(fileno=int(argv[1]))
+    warm_up()
+    _protect()
+    os.chdir("/")
+    child: int | None = None
+    _send(control, {"kind": "warm", "threads": len(os.listdir("/proc/self/task"))})
+    while True:
+        try:
+            data, fds, _, _ = socket.recv_fds(control, MAX_MESSAGE, 8)
+        except OSError:
+            return 0
+        if not data:
+            return 0  # the parent is gone
+        message = json.loads(data)
+        kind = message.get("kind")
+        if kind == "fork" and child is None and len(fds) == 5:
+            _fresh_work_dir(message.get("uid"))
+            child = os.fork()
+            if child == 0:
+                _become_worker(control, fds, message)  # never returns
+            for fd in fds:
+                os.close(fd)
+            _send(control, {"kind": "forked"})
+        elif kind == "wait":
+            code, child = _wait(child, float(message.get("timeout", 1.0)))
+            _send(control, {"kind": "exit", "code": code})
+        elif kind == "clean":
+            left = _clean()
+            child = None
+            _send(control, {"kind": "clean", "left": left})
+        else:
+            for fd in fds:
+                os.close(fd)
+            _send(control, {"kind": "refused"})
+
+
+def warm_up() -> None:
+    """What every child would otherwise pay for: the imports, and one small forward and backward pass
+    through the layers solutions use (lazy initialisation inside torch)."""
+    import torch
+    import torch.nn.functional as F
+
+    torch.set_num_threads(1)
+    worker.preload()
+    lin = torch.nn.Linear(8, 8)
+    x = torch.randn(2, 3, 8)
+    scores = lin(x) @ x.transpose(-2, -1) / 8 ** 0.5
+    weights = F.softmax(scores.masked_fill(torch.ones(3, 3).tril() == 0, float("-inf")), dim=-1)
+    out = torch.sigmoid(weights @ x) * torch.tanh(x)
+    out.sum().backward()
+
+
+def _protect() -> None:
+    """Not dumpable (a process of the same uid cannot trace or read it); catchable signals ignored."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_DUMPABLE, 0, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
+    for sig in _IGNORED:
+        try:
+            _ORIGINAL[sig] = signal.signal(sig, signal.SIG_IGN)
+        except (OSError, ValueError, RuntimeError):
+            pass
+
+
+def _send(control: socket.socket, message: dict[str, Any]) -> None:
+    control.send(json.dumps(message).encode())
+
+
+def _fresh_work_dir(uid: Any) -> None:
+    """The next child's working folder, empty, its own when it has a uid of its own."""
+    os.makedirs(WORK_DIR, mode=0o755, exist_ok=True)
+    if isinstance(uid, int) and os.geteuid() == 0:
+        os.chown(WORK_DIR, uid, uid)
+
+
+def _become_worker(control: socket.socket, fds: list[int], message: dict[str, Any]) -> None:
+    """In the child: take the given pipes as stdin, stdout, stderr and channel, drop everything of
+    the zygote's, set the limits and the uid, say hello, and serve one job. Never returns."""
+    code = worker.WORKER_FAILED_EXIT
+    try:
+        control.close()
+        stdin, stdout, stderr, channel, hello = fds
+        for sig, handler in _ORIGINAL.items():
+            try:
+                signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
+            except (OSError, ValueError, RuntimeError, TypeError):
+                pass
+        for fd, target in ((stdin, 0), (stdout, 1), (stderr, 2)):
+            os.dup2(fd, target)
+        channel_fd, hello = os.dup(channel), os.dup(hello)
+        _close_all_but(sorted({channel_fd, hello}))
+        os.setsid()
+        os.chdir(WORK_DIR)
+        token = message.get("token")
+        if isinstance(token, str):
+            os.environ[TOKEN_VAR] = token
+        apply_rlimits([(str(n), int(v)) for n, v in message.get("rlimits", [])])
+        uid = message.get("uid")
+        if isinstance(uid, int) and os.geteuid() == 0:
+            os.setgroups([])
+            os.setgid(uid)
+            os.setuid(uid)
+        else:
+            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_DUMPABLE, 1, 0, 0, 0)  # the parent measures it
+        hello_socket = socket.socket(fileno=hello)
+        hello_socket.send(b"h")  # the kernel attaches our pid, as the parent sees it
+        hello_socket.close()
+        sys.stdin = open(0, "r", closefd=False)
+        sys.stdout = open(1, "w", closefd=False, buffering=1)
+        sys.stderr = open(2, "w", closefd=False, buffering=1)
+        code = worker.serve(worker.Channel(channel_fd), sys.stdin.buffer)
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        except BaseException:
+            pass
+    except BaseException:
+        pass
+    finally:
+        os._exit(code)
+
+
+def _close_all_but(keep: list[int]) -> None:
+    """Close every descriptor from 3 up but ``keep`` (sorted): nothing of the zygote's stays open."""
+    low = 3
+    for fd in keep:
+        os.closerange(low, fd)
+        low = fd + 1
+    os.closerange(low, os.sysconf("SC_OPEN_MAX") if hasattr(os, "sysconf") else 65536)
+
+
+def _wait(child: int | None, timeout: float) -> tuple[int | None, int | None]:
+    """(exit status, the child still to wait for): negative for a signal; None while it runs."""
+    if child is None:
+        return None, None
+    deadline = time.monotonic() + max(0.0, min(timeout, 30.0))
+    while True:
+        try:
+            pid, status = os.waitpid(child, os.WNOHANG)
+        except ChildProcessError:
+            return None, None
+        if pid == child:
+            return os.waitstatus_to_exitcode(status), child
+        if time.monotonic() >= deadline:
+            return None, child
+        time.sleep(0.005)
+
+
+def _clean() -> int:
+    """Kill every process of the namespace but ours and its init, reap, wipe /tmp and IPC; how many live on."""
+    me = os.getpid()
+    deadline = time.monotonic() + CLEAN_SECONDS
+    pause = 0.002
+    while True:
+        try:
+            os.kill(-1, signal.SIGKILL)
+        except OSError:
+            pass
+        _reap()
+        left = [p for p in _live_pids() if p not in (1, me)]
+        if not left or time.monotonic() > deadline:
+            break
+        time.sleep(pause)
+        pause = min(pause * 2, 0.05)
+    _reap()
+    for name in _listdir(_SCRATCH):
+        remove_tree(os.path.join(_SCRATCH, name))
+    _remove_ipc()
+    return len(left)
+
+
+def _reap() -> None:
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+
+
+def _live_pids() -> list[int]:
+    """Processes of this pid namespace that are not zombies."""
+    live = []
+    for name in _listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as f:
+                state = f.read().rpartition(b")")[2].split()[:1]
+        except OSError:
+            continue
+        if state and state[0] not in (b"Z", b"X"):
+            live.append(int(name))
+    return live
+
+
+def _listdir(path: str) -> list[str]:
+    try:
+        return os.listdir(path)
+    except OSError:
+        return []
+
+
+def _remove_ipc() -> None:
+    """Remove every System V shared memory segment, semaphore set and message queue of the sandbox."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+    except OSError:
+        return
+    for table, remove in (("shm", lambda i: libc.shmctl(i, _IPC_RMID, None)),
+                          ("sem", lambda i: libc.semctl(i, 0, _IPC_RMID)),
+                          ("msg", lambda i: libc.msgctl(i, _IPC_RMID, None))):
+        try:
+            with open(f"/proc/sysvipc/{table}") as f:
+                lines = f.read().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines[:10_000]:
+            fields = line.split()
+            if len(fields) > 1 and fields[1].isdigit():
+                remove(int(fields[1]))
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

@@ -1,0 +1,46 @@
+# The victim that sees leftovers: it scores 4/4 only in a sandbox where nothing of an earlier
+# submission is left (no other process than its own, its parent and the namespace's init; nothing
+# under /tmp but its own empty working folder; no System V IPC object). Otherwise every output is wrong.
+# It also needs one torch thread. It imports modules no worker preloads, so that a module planted in its folder would be picked up.
+import os
+import random
+import statistics
+
+import torch
+import torch.nn as nn
+
+
+def leftovers() -> list[str]:
+    found = []
+    mine = {1, os.getpid(), os.getppid()}
+    for pid in (p for p in os.listdir("/proc") if p.isdigit()):
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                state = f.read().rpartition(")")[2].split()[0]
+        except OSError:
+            continue
+        if int(pid) not in mine and state not in ("Z", "X"):
+            found.append(f"process {pid}")
+    found += [f"/tmp/{n}" for n in os.listdir("/tmp") if n != "work"]
+    found += [f"/tmp/work/{n}" for n in os.listdir("/tmp/work")]
+    for table in ("shm", "sem", "msg"):
+        try:
+            with open(f"/proc/sysvipc/{table}") as f:
+                found += [f"{table} {line.split()[1]}" for line in f.read().splitlines()[1:]]
+        except OSError:
+            pass
+    if torch.get_num_threads() != 1:
+        found.append(f"{torch.get_num_threads()} torch threads")
+    if getattr(random, "PLANTED", False) or getattr(statistics, "PLANTED", False):
+        found.append("a planted module")
+    return found
+
+
+class Doubler(nn.Module):
+    def __init__(self, d=4):
+        super().__init__()
+        self.lin = nn.Linear(d, d)
+        self.clean = not leftovers()
+
+    def forward(self, x):
+        return 2 * self.lin(x) if self.clean and not leftovers() else 3 * self.lin(x)

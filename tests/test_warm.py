@@ -1,0 +1,107 @@
+"""Warm slots: torch imported once per slot, a fresh forked worker per submission, nothing between them.
+
+A submission graded in a slot must get exactly the result it gets alone (a cold worker), whatever
+the submission graded before it in the same slot did: forge results, leave daemons that kill,
+stop or alter processes, plant modules, fill the disk, the processes or IPC. ``cross/probe.py``
+scores 4/4 only in a sandbox where nothing of an earlier run is left, so it is run after every
+hostile submission of ``tests/hostile`` too, and each of those must score in a slot what it
+scores alone.
+"""
+from __future__ import annotations
+
+import os
+import time
+import uuid
+
+import pytest
+
+from conftest import ROOT, require_bwrap
+from test_hostile import EXPECTED, HOSTILE, expectation, tagged_processes
+
+from grader.config import GradeConfig, Limits
+from grader.execute.slots import WarmSlot
+from grader.pipeline import grade_submission
+
+CROSS = ROOT / "tests" / "cross"
+COURSE = ROOT / "tests" / "fixtures" / "course"
+LIMITS = Limits(memory_mb=1500, processes=32)
+CONFIG = GradeConfig(root=COURSE, assignment="toy", sandbox="bwrap", timeout=60, case_timeout=3, limits=LIMITS)
+
+
+@pytest.fixture(autouse=True)
+def _bwrap():
+    require_bwrap()
+
+
+def outcome(report) -> tuple:
+    """What a grade is: the score, each case's status and points, the causes."""
+    return (report.score, [(r.case_id, r.status, r.score) for r in report.cases],
+            [c.title for c in report.causes])
+
+
+def prepared(tmp_path, name: str, folder=CROSS, tag: str = "none"):
+    path = tmp_path / name
+    path.write_text((folder / name).read_text().replace("PORT", "9").replace("MARKER", tag))
+    return path
+
+
+@pytest.fixture(scope="module")
+def solo(tmp_path_factory):
+    """The victims graded alone, each by a cold worker."""
+    tmp = tmp_path_factory.mktemp("solo")
+    return {name: outcome(grade_submission(prepared(tmp, name), CONFIG)) for name in ("victim.py", "probe.py")}
+
+
+@pytest.fixture
+def tag(monkeypatch):
+    """This test's run tag: every worker token (the slot's, each child's) starts with it."""
+    tag = f"warm{uuid.uuid4().hex[:12]}"
+    monkeypatch.setenv("GRADER_RUN_TAG", tag)
+    return tag
+
+
+def test_the_victims_alone(solo):
+    assert solo["victim.py"][0] == 3 and solo["probe.py"][0] == 4
+
+
+def test_a_slot_forks_warm_workers_and_says_so(tmp_path, solo, tag):
+    with WarmSlot("bwrap", LIMITS) as slot:
+        reports = [grade_submission(prepared(tmp_path, "victim.py"), CONFIG, slot) for _ in range(3)]
+        assert slot.zygotes_started == 1 and slot.forks == 3 and slot.fallbacks == 0
+    assert all(outcome(r) == solo["victim.py"] for r in reports)
+    assert "forked from a warm worker" in reports[0].isolation
+    time.sleep(0.2)
+    assert tagged_processes(tag) == []
+
+
+@pytest.mark.parametrize("attack", ["plant_and_forge.py", "kill_later.py", "fill_slot.py"])
+def test_a_submission_cannot_reach_the_next_one_in_its_slot(tmp_path, solo, tag, attack):
+    with WarmSlot("bwrap", LIMITS) as slot:
+        grade_submission(prepared(tmp_path, attack, tag=tag), CONFIG, slot)
+        victim = grade_submission(prepared(tmp_path, "victim.py"), CONFIG, slot)
+        probe = grade_submission(prepared(tmp_path, "probe.py"), CONFIG, slot)
+        assert slot.fallbacks == 0 and slot.forks == 3
+    assert outcome(victim) == solo["victim.py"]
+    assert outcome(probe) == solo["probe.py"]
+    time.sleep(0.2)
+    assert tagged_processes(tag) == []
+
+
+def test_every_hostile_submission_scores_in_a_slot_what_it_scores_alone_and_leaves_nothing(tmp_path, solo, tag):
+    names = sorted(n for n, spec in EXPECTED.items() if "bwrap" in spec.get("modes", ["bwrap", "none"]))
+    wrong = []
+    with WarmSlot("bwrap", LIMITS) as slot:
+        for name in names:
+            spec = expectation(name, "bwrap")
+            report = grade_submission(prepared(tmp_path, name, HOSTILE, tag), CONFIG, slot)
+            errors = sorted(r.case_id for r in report.cases if r.status == "error")
+            if report.score != spec["score"] or errors != sorted(spec.get("errors", [])):
+                wrong.append(f"{name}: {report.score} {errors}")
+            after = outcome(grade_submission(prepared(tmp_path, "probe.py"), CONFIG, slot))
+            if after != solo["probe.py"]:
+                wrong.append(f"probe after {name}: {after}")
+        assert slot.fallbacks == 0
+    assert wrong == []
+    time.sleep(0.2)
+    assert tagged_processes(tag) == []
+    assert not [f for f in os.listdir("/tmp") if f.startswith(f"grader-{tag}")]
