@@ -177,9 +177,11 @@ _ROOT_OPTION = click.option("--root", type=click.Path(path_type=Path, file_okay=
               show_default=True, help="The source's layout.")
 @click.option("--timeout", type=click.FloatRange(min=1), metavar="SECONDS",
               help="Time limit for each submission's whole grading [default: 120].")
+@click.option("--cold", is_flag=True, help="Start a fresh worker for every submission (paying the torch import "
+              "each time) instead of forking it from a warm one per slot: slower; for comparison.")
 @_ROOT_OPTION
 def batch_cmd(source: Path, assignment: str, out: Path, jobs: int | None, regrade: bool, student: str | None,
-              id_regex: str | None, layout: str, timeout: float | None, root: Path | None) -> None:
+              id_regex: str | None, layout: str, timeout: float | None, cold: bool, root: Path | None) -> None:
     """Grade every submission in SOURCE (a folder, a zip, an LMS export) into OUT, resumably."""
     from grader.batch.progress import progress_reporter
     from grader.batch.run import run_batch
@@ -190,10 +192,13 @@ def batch_cmd(source: Path, assignment: str, out: Path, jobs: int | None, regrad
         config = GradeConfig(root=root.resolve() if root else None, **({"timeout": timeout} if timeout else {}))
         with progress_reporter(sys.stdout.isatty()) as progress:
             result = run_batch(source, assignment, out, config, jobs or os.cpu_count() or 1, regrade, student,
-                               id_regex, layout, progress)
+                               id_regex, layout, progress, warm=not cold)
         c = result.collected
         click.echo(f"{len(c.submissions)} submissions ({c.layout} layout), {len(result.graded)} graded now, "
                    f"{len(result.already_done)} already in the store; {len(c.skipped)} files skipped")
+        if result.graded:
+            click.echo(f"workers: {result.slots} warm slots, torch imported once per slot" if result.slots else
+                       "workers: a cold one per submission" + ("" if cold else " (no bubblewrap sandbox here)"))
         for s in c.skipped:
             click.echo(f"  skipped {safe_text(str(s.path), one_line=True)}: {s.reason}")
         for r in result.internal:

@@ -1,6 +1,6 @@
 """The package's layers: imports between folders run one way, so the arrows read like the data flow.
 
-From the bottom: the shared ground (errors, exit codes, config), report (the result model,
+From the bottom: the shared ground (errors, exit codes, config, memo), report (the result model,
 its vocabulary and its views), spec (the case files' model), plan, execute, judge, course
 (which course, the reference store), the pipeline, and the front ends (cli, local, authoring).
 A module may import its own layer and those below it, never one above. The worker, which
@@ -15,7 +15,7 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "grader"
 LAYERS = [
-    {"errors", "exitcodes", "config"},
+    {"errors", "exitcodes", "config", "memo"},
     {"report"},
     {"spec"},
     {"plan"},

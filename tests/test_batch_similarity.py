@@ -192,3 +192,25 @@ def test_a_class_of_renamed_variants_and_copies(template, einsum, filled, capsys
     with capsys.disabled():
         print(f"\n60 students: {took:.2f} s, {len(flags)} flags, 1770 pairs")
     assert took < 60
+
+
+def test_the_array_overlap_equals_copydetects_own_comparison(template):
+    """``overlap`` replaces copydetect's per-hash loop; on every pair of the corpus it gives copydetect's numbers."""
+    import copydetect
+    import numpy as np
+    from copydetect.utils import get_copied_slices
+
+    from grader.batch.similarity import _fingerprint, _Positions, overlap
+
+    boilerplate = np.unique(np.array(sorted(_fingerprint(copydetect, template, None).hashes), dtype=np.int64))
+    prints = [_fingerprint(copydetect, graded_code(p, CLASSES), boilerplate)
+              for p in sorted(MHA.glob("*.py")) + sorted(MHA.glob("*.ipynb"))]
+    prints = [fp for fp in prints if fp.hashes and fp.token_coverage > 0]
+    compared = 0
+    for i, fa in enumerate(prints):
+        for fb in prints[i + 1:]:
+            shared, (sim_a, sim_b), _ = copydetect.compare_files(fa, fb)
+            assert overlap(_Positions.of(fa), _Positions.of(fb), get_copied_slices) == \
+                (int(shared), float(sim_a), float(sim_b))
+            compared += shared > 0
+    assert compared > 100  # most pairs share code: the comparison is not trivially zero

@@ -2,8 +2,9 @@
 
     collected = collect(SOURCE)                         one submission per student (sources.py)
     reference + mistake variants, once                  before any submission runs
+    -j warm slots (bubblewrap only)                     torch imported once per slot (execute/slots.py)
     for each submission not done yet (store.done):      content-hashed: a changed file is regraded
-        grade it (its own sandboxed worker, -j at once) pipeline.grade_submission
+        grade it in a free slot (a fresh forked worker) pipeline.grade_submission
         store.record(...)                               one transaction as each finishes
     gradebook.csv, gradebook_points.csv, canvas_import.csv, feedback/<student>.{html,json,txt},
     class.html and class.txt (the class at a glance: insights.py), similarity.csv (similarity.py)
@@ -14,35 +15,34 @@ so a resumed batch writes exactly what an uninterrupted one would. A submission'
 hang or attack is its result; only the grader's own failure is ``internal``, listed, and
 graded again by the next run.
 
-Each submission still pays for its worker's ``import torch`` (about a second); a warm worker
-per slot is the next step (issue 11's speed item).
+Each slot is a zygote with torch imported, inside the sandbox; every submission runs in a
+fresh process forked from it, and everything a submission leaves is gone before the next
+(``grader.execute.slots``). Without bubblewrap (or with ``warm=False``) every submission
+starts a cold worker and pays the torch import (about a second).
 """
 from __future__ import annotations
 
 import dataclasses
 import hashlib
-import re
 import shutil
-import time
-from concurrent.futures import Future, ThreadPoolExecutor, as_completed
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 from grader.batch.gradebook import columns_from_cases, write_gradebooks, write_whole
 from grader.batch.insights import class_summary, summary_html, summary_text
-from grader.batch.similarity import Flag, graded_code, similarity_flags, template_code
-from grader.batch.sources import Collected, Submission, collect
+from grader.batch.similarity import Flag, flags_for_files
+from grader.batch.sources import Collected, collect
+from grader.batch import workers
+from grader.batch.feedback import feedback_texts, write_texts
 from grader.batch.store import Store, StoredResult
 from grader.config import GradeConfig
 from grader.course.assignments import get_assignment
 from grader.course.resolve import resolve_course
 from grader.course.store import expected_outputs, fingerprint, variant_outputs
 from grader.errors import UsageError
-from grader.pipeline import grade_submission
-from grader.report.audience import for_audience
-from grader.report.render import render, render_rich_text
-from grader.report.result import Report
+from grader.execute.sandbox import resolve_mode
 from grader.report.text import safe_text, spreadsheet_safe
 from grader.spec.mistakes import load_mistakes, mistakes_file
 
@@ -61,6 +61,10 @@ class BatchResult:
     already_done: tuple[str, ...]
     internal: tuple[StoredResult, ...]
     outputs: tuple[Path, ...]
+    #: how many warm slots graded (0: a cold worker per submission)
+    slots: int = 0
+    #: CPU seconds the warm slots' forked workers used (0.0 with cold workers: not measured)
+    worker_cpu: float = 0.0
 
 
 #: Called as each submission finishes: (student id, its stored result, how many are done, total).
@@ -69,8 +73,9 @@ Progress = Callable[[str, StoredResult, int, int], None]
 
 def run_batch(source: Path, assignment_name: str, out: Path, config: GradeConfig, jobs: int = 1,
               regrade: bool = False, student: str | None = None, identity: str | None = None,
-              layout: str = "auto", progress: Progress | None = None) -> BatchResult:
-    """Grade ``source`` into ``out`` (see the module docstring); resumable."""
+              layout: str = "auto", progress: Progress | None = None, warm: bool = True) -> BatchResult:
+    """Grade ``source`` into ``out`` (see the module docstring); resumable. ``warm=False``: a cold
+    worker per submission even where warm slots could run."""
     out.mkdir(parents=True, exist_ok=True)
     course = resolve_course(config.root)
     assignment = get_assignment(course, assignment_name)
@@ -95,20 +100,27 @@ def run_batch(source: Path, assignment_name: str, out: Path, config: GradeConfig
             sha = file_sha(s.path)
             (done if store.done(s.student_id, sha, key) else todo).append((s, sha))
         finished = len(done)
-        with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-            futures: dict[Future, tuple[Submission, str]] = {
-                pool.submit(_graded, s.path, config): (s, sha) for s, sha in todo}
-            for future in as_completed(futures):
-                s, sha = futures[future]
-                stored = _record(store, s, sha, key, future)
-                finished += 1
-                if progress is not None:
-                    progress(s.student_id, stored, finished, len(chosen))
+        flags_future = _start_flags(assignment, collected)
+        feedback_written: dict[str, list[Path]] = {}  # student -> files, written as each one finishes
+        width = max(1, min(jobs, len(todo)))
+        warm_mode = bool(warm and todo and resolve_mode(config.sandbox) == "bwrap")
+        worker_cpu = 0.0
+        if todo:
+            hide = (course.root, config.cache_dir, source.resolve(), out.resolve())
+            with workers.Pool(width, warm_mode, config.limits, hide) as pool:
+                for (s, sha), graded in pool.grade_all([((s, sha), s.path) for s, sha in todo], config):
+                    stored = store.put(s.student_id, s.name or "", sha, key, graded.entry, graded.seconds)
+                    feedback_written[s.student_id] = write_texts(out / FEEDBACK, s.student_id, graded.feedback)
+                    worker_cpu += graded.worker_cpu
+                    finished += 1
+                    if progress is not None:
+                        progress(s.student_id, stored, finished, len(chosen))
         rows = [r for r in store.results(key) if r.student_id in {s.student_id for s in collected.submissions}]
         columns = columns_from_cases(assignment.cases)
         outputs = write_gradebooks(out, rows, columns, assignment.name)
-        outputs += write_feedback(out / FEEDBACK, rows)
-        flags = _flags(assignment, collected)
+        outputs += write_feedback(out / FEEDBACK, [r for r in rows if r.student_id not in feedback_written])
+        outputs += [p for r in rows for p in feedback_written.get(r.student_id, ())]
+        flags = flags_future.result() if flags_future is not None else None
         if flags is not None:
             outputs.append(write_whole(out / SIMILARITY, similarity_csv(flags)))
         summary = class_summary(rows, columns)
@@ -116,40 +128,23 @@ def run_batch(source: Path, assignment_name: str, out: Path, config: GradeConfig
                     write_whole(out / CLASS_TEXT, summary_text(summary))]
         internal = tuple(r for r in rows if r.status == "internal")
     return BatchResult(collected, tuple(s.student_id for s, _ in todo), tuple(s.student_id for s, _ in done),
-                       internal, tuple(outputs))
+                       internal, tuple(outputs), width if warm_mode else 0, worker_cpu)
 
 
-def _graded(path: Path, config: GradeConfig) -> tuple[Report | BaseException, float]:
-    """One submission graded, and how long that took (from when it started, not when it was queued)."""
-    start = time.perf_counter()
-    try:
-        return grade_submission(path, config), time.perf_counter() - start
-    except Exception as e:  # recorded by the parent's loop as the grader's own failure
-        return e, time.perf_counter() - start
-
-
-def _record(store: Store, s: Submission, sha: str, key: str, future: Future) -> StoredResult:
-    """One submission's result into the store: its report, or the grader's own failure (listed, and
-    graded again by the next run)."""
-    report, seconds = future.result()
-    if isinstance(report, BaseException):
-        e = report
-        return store.record(s.student_id, s.name or "", sha, key, None, "internal", seconds,
-                            f"{type(e).__name__}: {e}")
-    return store.record(s.student_id, s.name or "", sha, key, report, None, seconds)
-
-
-def _flags(assignment, collected: Collected) -> list[Flag] | None:
-    """Pairs of students whose graded code is alike, the template's code left out (computed here);
-    None without copydetect (``pip install -e '.[batch]'``)."""
+def _start_flags(assignment, collected: Collected) -> Future | None:
+    """Start computing the similarity flags in a thread, beside the grading (they need only the files;
+    the grading happens in other processes); None without copydetect (``pip install -e '.[batch]'``)."""
     import importlib.util
 
     if importlib.util.find_spec("copydetect") is None:
         return None
-    classes = list(assignment.classes)
-    codes = {s.student_id: graded_code(s.path, classes) for s in collected.submissions}
     template = assignment.folder / f"{assignment.name}.ipynb"
-    return similarity_flags(codes, template_code(template, classes) if template.is_file() else "")
+    paths = {s.student_id: str(s.path) for s in collected.submissions}
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="similarity")
+    try:
+        return pool.submit(flags_for_files, paths, list(assignment.classes), str(template) if template.is_file() else None)
+    finally:
+        pool.shutdown(wait=False)
 
 
 def similarity_csv(flags: list[Flag]) -> str:
@@ -192,27 +187,6 @@ def file_sha(path: Path) -> str:
     return h.hexdigest()
 
 
-_UNSAFE_NAME = re.compile(r"[^A-Za-z0-9._@+-]")
-
-
-def feedback_name(student_id: str) -> str:
-    """A file name for a student's feedback: their id with anything unusual replaced, and a short hash
-    of the id so two ids never share a file."""
-    safe = _UNSAFE_NAME.sub("_", student_id)[:80].lstrip(".") or "student"
-    return f"{safe}-{hashlib.sha256(student_id.encode()).hexdigest()[:8]}"
-
-
 def write_feedback(folder: Path, rows: list[StoredResult]) -> list[Path]:
-    """Each student's feedback, for the student (hidden cases by name, points and result only):
-    an HTML page, Gradescope JSON and text."""
-    folder.mkdir(parents=True, exist_ok=True)
-    written = []
-    for r in rows:
-        if r.report is None:
-            continue
-        report = for_audience(r.report, "student")
-        base = feedback_name(r.student_id)
-        for suffix, text in ((".html", render(report, "html")), (".json", render(report, "gradescope")),
-                             (".txt", render_rich_text(report, width=100))):
-            written.append(write_whole(folder / (base + suffix), text))
-    return written
+    """Each stored student's feedback files (``grader.batch.feedback``)."""
+    return [p for r in rows if r.report is not None for p in write_texts(folder, r.student_id, feedback_texts(r.report))]

@@ -122,6 +122,45 @@ def _fingerprint(copydetect, code: str, boilerplate):
                                       language="python", fp=io.StringIO(code))
 
 
+class _Positions:
+    """A fingerprint as arrays: the hash at each fingerprinted position, and its distinct hashes sorted."""
+
+    def __init__(self, hashes, positions, unique, k: int, coverage: int, has_code: bool):
+        self.hashes, self.positions, self.unique = hashes, positions, unique
+        self.k, self.coverage, self.has_code = k, coverage, has_code
+
+    @classmethod
+    def of(cls, fp) -> "_Positions":
+        import numpy as np
+
+        pairs = [(h, i) for h, idx in fp.hash_idx.items() for i in np.atleast_1d(idx)]
+        hashes = np.array([h for h, _ in pairs], dtype=np.int64)
+        positions = np.array([i for _, i in pairs], dtype=np.int64)
+        return cls(hashes, positions, np.unique(hashes), fp.k, fp.token_coverage, len(fp.filtered_code) > 0)
+
+    def shared_positions(self, other: "_Positions"):
+        """The positions whose hash the other fingerprint has too."""
+        import numpy as np
+
+        if not len(other.unique) or not len(self.hashes):
+            return self.positions[:0]
+        at = np.minimum(np.searchsorted(other.unique, self.hashes), len(other.unique) - 1)
+        return self.positions[other.unique[at] == self.hashes]
+
+
+def overlap(a: _Positions, b: _Positions, copied_slices) -> tuple[int, float, float]:
+    """What ``copydetect.compare_files`` computes for two fingerprints (overlapping tokens of the first,
+    and each one's share of its tokens found in the other), with array lookups instead of its per-hash
+    loop; ``copied_slices`` is copydetect's own ``get_copied_slices``. Equal to it (tests check)."""
+    slices_a = copied_slices(a.shared_positions(b), a.k)
+    if len(slices_a[0]) == 0:
+        return 0, 0.0, 0.0
+    slices_b = copied_slices(b.shared_positions(a), b.k)
+    shared_a = int((slices_a[1] - slices_a[0]).sum())
+    shared_b = int((slices_b[1] - slices_b[0]).sum())
+    return (shared_a, shared_a / a.coverage if a.has_code else 0.0, shared_b / b.coverage if b.has_code else 0.0)
+
+
 def similarity_flags(codes: dict[str, str], template: str, threshold: float = 0.8, *,
                      min_shared: int = MIN_SHARED) -> list[Flag]:
     """Every pair of students whose graded code is alike, the template's code excluded.
@@ -150,14 +189,25 @@ def similarity_flags(codes: dict[str, str], template: str, threshold: float = 0.
         fp = _fingerprint(copydetect, code, boilerplate)
         if fp.hashes and fp.token_coverage > 0:
             prints.append((student, fp))
+    from copydetect.utils import get_copied_slices as copied_slices
+
     flags = []
+    arrays = [_Positions.of(fp) for _, fp in prints]
     for i, (a, fa) in enumerate(prints):
-        for b, fb in prints[i + 1:]:
+        for j in range(i + 1, len(prints)):
+            b, fb = prints[j]
             if fa.hashes.isdisjoint(fb.hashes):
                 continue
-            shared, (sim_a, sim_b), _ = copydetect.compare_files(fa, fb)
+            shared, sim_a, sim_b = overlap(arrays[i], arrays[j], copied_slices)
             sim_a, sim_b = min(float(sim_a), 1.0), min(float(sim_b), 1.0)
             if shared >= min_shared and max(sim_a, sim_b) >= threshold:
                 flags.append(Flag(a, b, sim_a, sim_b))
     flags.sort(key=lambda f: (-f.similarity, -min(f.similarity_a, f.similarity_b), f.student_a, f.student_b))
     return flags
+
+
+def flags_for_files(paths: dict[str, str], classes: list[str], template: str | None) -> list[Flag]:
+    """``similarity_flags`` for students' files (id -> path) and the template's path (None: no template);
+    plain arguments, so that it can run in a process of its own."""
+    codes = {student: graded_code(Path(path), classes) for student, path in paths.items()}
+    return similarity_flags(codes, template_code(Path(template), classes) if template else "")

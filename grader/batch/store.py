@@ -137,6 +137,43 @@ class StoredResult:
     recorded_at: float = 0.0
 
 
+@dataclass(frozen=True)
+class Entry:
+    """A result made ready to store (``prepare``): what the store's row holds, and its report as it
+    reads back from that row (``report``: what the outputs are written from)."""
+
+    status: Status
+    score: float | None
+    max_score: float | None
+    #: the report's JSON (None: internal error, or too large even trimmed)
+    text: str | None
+    trimmed: bool
+    message: str
+    report: Report | None
+
+
+def prepare(report: Report | None, status: Status | None = None, message: str = "") -> Entry:
+    """A result ready for ``Store.put``, decided without the store (see ``Store.record``): pure, so
+    that it can run where the submission was graded."""
+    if status is None:
+        if report is None:
+            raise ValueError("a result without a report needs a status (\"internal\")")
+        status = status_of(report)
+    if status not in STATUSES:
+        raise ValueError(f"invalid status {status!r}, expected one of {', '.join(STATUSES)}")
+    if status != "internal" and report is None:
+        raise ValueError(f"a {status!r} result needs its report")
+    text, trimmed, why = _encoded(report) if report is not None else (None, False, "")
+    if report is not None and text is None:
+        status, message = "internal", why
+    elif why:
+        message = f"{message}; {why}" if message else why
+    score = report.score if report is not None and status != "internal" else None
+    max_score = report.max_score if report is not None and status != "internal" else None
+    stored = _decoded(text, "this submission") if text is not None else None
+    return Entry(status, score, max_score, text, trimmed, message, stored)
+
+
 class Store:
     """A batch's results. Use ``Store.open(path)``, as a context manager, from one process only.
 
@@ -241,26 +278,19 @@ class Store:
         ``errors`` and never counts as ``done``. A result for the same student, file and key
         replaces the old one. A report whose JSON exceeds ``MAX_REPORT_BYTES`` is trimmed (long
         texts cut, figures dropped; scores untouched) and flagged ``trimmed``; one still too large
-        after that is not stored: the result becomes ``internal``, saying why.
+        after that is not stored: the result becomes ``internal``, saying why. The same as
+        ``put(..., prepare(report, status, message), seconds)``.
         """
+        return self.put(student_id, name, file_sha, grading_key, prepare(report, status, message), seconds)
+
+    def put(self, student_id: str, name: str, file_sha: str, grading_key: str, entry: "Entry",
+            seconds: float = 0.0) -> StoredResult:
+        """Store a result made ready by ``prepare`` (perhaps in another process), in one transaction."""
         _check_key(student_id, file_sha, grading_key)
-        if status is None:
-            if report is None:
-                raise ValueError("a result without a report needs a status (\"internal\")")
-            status = status_of(report)
-        if status not in STATUSES:
-            raise ValueError(f"invalid status {status!r}, expected one of {', '.join(STATUSES)}")
-        if status != "internal" and report is None:
-            raise ValueError(f"a {status!r} result needs its report")
-        text, trimmed, why = _encoded(report) if report is not None else (None, False, "")
-        if report is not None and text is None:
-            status, message = "internal", why
-        elif why:
-            message = f"{message}; {why}" if message else why
-        score = report.score if report is not None and status != "internal" else None
-        max_score = report.max_score if report is not None and status != "internal" else None
-        row = (student_id, safe_text(name, one_line=True), file_sha, grading_key, status, score, max_score,
-               float(seconds), text, int(trimmed), safe_text(message), time.time())
+        if not isinstance(entry, Entry) or entry.status not in STATUSES:
+            raise ValueError("put() takes an Entry made by prepare()")
+        row = (student_id, safe_text(name, one_line=True), file_sha, grading_key, entry.status, entry.score,
+               entry.max_score, float(seconds), entry.text, int(entry.trimmed), safe_text(entry.message), time.time())
         with self._transaction():
             # delete then insert, so the new row gets the highest id: the student's latest result
             self._conn.execute("DELETE FROM results WHERE student_id=? AND file_sha=? AND grading_key=?",
@@ -268,7 +298,8 @@ class Store:
             self._conn.execute(
                 "INSERT INTO results (student_id, name, file_sha, grading_key, status, score, max_score, seconds,"
                 " report, trimmed, message, recorded_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", row)
-        return _row(row)
+        return StoredResult(student_id, row[1], file_sha, grading_key, entry.status, entry.score, entry.max_score,
+                            float(seconds), entry.report, entry.trimmed, row[10], row[11])
 
     def forget(self, student_id: str | None = None, grading_key: str | None = None) -> int:
         """Remove stored results (all, one student's, one key's, or one student's for one key).
@@ -360,15 +391,17 @@ def _connect(target: str, uri: bool = False) -> sqlite3.Connection:
 
 def _row(r: tuple[Any, ...]) -> StoredResult:
     student_id, name, file_sha, key, status, score, max_score, seconds, text, trimmed, message, at = r
-    report = None
-    if text is not None:
-        try:
-            report = Report.from_dict(json.loads(text))
-        except (ValueError, TypeError, KeyError) as e:
-            raise StoreError(f"the stored report of {student_id} cannot be read back ({e}); "
-                             "run the batch with --student to regrade it") from None
+    report = _decoded(text, student_id) if text is not None else None
     return StoredResult(student_id, name, file_sha, key, status, score, max_score, seconds, report,
                         bool(trimmed), message, at)
+
+
+def _decoded(text: str, student_id: str) -> Report:
+    try:
+        return Report.from_dict(json.loads(text))
+    except (ValueError, TypeError, KeyError) as e:
+        raise StoreError(f"the stored report of {student_id} cannot be read back ({e}); "
+                         "run the batch with --student to regrade it") from None
 
 
 def _encoded(report: Report) -> tuple[str | None, bool, str]:

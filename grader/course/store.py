@@ -9,6 +9,7 @@ the reference file, the cases file, the worker's code and the torch version.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.metadata
 import json
@@ -22,6 +23,7 @@ from safetensors.numpy import load_file, save, save_file
 
 from grader.config import GradeConfig
 from grader.errors import CaseFileError, GraderError, InternalError, UsageError
+from grader.memo import by_files
 from grader.execute.jobs import call_spec, make_job
 from grader.execute.observation import Observation, Tensors, from_saved
 from grader.execute.protocol import INPUT_PREFIXES, ProtocolViolation, split_key
@@ -76,11 +78,17 @@ def fingerprint(assignment: Assignment) -> str:
     for path in (assignment.reference, assignment.cases_file, package / "execute" / "worker.py",
                  package / "execute" / "protocol.py", package / "execute" / "jobs.py"):
         h.update(path.read_bytes())
-    try:
-        h.update(importlib.metadata.version("torch").encode())
-    except importlib.metadata.PackageNotFoundError:
-        pass
+    h.update(_torch_version().encode())
     return h.hexdigest()[:20]
+
+
+@functools.lru_cache(maxsize=1)
+def _torch_version() -> str:
+    """The installed torch's version (read once: looking it up costs milliseconds)."""
+    try:
+        return importlib.metadata.version("torch")
+    except importlib.metadata.PackageNotFoundError:
+        return ""
 
 
 def expected_outputs(assignment: Assignment, config: GradeConfig) -> ReferenceOutputs:
@@ -240,6 +248,12 @@ def _write(tensors_file: Path, records_file: Path, observations: dict[str, Obser
 
 
 def _read(tensors_file: Path, records_file: Path, where: str) -> dict[str, Observation]:
+    """Saved observations, checked; read once per process while both files stay the same (``grader.memo``)."""
+    return dict(by_files(("observations", str(tensors_file), str(records_file), where), (tensors_file, records_file),
+                         lambda: _read_files(tensors_file, records_file, where)))
+
+
+def _read_files(tensors_file: Path, records_file: Path, where: str) -> dict[str, Observation]:
     try:
         tensors = load_file(str(tensors_file))
         records = json.loads(records_file.read_text(encoding="utf-8"))

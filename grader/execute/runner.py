@@ -172,7 +172,7 @@ class _ColdProcess(Process):
         super().release()
 
 
-def _pipes(n: int) -> list[tuple[int, int]]:
+def pipes(n: int) -> list[tuple[int, int]]:
     """``n`` pipes (read end, write end), all closed again if one cannot be made."""
     made: list[tuple[int, int]] = []
     try:
@@ -218,7 +218,7 @@ class Worker:
         if uid is not None:
             os.chmod(tmp, 0o711)  # the worker's own user may pass through to its folder, not list it
         group = ProcessGroup.create(token, uid, memory_bytes=limits.memory_mb << 20, max_pids=limits.processes)
-        (stdin_r, stdin_w), (out_r, out_w), (err_r, err_w), (chan_r, chan_w) = _pipes(4)
+        (stdin_r, stdin_w), (out_r, out_w), (err_r, err_w), (chan_r, chan_w) = pipes(4)
         spec = launch(mode, run_dir, chan_w, limits, list(hide), uid, group.preexec)
         spec.env[TOKEN_VAR] = token
         started = time.perf_counter()

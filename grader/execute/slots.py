@@ -32,8 +32,8 @@ from typing import Any
 
 from grader.config import Limits
 from grader.errors import InternalError
-from grader.execute.procs import ProcessGroup, fresh_uid, remove_tree
-from grader.execute.runner import STARTUP_TIMEOUT, TOKEN_VAR, Process, Worker, _pipes, new_token, run_tag
+from grader.execute.procs import ProcessGroup, fresh_uid
+from grader.execute.runner import STARTUP_TIMEOUT, TOKEN_VAR, Process, Worker, pipes, new_token
 from grader.execute.sandbox import launch, rlimits
 
 #: Seconds the zygote may take to fork a child, report an exit status or clean up.
@@ -50,10 +50,7 @@ class _Zygote:
 
     def __init__(self, mode: str, limits: Limits, hide: tuple[Path, ...]):
         self.token = new_token()
-        tag = run_tag()
-        self._tmp = tempfile.mkdtemp(prefix=f"grader-{tag}-slot-" if tag else "grader-slot-")
-        run_dir = Path(self._tmp) / "run"
-        run_dir.mkdir(mode=0o700)
+        run_dir = Path("/")  # bubblewrap mode: the sandbox has its own folders; nothing on the host is written
         self.group = ProcessGroup.create(self.token, None, use_cgroup=False)
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         # As root the sandbox has no user namespace and each child becomes a uid of its own
@@ -62,14 +59,15 @@ class _Zygote:
         self.root = probe is not None
         spec = launch(mode, run_dir, theirs.fileno(), limits, list(hide), probe, self.group.preexec, zygote=True)
         spec.env[TOKEN_VAR] = self.token
+        self._stderr = tempfile.TemporaryFile()  # already unlinked: nothing to leave behind, nothing to fill a pipe
         try:
             self.proc = subprocess.Popen(spec.argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                         stderr=subprocess.PIPE, pass_fds=(theirs.fileno(),), cwd=spec.cwd,
+                                         stderr=self._stderr, pass_fds=(theirs.fileno(),), cwd=spec.cwd,
                                          env=spec.env, start_new_session=True, preexec_fn=spec.preexec)
         except BaseException:
             ours.close()
             theirs.close()
-            remove_tree(self._tmp)
+            self._stderr.close()
             raise
         finally:
             theirs.close()
@@ -117,7 +115,9 @@ class _Zygote:
     def stderr_tail(self) -> str:
         """What the zygote wrote to stderr (read once it is gone)."""
         try:
-            return (self.proc.stderr.read(1 << 16) if self.proc.stderr else b"").decode("utf-8", "replace")[-2000:]
+            self._stderr.seek(0, os.SEEK_END)
+            self._stderr.seek(max(0, self._stderr.tell() - 4000))
+            return self._stderr.read().decode("utf-8", "replace")[-2000:]
         except (OSError, ValueError):
             return ""
 
@@ -131,9 +131,7 @@ class _Zygote:
             self.proc.wait(timeout=2.0)
         except subprocess.TimeoutExpired:
             pass
-        if self.proc.stderr is not None:
-            self.proc.stderr.close()
-        remove_tree(self._tmp)
+        self._stderr.close()
 
 
 class _ForkedProcess(Process):
@@ -170,6 +168,8 @@ class WarmSlot:
         self.zygotes_started = 0
         self.forks = 0
         self.fallbacks = 0
+        #: CPU seconds the forked workers used, as their zygotes measured them
+        self.worker_cpu = 0.0
         self._zygote: _Zygote | None = None
         self._current: Worker | None = None  # the last worker handed out
         self._start()
@@ -228,10 +228,10 @@ class WarmSlot:
             raise ZygoteGone("no uid of its own for the child")
         group = ProcessGroup.create(token, uid, memory_bytes=self.limits.memory_mb << 20,
                                     max_pids=self.limits.processes)
-        pipes = _pipes(4)
+        made = pipes(4)
         hello_ours, hello_theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
         hello_ours.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
-        (stdin_r, stdin_w), (out_r, out_w), (err_r, err_w), (chan_r, chan_w) = pipes
+        (stdin_r, stdin_w), (out_r, out_w), (err_r, err_w), (chan_r, chan_w) = made
         ours = (stdin_w, out_r, err_r, chan_r)
         request = {"kind": "fork", "uid": uid, "token": token, "rlimits": rlimits(self.limits, uid)}
         started = time.perf_counter()
@@ -264,6 +264,9 @@ class WarmSlot:
             if answer.get("kind") != "clean" or answer.get("left") != 0:
                 raise ZygoteGone(f"it could not clean up ({answer!r})")
             zygote.busy = False
+            cpu = answer.get("cpu")
+            if isinstance(cpu, (int, float)) and not isinstance(cpu, bool) and 0 <= cpu < 1e6:
+                self.worker_cpu += cpu
         except ZygoteGone:
             self._discard()
 

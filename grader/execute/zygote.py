@@ -18,8 +18,8 @@ each), one child at a time:
     kill every other process in the sandbox's pid namespace (``kill(-1)``: all but the
     zygote and the namespace's init), wait until none is left, remove every file under
     ``/tmp`` and every System V IPC object: nothing one child did reaches the next. Answer
-    ``{"kind": "clean", "left": N}`` (N: processes still alive; the parent discards the
-    slot unless it is 0).
+    ``{"kind": "clean", "left": N, "cpu": S}`` (N: processes still alive, the parent discards
+    the slot unless it is 0; S: the CPU seconds the child and what it reaped used).
 
 Protections against the child (in the sandbox without a uid of its own it shares the
 zygote's uid): the zygote is not dumpable (no ptrace, no ``/proc/<pid>/mem`` or ``fd``
@@ -31,6 +31,7 @@ from __future__ import annotations
 import ctypes
 import json
 import os
+import resource
 import signal
 import socket
 import sys
@@ -59,6 +60,7 @@ def main(argv: list[str]) -> int:
     _protect()
     os.chdir("/")
     child: int | None = None
+    cpu_before = _children_cpu()
     _send(control, {"kind": "warm", "threads": len(os.listdir("/proc/self/task"))})
     while True:
         try:
@@ -71,6 +73,7 @@ def main(argv: list[str]) -> int:
         kind = message.get("kind")
         if kind == "fork" and child is None and len(fds) == 5:
             _fresh_work_dir(message.get("uid"))
+            cpu_before = _children_cpu()
             child = os.fork()
             if child == 0:
                 _become_worker(control, fds, message)  # never returns
@@ -83,27 +86,112 @@ def main(argv: list[str]) -> int:
         elif kind == "clean":
             left = _clean()
             child = None
-            _send(control, {"kind": "clean", "left": left})
+            _send(control, {"kind": "clean", "left": left, "cpu": round(_children_cpu() - cpu_before, 6)})
         else:
             for fd in fds:
                 os.close(fd)
             _send(control, {"kind": "refused"})
 
 
+#: The warm-up's own classes (trusted code of ours, never the course's): the layers and calls
+#: solutions use, so that torch's lazy set-up is done once here rather than in every child.
+_WARM_SOURCE = """
+import math
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+class Attention(nn.Module):
+    def __init__(self, d=8, h=2):
+        super().__init__()
+        self.h, self.d_k = h, d // h
+        self.lin_Q, self.lin_K, self.lin_V, self.lin_O = (nn.Linear(d, d) for _ in range(4))
+        self.drop = nn.Dropout(0.1)
+
+    def forward(self, Q, K, V, mask=None):
+        b = Q.size(0)
+        q, k, v = (lin(x).view(b, -1, self.h, self.d_k).transpose(1, 2)
+                   for lin, x in ((self.lin_Q, Q), (self.lin_K, K), (self.lin_V, V)))
+        scores = torch.matmul(q, k.transpose(-2, -1)) / math.sqrt(self.d_k)
+        if mask is not None:
+            scores = scores.masked_fill(mask.unsqueeze(1) == 0, float("-inf"))
+        weights = self.drop(F.softmax(scores, dim=-1))
+        out = torch.einsum("bhqk,bhkd->bhqd", weights, v).permute(0, 2, 1, 3).contiguous().reshape(b, -1, self.h * self.d_k)
+        fused = F.scaled_dot_product_attention(q, k, v)
+        return self.lin_O(out) + 0 * fused.sum(), weights
+
+
+class Cell(nn.Module):
+    def __init__(self, d_in=4, d_h=3):
+        super().__init__()
+        self.x2g, self.h2g, self.d_h = nn.Linear(d_in, 4 * d_h), nn.Linear(d_h, 4 * d_h, bias=False), d_h
+
+    def forward(self, x, state=None):
+        if state is None:
+            z = torch.zeros(x.size(0), self.d_h)
+            state = (z, z.clone())
+        h, c = state
+        i, f, g, o = torch.chunk(self.x2g(x) + self.h2g(h), 4, dim=-1)
+        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+        return torch.sigmoid(o) * torch.tanh(c), torch.cat([c[:, :0], c], dim=1)
+"""
+
+
+class _Collect:
+    """A channel that keeps what it is sent (the warm-up's records)."""
+
+    def __init__(self) -> None:
+        self.records: list[tuple[str, bytes, dict[str, Any]]] = []
+
+    def send(self, kind: str, payload: bytes = b"", **fields: Any) -> None:
+        self.records.append((kind, payload, fields))
+
+
 def warm_up() -> None:
-    """What every child would otherwise pay for: the imports, and one small forward and backward pass
-    through the layers solutions use (lazy initialisation inside torch)."""
+    """What every child would otherwise pay for: the imports, one generate and one guarded run of our own
+    small classes through the worker's code, then the garbage collector's objects frozen (a child's
+    collections then leave the zygote's pages shared instead of touching every one)."""
+    import gc
+    import linecache
+
     import torch
-    import torch.nn.functional as F
+    from safetensors.torch import load as load_tensors, save as save_tensors
+
+    from grader.execute.protocol import INPUT_PREFIXES, CallSpec, Job, StatementSpec
 
     torch.set_num_threads(1)
     worker.preload()
-    lin = torch.nn.Linear(8, 8)
-    x = torch.randn(2, 3, 8)
-    scores = lin(x) @ x.transpose(-2, -1) / 8 ** 0.5
-    weights = F.softmax(scores.masked_fill(torch.ones(3, 3).tril() == 0, float("-inf")), dim=-1)
-    out = torch.sigmoid(weights @ x) * torch.tanh(x)
-    out.sum().backward()
+
+    def spec(id: str, target: str, **kw: Any) -> CallSpec:
+        base: dict[str, Any] = dict(init={}, seed=1, args=["Q", "K", "V"], inputs={}, dtypes={}, mask=None,
+                                    mask_rank=None, key_args=["K", "V"], call="forward", returns=["out", "attention"],
+                                    keys=[], grad=False, loss=[], perturb=False, build_only=False, static_only=False)
+        base.update(kw)
+        return CallSpec(id=id, target=target, **base)
+
+    shapes = {"Q": [2, 3, 8], "K": [2, 4, 8], "V": [2, 4, 8]}
+    calls = [spec("plain", "Attention", inputs=shapes, grad=True),
+             spec("causal", "Attention", inputs={k: [2, 4, 8] for k in shapes}, mask={"kind": "causal"}, perturb=True),
+             spec("padding", "Attention", inputs=shapes, mask={"kind": "padding", "lengths": [4, 2]}, grad=True),
+             spec("cell", "Cell", args=["x"], key_args=[], inputs={"x": [2, 5, 4]}, call="unroll",
+                  returns=["h_seq", "c_last"], grad=True)]
+    name = "<warm-up>"
+    units = {name: {"label": "warm-up", "source": _WARM_SOURCE}}
+    statements = [StatementSpec(name, 1, _WARM_SOURCE)]
+    generated = _Collect()
+    worker.run_job(Job("generate", "warm", statements, units, calls), {}, {}, generated)
+    inputs: dict[str, torch.Tensor] = {}
+    for kind, payload, fields in generated.records:
+        if kind == "call" and payload:
+            inputs.update({f"{fields['id']}/{k}": v for k, v in load_tensors(payload).items()
+                           if k.startswith(INPUT_PREFIXES)})
+    watched = [CallSpec(**{**vars(c), "forbid": ["torch.nn.functional.scaled_dot_product_attention"]}) for c in calls]
+    job = Job("run", "warm", statements, units, watched)
+    worker.run_job(job, load_tensors(save_tensors(inputs)), worker._guards(job), _Collect())
+    linecache.cache.pop(name, None)
+    gc.collect()
+    gc.freeze()
 
 
 def _protect() -> None:
@@ -184,6 +272,12 @@ def _close_all_but(keep: list[int]) -> None:
         os.closerange(low, fd)
         low = fd + 1
     os.closerange(low, os.sysconf("SC_OPEN_MAX") if hasattr(os, "sysconf") else 65536)
+
+
+def _children_cpu() -> float:
+    """CPU seconds of every child reaped so far (and of what they reaped)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _wait(child: int | None, timeout: float) -> tuple[int | None, int | None]:

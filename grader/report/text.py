@@ -26,8 +26,8 @@ def safe_text(text: str, one_line: bool = False) -> str:
         text = str(text)
     if one_line:
         text = " ".join(text.split("\n")) if "\n" in text else text
-    if _PLAIN.match(text):
-        return text
+    if _PLAIN.match(text) or text.replace("\n", "").replace("\t", "").isprintable():
+        return text  # isprintable() is False for every category escaped below, and for noncharacters
     return "".join(_escaped(c) for c in text)
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from grader.errors import CaseFileError
+from grader.memo import by_files
 
 #: The checks a case may ask for, and what each needs from the case.
 CHECKS: dict[str, str] = {
@@ -173,10 +174,17 @@ class Assignment:
 def load_assignment(folder: Path, root: Path, trusted: bool = True) -> Assignment:
     """Read ``folder/cases.toml``; ``root`` is the course folder holding ``reference/``.
 
+    Read once per process while the case file and ``checks.py`` stay the same (``grader.memo``).
+
     ``trusted``: the course was configured by whoever runs the grader (see
     ``grader.course.resolve``), so its ``checks.py`` may be imported. An untrusted course's
     own check names are accepted but never loaded: those cases cannot be checked locally.
     """
+    return by_files(("assignment", str(folder), str(root), trusted),
+                    (folder / "cases.toml", folder / "checks.py"), lambda: _load_assignment(folder, root, trusted))
+
+
+def _load_assignment(folder: Path, root: Path, trusted: bool) -> Assignment:
     path = folder / "cases.toml"
     where = str(path)
     try:

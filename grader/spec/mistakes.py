@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from grader.errors import CaseFileError
+from grader.memo import by_files
 
 #: The built-in signatures a mistake may declare; ``grader.judge.diagnose`` implements each.
 SIGNATURES: dict[str, str] = {
@@ -45,8 +46,13 @@ def mistakes_file(folder: Path) -> Path:
 
 
 def load_mistakes(folder: Path) -> list[Mistake]:
-    """The assignment's known mistakes (none without a mistakes.toml)."""
+    """The assignment's known mistakes (none without a mistakes.toml); read once per process while
+    the file stays the same (``grader.memo``)."""
     path = mistakes_file(folder)
+    return list(by_files(("mistakes", str(path)), (path,), lambda: tuple(_load_mistakes(path))))
+
+
+def _load_mistakes(path: Path) -> list[Mistake]:
     if not path.is_file():
         return []
     where = str(path)
