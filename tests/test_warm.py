@@ -105,3 +105,25 @@ def test_every_hostile_submission_scores_in_a_slot_what_it_scores_alone_and_leav
     time.sleep(0.2)
     assert tagged_processes(tag) == []
     assert not [f for f in os.listdir("/tmp") if f.startswith(f"grader-{tag}")]
+
+
+def test_a_zygote_killed_between_runs_is_replaced(tmp_path, solo, tag):
+    import signal
+
+    with WarmSlot("bwrap", LIMITS) as slot:
+        first = grade_submission(prepared(tmp_path, "victim.py"), CONFIG, slot)
+        os.killpg(slot._zygote.proc.pid, signal.SIGKILL)  # the whole sandbox, as an outside kill would
+        second = grade_submission(prepared(tmp_path, "victim.py"), CONFIG, slot)
+        assert slot.zygotes_started == 2 and slot.forks == 2 and slot.fallbacks == 0
+    assert outcome(first) == outcome(second) == solo["victim.py"]
+
+
+def test_a_zygote_that_cannot_start_leaves_cold_workers(tmp_path, solo, tag, monkeypatch):
+    import grader.execute.slots as slots
+
+    monkeypatch.setattr(slots, "STARTUP_TIMEOUT", 0.01)  # it is never warm in time
+    with WarmSlot("bwrap", LIMITS) as slot:
+        reports = [grade_submission(prepared(tmp_path, "victim.py"), CONFIG, slot) for _ in range(2)]
+        assert slot.cold and slot.forks == 0 and slot.fallbacks == 2 and slot.zygotes_started == 1
+    assert all(outcome(r) == solo["victim.py"] for r in reports)
+    assert "forked" not in reports[0].isolation

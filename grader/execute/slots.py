@@ -172,6 +172,10 @@ class WarmSlot:
         self.worker_cpu = 0.0
         self._zygote: _Zygote | None = None
         self._current: Worker | None = None  # the last worker handed out
+        #: why the last zygote was discarded (for the grader's own diagnosis)
+        self.last_failure = ""
+        #: a zygote never started here: every worker of the slot is a cold one
+        self.cold = False
         self._start()
 
     def __enter__(self) -> "WarmSlot":
@@ -190,16 +194,16 @@ class WarmSlot:
             self._zygote = None
 
     def new_worker(self) -> Worker:
-        """A fresh worker forked from the zygote (a cold one if the zygote cannot fork)."""
-        for attempt in range(2):
+        """A fresh worker forked from the zygote; a cold one when the zygote cannot give one (it could not
+        start, or was broken by the last run and its replacement fails too)."""
+        for _ in range(2 if not self.cold else 0):
             if self._zygote is None:
                 self._start()
             zygote = self._zygote
             assert zygote is not None
             if zygote.busy and self._current is not None:
                 self._current.close()  # a restart after a crash: the last child goes first, and its leftovers
-                zygote = self._zygote
-                if zygote is None:
+                if self._zygote is None:
                     continue
             if zygote.busy:
                 raise InternalError("a warm slot was asked for a worker before the last one was closed")
@@ -207,14 +211,13 @@ class WarmSlot:
                 zygote.wait_warm()
                 worker = self._fork(zygote)
             except ZygoteGone as e:
-                tail = zygote.stderr_tail() if zygote.proc.poll() is not None else ""
+                self.last_failure = f"{e}: {zygote.stderr_tail()}".strip(": ")
+                was_warm = zygote.warm
                 self._discard()
-                if attempt == 0 and zygote.warm:
-                    continue  # it worked before: a child broke it; a new one for this run
-                self.fallbacks += 1
-                if zygote.warm is False and tail:
-                    raise InternalError(f"the grader's warm worker could not start ({e}):\n{tail}") from None
-                return Worker(self.mode, self.limits, self.hide)
+                if was_warm:
+                    continue  # it worked before, so a run broke it: a new one for this run
+                self.cold = True  # it never started: cold workers from now on
+                break
             self.forks += 1
             self._current = worker
             return worker

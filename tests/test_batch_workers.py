@@ -1,0 +1,33 @@
+"""grader.batch.workers: grading processes; one that dies costs only its current submission."""
+from __future__ import annotations
+
+from conftest import ROOT
+
+from grader.batch.workers import Pool
+from grader.config import GradeConfig, Limits
+
+COURSE = ROOT / "tests" / "fixtures" / "course"
+VICTIM = ROOT / "tests" / "cross" / "victim.py"
+CONFIG = GradeConfig(root=COURSE, assignment="toy", sandbox="none", timeout=60, case_timeout=10)
+
+
+def test_results_come_back_with_their_feedback():
+    with Pool(2, False, Limits(), ()) as pool:
+        results = dict(pool.grade_all([(i, VICTIM) for i in range(3)], CONFIG))
+    assert sorted(results) == [0, 1, 2]
+    for graded in results.values():
+        assert graded.entry.status == "graded" and graded.entry.score == 3
+        assert graded.entry.report is not None and graded.entry.report.score == 3
+        assert [suffix for suffix, _ in graded.feedback] == [".html", ".json", ".txt"]
+
+
+def test_a_grading_process_that_dies_costs_its_submission_only():
+    with Pool(1, False, Limits(), ()) as pool:
+        pool._processes[0].proc.kill()
+        pool._processes[0].proc.wait()
+        results = list(pool.grade_all([("first", VICTIM), ("second", VICTIM)], CONFIG))
+    assert [key for key, _ in results] == ["first", "second"]
+    first, second = results[0][1], results[1][1]
+    assert first.entry.status == "internal" and "grading process failed" in first.entry.message
+    assert "signal SIGKILL" in first.entry.message
+    assert second.entry.status == "graded" and second.entry.score == 3
