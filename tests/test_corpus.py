@@ -19,6 +19,21 @@ from grader.report.render import render
 EXPECTED = tomllib.loads((SUBMISSIONS / "expected.toml").read_text(encoding="utf-8"))
 
 
+@pytest.fixture(scope="module")
+def slot():
+    """One warm slot for the whole corpus where bubblewrap runs (as ``grade batch`` grades): every
+    expectation must hold for a forked worker; the cold path is graded by the golden and CLI tests."""
+    from grader.execute.sandbox import resolve_mode
+    from grader.execute.slots import WarmSlot
+
+    if resolve_mode(None) != "bwrap":
+        yield None
+        return
+    with WarmSlot("bwrap", GradeConfig().limits) as warm:
+        yield warm
+    assert warm.fallbacks == 0
+
+
 def test_every_submission_has_an_expectation():
     files = {str(p.relative_to(ROOT)) for p in SUBMISSIONS.rglob("*") if p.suffix in (".py", ".ipynb")
              and p.parent != SUBMISSIONS}
@@ -27,10 +42,10 @@ def test_every_submission_has_an_expectation():
 
 
 @pytest.mark.parametrize("relpath", sorted(EXPECTED))
-def test_submission_outcome(relpath):
+def test_submission_outcome(relpath, slot):
     spec = EXPECTED[relpath]
     config = GradeConfig(case_timeout=spec["case_timeout"]) if "case_timeout" in spec else None
-    report = grade_submission(ROOT / relpath, config)
+    report = grade_submission(ROOT / relpath, config, slot)
     assert report.problem is None
     statuses = {c.case_id: c.status for c in report.cases}
     if spec.get("all"):
