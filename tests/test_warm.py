@@ -9,6 +9,7 @@ scores alone.
 """
 from __future__ import annotations
 
+import json
 import os
 import time
 import uuid
@@ -127,3 +128,72 @@ def test_a_zygote_that_cannot_start_leaves_cold_workers(tmp_path, solo, tag, mon
         assert slot.cold and slot.forks == 0 and slot.fallbacks == 2 and slot.zygotes_started == 1
     assert all(outcome(r) == solo["victim.py"] for r in reports)
     assert "forked" not in reports[0].isolation
+
+
+def _as_nobody(argv: list[str], cwd) -> "subprocess.CompletedProcess | None":
+    import shutil
+    import subprocess
+    import sys
+
+    runuser = shutil.which("runuser")
+    if os.geteuid() != 0 or runuser is None:
+        return None
+    env = {"PATH": os.environ.get("PATH", ""), "HOME": str(cwd), "PYTHONPATH": str(ROOT)}
+    probe = subprocess.run([runuser, "-u", "nobody", "--", "env", *[f"{k}={v}" for k, v in env.items()],
+                            sys.executable, "-c", "import torch\nfrom grader.execute.sandbox import bwrap_usable\n"
+                            "assert bwrap_usable()"], capture_output=True, cwd=cwd)
+    if probe.returncode != 0:
+        return None
+    return subprocess.run([runuser, "-u", "nobody", "--", "env", *[f"{k}={v}" for k, v in env.items()],
+                           sys.executable, *argv], capture_output=True, text=True, cwd=cwd, timeout=300)
+
+
+NOBODY = '''
+import json, sys
+from pathlib import Path
+from grader.config import GradeConfig, Limits
+from grader.execute.slots import WarmSlot
+from grader.pipeline import grade_submission
+here = Path(sys.argv[1])
+limits = Limits(memory_mb=1500, processes=32)
+config = GradeConfig(root=Path(sys.argv[2]), assignment="toy", sandbox="bwrap", timeout=60, case_timeout=3,
+                     limits=limits, cache_dir=here / "cache")
+solo = {n: grade_submission(here / n, config).score for n in ("victim.py", "probe.py")}
+after = []
+with WarmSlot("bwrap", limits) as slot:
+    for attack in ("plant_and_forge.py", "kill_later.py", "fill_slot.py"):
+        grade_submission(here / attack, config, slot)
+        after.append([grade_submission(here / n, config, slot).score for n in ("victim.py", "probe.py")])
+    print(json.dumps({"solo": solo, "after": after, "fallbacks": slot.fallbacks, "forks": slot.forks}))
+'''
+
+
+@pytest.fixture
+def open_folder():
+    """A folder an unprivileged user may use (pytest's own is root's only)."""
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    folder = Path(tempfile.mkdtemp(prefix="grader-warm-nobody-", dir="/tmp"))
+    folder.chmod(0o777)
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_without_root_a_submission_that_kills_the_zygote_costs_time_not_results(open_folder):
+    """As an ordinary user every child shares the zygote's uid: one that kills it gets the slot a new
+    one, and the next submissions score exactly what they score alone. Runs where the interpreter
+    and the packages are readable by ``nobody`` (a root-only Python environment cannot be)."""
+    tmp_path = open_folder
+    for name in ("victim.py", "probe.py", "plant_and_forge.py", "kill_later.py", "fill_slot.py"):
+        prepared(tmp_path, name, tag="nobody").chmod(0o644)
+    (tmp_path / "run.py").write_text(NOBODY)
+    p = _as_nobody([str(tmp_path / "run.py"), str(tmp_path), str(COURSE)], tmp_path)
+    if p is None:
+        pytest.skip("no unprivileged user can run this Python environment, or bubblewrap, here")
+    assert p.returncode == 0, p.stderr[-3000:]
+    result = json.loads(p.stdout.strip().splitlines()[-1])
+    assert result["solo"] == {"victim.py": 3.0, "probe.py": 4.0}
+    assert result["after"] == [[3.0, 4.0]] * 3
+    assert result["fallbacks"] == 0 and result["forks"] == 9
