@@ -2,16 +2,18 @@
 
     collected = collect(SOURCE)                         one submission per student (sources.py)
     reference + mistake variants, once                  before any submission runs
-    -j warm slots (bubblewrap only)                     torch imported once per slot (execute/slots.py)
+    -j grading processes, each with a warm slot         workers.py; torch imported once per slot
+    similarity flags, beside the grading                 similarity.py
     for each submission not done yet (store.done):      content-hashed: a changed file is regraded
-        grade it in a free slot (a fresh forked worker) pipeline.grade_submission
-        store.record(...)                               one transaction as each finishes
+        graded in a free process (a forked worker)      pipeline.grade_submission; entry + feedback made there
+        store.put(...), its feedback written            one transaction as each finishes
     gradebook.csv, gradebook_points.csv, canvas_import.csv, feedback/<student>.{html,json,txt},
     class.html and class.txt (the class at a glance: insights.py), similarity.csv (similarity.py)
 
 Nothing is lost if the machine dies: every finished submission is in the store, and the same
-command resumes, grading only what is missing. The outputs are written from the store alone,
-so a resumed batch writes exactly what an uninterrupted one would. A submission's own crash,
+command resumes, grading only what is missing. The outputs are written from the store alone
+(a submission graded now has its feedback rendered from its report exactly as the store reads
+it back), so a resumed batch writes exactly what an uninterrupted one would. A submission's own crash,
 hang or attack is its result; only the grader's own failure is ``internal``, listed, and
 graded again by the next run.
 

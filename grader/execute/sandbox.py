@@ -220,15 +220,10 @@ def _child_setup(limits: Limits, uid: int | None, join_group: Callable[[], None]
     settings = rlimits(limits, uid)
     if zygote:
         settings = [(n, v) for n, v in settings if n not in ("RLIMIT_CPU", "RLIMIT_NPROC")]
-    kinds = [(getattr(resource, n), v) for n, v in settings]
 
     def apply() -> None:
         join_group()
-        for kind, value in kinds:
-            try:
-                resource.setrlimit(kind, (value, value))
-            except (ValueError, OSError):
-                pass  # a limit this platform won't lower: the others still hold
+        apply_rlimits(settings)
 
     return apply
 
