@@ -250,11 +250,13 @@ def warm_cost(folder: Path, files: list[str], cache: str) -> dict:
     config = GradeConfig(assignment="mha", sandbox="bwrap")
     with WarmSlot("bwrap", config.limits, (folder,)) as slot:
         grade_submission(folder / files[0], config, slot)  # the zygote's start is not a submission's cost
+        slot.settle()
         worker0 = slot.worker_cpu
         r0 = resource.getrusage(resource.RUSAGE_SELF)
         start = time.perf_counter()
         for f in files:
             grade_submission(folder / f, config, slot)
+        slot.settle()
         wall = time.perf_counter() - start
         r1 = resource.getrusage(resource.RUSAGE_SELF)
         worker = slot.worker_cpu - worker0

@@ -94,6 +94,7 @@ def _grade(path: Path, read: Callable[[], Submission], config: GradeConfig, lead
         inputs = reference.inputs({c.id for c in plan.to_run})
         execution = run_cases(worker, new_worker, job, inputs, assignment.timeout or config.timeout,
                               config.case_timeout)
+        stack.close()  # the workers are done: a warm slot's zygote cleans up while we judge
         results = judge(plan, expected, execution)
         mistakes = []
         if not plan.local and any(r.status in ("failed", "error") for r in results):

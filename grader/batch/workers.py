@@ -210,6 +210,8 @@ def main(argv: list[str]) -> int:
                 entry = prepare(None, "internal", f"{type(e).__name__}: {e}")
             seconds = time.perf_counter() - start
             feedback = feedback_texts(entry.report) if entry.report is not None else ()
+            if slot is not None:
+                slot.settle()  # the zygote cleaned up while the grade was judged and rendered
             _send(results, Graded(entry, seconds, feedback,
                                   (slot.worker_cpu - cpu_before) if slot is not None else 0.0))
     finally:

@@ -9,9 +9,10 @@ the control socket), its own session, resource limits, uid (as root) and process
 
 Nothing of one run reaches the next. When a worker is closed, its group is killed, then
 the zygote kills every process left in the sandbox's pid namespace, removes every file
-under its ``/tmp`` and every IPC object, and must report nothing left alive; a zygote that
-does not answer in time, reports survivors, or died is discarded, and the next run gets a
-new zygote. A fork that fails falls back to a cold worker.
+under its ``/tmp`` and every IPC object, and must report nothing left alive before the next
+child is forked (the clean-up runs while the caller judges; its answer is read before the
+next fork); a zygote that does not answer in time, reports survivors, or died is discarded,
+and the next run gets a new zygote. A fork that fails falls back to a cold worker.
 
 Warm slots exist only in ``bwrap`` mode, where the sandbox's pid namespace lets the zygote
 find and kill everything a child left; elsewhere (``none`` mode) every run is a cold worker.
@@ -75,9 +76,15 @@ class _Zygote:
         self.control = ours
         self.warm = False
         self.busy = False  # a child was forked and not cleaned up after yet
+        self.cleaning = False  # a clean request was sent; its answer is read before the next fork
 
     def request(self, message: dict[str, Any], fds: list[int] = (), timeout: float = ANSWER_TIMEOUT) -> dict:
         """Send one request and wait for its answer (ZygoteGone when it does not come as it should)."""
+        self.send(message, fds)
+        return self.answer(timeout)
+
+    def send(self, message: dict[str, Any], fds: list[int] = ()) -> None:
+        """Send one request; its answer is read by ``answer``."""
         try:
             if fds:
                 socket.send_fds(self.control, [json.dumps(message).encode()], list(fds))
@@ -85,7 +92,6 @@ class _Zygote:
                 self.control.send(json.dumps(message).encode())
         except OSError as e:
             raise ZygoteGone(f"could not reach it ({e})") from None
-        return self.answer(timeout)
 
     def answer(self, timeout: float) -> dict:
         ready, _, _ = select.select([self.control], [], [], timeout)
@@ -205,6 +211,10 @@ class WarmSlot:
                 self._current.close()  # a restart after a crash: the last child goes first, and its leftovers
                 if self._zygote is None:
                     continue
+            if zygote.cleaning:
+                self._settle(zygote)  # the last child's clean-up, which ran while its grade was judged
+                if self._zygote is None:
+                    continue
             if zygote.busy:
                 raise InternalError("a warm slot was asked for a worker before the last one was closed")
             try:
@@ -259,19 +269,34 @@ class WarmSlot:
                             lambda: self._after(zygote))
 
     def _after(self, zygote: _Zygote) -> None:
-        """Once a child's worker is closed (its group killed): the zygote cleans the whole sandbox, or goes."""
+        """Once a child's worker is closed (its group killed): ask the zygote to clean the whole sandbox.
+        The answer is read before the next fork (``_settle``), so the clean-up runs meanwhile."""
         if zygote is not self._zygote:
             return
         try:
-            answer = zygote.request({"kind": "clean"})
+            zygote.send({"kind": "clean"})
+            zygote.cleaning = True
+        except ZygoteGone:
+            self._discard()
+
+    def _settle(self, zygote: _Zygote) -> None:
+        """Read the clean-up's answer: nothing may be left alive, or the zygote goes with its sandbox."""
+        try:
+            answer = zygote.answer(ANSWER_TIMEOUT)
             if answer.get("kind") != "clean" or answer.get("left") != 0:
                 raise ZygoteGone(f"it could not clean up ({answer!r})")
-            zygote.busy = False
+            zygote.cleaning = zygote.busy = False
             cpu = answer.get("cpu")
             if isinstance(cpu, (int, float)) and not isinstance(cpu, bool) and 0 <= cpu < 1e6:
                 self.worker_cpu += cpu
-        except ZygoteGone:
+        except ZygoteGone as e:
+            self.last_failure = str(e)
             self._discard()
+
+    def settle(self) -> None:
+        """Wait for the last child's clean-up (``worker_cpu`` then counts it)."""
+        if self._zygote is not None and self._zygote.cleaning:
+            self._settle(self._zygote)
 
     def close(self) -> None:
         """Stop the zygote and everything in its sandbox."""
