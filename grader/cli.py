@@ -248,6 +248,32 @@ def release_cmd(assignment: str, out: Path, root: Path | None, force: bool = Fal
     sys.exit(guarded(work))
 
 
+@main.command("package")
+@click.argument("target", type=click.Choice(("gradescope",)))
+@click.argument("assignment")
+@click.option("-o", "--out", "out", type=click.Path(path_type=Path, dir_okay=False), required=True,
+              help="The autograder zip to write (e.g. autograder.zip).")
+@click.option("--hidden", "hidden_as", type=click.Choice(("after_due_date", "after_published", "hidden")),
+              default="after_due_date", show_default=True,
+              help="When students see a hidden case's result on Gradescope (never its inputs or output).")
+@_ROOT_OPTION
+def package_cmd(target: str, assignment: str, out: Path, hidden_as: str, root: Path | None) -> None:
+    """Package ASSIGNMENT's grader for TARGET: a Gradescope autograder zip (setup.sh, run_autograder)."""
+    from grader.authoring.package import gradescope
+    from grader.config import GradeConfig
+    from grader.course.assignments import get_assignment
+
+    def work() -> int:
+        a = get_assignment(_course(root), assignment)
+        names = gradescope(a, out, GradeConfig(), hidden_as)
+        click.echo(f"wrote {out}: {len(names)} files (setup.sh, run_autograder, the grader, {a.name}'s cases, "
+                   f"reference and precomputed outputs); hidden cases show {hidden_as.replace('_', ' ')}. "
+                   "Upload it as the assignment's autograder; it holds the reference, so never give it to students.")
+        return ExitCode.OK
+
+    sys.exit(guarded(work))
+
+
 @main.command("validate")
 @click.argument("assignments", nargs=-1)
 @click.option("--update", is_flag=True, help="Rewrite the committed template and public fixtures first.")

@@ -91,6 +91,17 @@ def _torch_version() -> str:
         return ""
 
 
+def cache_folder(assignment: Assignment, config: GradeConfig) -> Path:
+    """Where the reference's cached outputs of ``assignment`` live (``expected.safetensors``, ``records.json``)."""
+    return config.cache_dir / assignment.name / fingerprint(assignment)
+
+
+def variants_folder(assignment: Assignment, config: GradeConfig) -> Path:
+    """Where the mistake variants' cached outputs live (keyed by the mistakes file too)."""
+    text = mistakes_file(assignment.folder).read_bytes()
+    return cache_folder(assignment, config) / ("mistakes-" + hashlib.sha256(text).hexdigest()[:16])
+
+
 def expected_outputs(assignment: Assignment, config: GradeConfig) -> ReferenceOutputs:
     """The reference's run when this is a trusted course with its reference; else the released fixtures."""
     if assignment.trusted and not assignment.released and assignment.reference.is_file():
@@ -119,7 +130,7 @@ def reference_outputs(assignment: Assignment, config: GradeConfig) -> ReferenceO
     if not assignment.reference.is_file():
         raise UsageError(f"reference solution {assignment.reference} not found (named by {assignment.cases_file}); "
                          f"grading {assignment.name} needs the course's reference/ folder")
-    folder = config.cache_dir / assignment.name / fingerprint(assignment)
+    folder = cache_folder(assignment, config)
     tensors_file, records_file = folder / "expected.safetensors", folder / "records.json"
     if config.use_cache and tensors_file.is_file() and records_file.is_file():
         try:
@@ -149,9 +160,7 @@ def variant_outputs(assignment: Assignment, expected: ReferenceOutputs, config: 
     mistakes = load_mistakes(assignment.folder)
     if not mistakes or not assignment.trusted or not assignment.reference.is_file():
         return {}
-    text = mistakes_file(assignment.folder).read_bytes()
-    folder = (config.cache_dir / assignment.name / fingerprint(assignment)
-              / ("mistakes-" + hashlib.sha256(text).hexdigest()[:16]))
+    folder = variants_folder(assignment, config)
     runs: Variants = {}
     todo = []
     for m in mistakes:

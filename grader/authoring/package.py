@@ -1,0 +1,123 @@
+"""``grade package gradescope NAME -o autograder.zip``: the course's grader as a Gradescope autograder.
+
+The zip holds, at its top (Gradescope unpacks it into ``/autograder/source``):
+
+- ``setup.sh``: run once when Gradescope builds the image: Python, pip, bubblewrap (best
+  effort: Gradescope's containers may not allow its namespaces, and the grader then says so
+  in every report), the CPU wheel of the torch version the reference outputs were computed
+  with, and the grader itself from ``grader/`` and ``pyproject.toml``;
+- ``run_autograder``: run for every submission; ``python3 -m grader.authoring.autograder``
+  grades ``/autograder/submission/`` and always writes ``/autograder/results/results.json``
+  (``grader.authoring.autograder``);
+- ``autograder.json``: the assignment, the file name students upload, how hidden cases show;
+- ``course/``: the assignment's folder (cases, known mistakes, checks) and its reference;
+- ``cache/``: the reference's outputs and the mistake variants, computed now, so that no
+  submission pays for them (recomputed there if Gradescope's torch differs).
+
+Students never see the zip: it holds the reference. What they see is ``results.json``,
+written for the student audience (hidden cases by name, points and result only).
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import zipfile
+from importlib import metadata
+from pathlib import Path
+
+from grader.authoring.autograder import HIDDEN_AS, SETTINGS
+from grader.config import GradeConfig
+from grader.course.store import cache_folder, expected_outputs, fingerprint, variant_outputs, variants_folder
+from grader.errors import InternalError, UsageError
+from grader.spec.cases import Assignment, load_assignment
+from grader.spec.mistakes import load_mistakes
+
+_REPO = Path(__file__).resolve().parents[2]
+
+SETUP = """#!/usr/bin/env bash
+# Gradescope runs this once, as root, when it builds the autograder's image.
+set -euo pipefail
+export DEBIAN_FRONTEND=noninteractive
+apt-get update
+apt-get install -y python3 python3-pip python3-venv
+apt-get install -y bubblewrap || echo "bubblewrap could not be installed: submissions run unsandboxed (reports say so)"
+cd /autograder/source
+python3 -m pip install --upgrade pip
+python3 -m pip install "torch=={torch}" --index-url https://download.pytorch.org/whl/cpu \\
+  || python3 -m pip install "torch=={torch}"
+python3 -m pip install .
+"""
+
+RUN = """#!/usr/bin/env bash
+# Gradescope runs this for every submission; it always writes results/results.json.
+export AUTOGRADER_ROOT="${AUTOGRADER_ROOT:-/autograder}"
+cd "$AUTOGRADER_ROOT/source"
+export PYTHONPATH="$AUTOGRADER_ROOT/source${PYTHONPATH:+:$PYTHONPATH}"
+exec python3 -m grader.authoring.autograder
+"""
+
+
+def gradescope(assignment: Assignment, out: Path, config: GradeConfig, hidden_as: str = "after_due_date") -> list[str]:
+    """Write the autograder zip for ``assignment`` to ``out``; the names it holds."""
+    if hidden_as not in HIDDEN_AS:
+        raise UsageError(f"--hidden must be one of {', '.join(HIDDEN_AS)}, not {hidden_as!r}")
+    if not assignment.trusted or assignment.released or not assignment.reference.is_file():
+        raise UsageError(f"packaging {assignment.name} needs the course's own folder with its reference "
+                         f"({assignment.reference} not found): run it in the course, or pass --root")
+    if out.suffix != ".zip":
+        raise UsageError(f"the autograder is a zip file: give -o a name ending in .zip, not {out.name}")
+    torch = metadata.version("torch").split("+")[0]
+    with tempfile.TemporaryDirectory(prefix="grader-package-") as tmp_name:
+        tmp = Path(tmp_name)
+        course = tmp / "course"
+        shutil.copytree(assignment.folder, course / "assignments" / assignment.name,
+                        ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        (course / "reference").mkdir()
+        shutil.copy2(assignment.reference, course / "reference" / assignment.reference.name)
+        # The reference's outputs and the mistake variants, from our cache (computed if need be), copied
+        # into the bundle's; the bundled course must then find them there (same fingerprint).
+        reference = expected_outputs(assignment, config)
+        variants = bool(load_mistakes(assignment.folder))
+        if variants:
+            variant_outputs(assignment, reference, config)
+        ours = cache_folder(assignment, config)
+        theirs = tmp / "cache" / ours.relative_to(config.cache_dir)
+        theirs.mkdir(parents=True)
+        for name in ("expected.safetensors", "records.json"):
+            shutil.copy2(ours / name, theirs / name)
+        if variants:
+            shutil.copytree(variants_folder(assignment, config), theirs / variants_folder(assignment, config).name)
+        bundled = load_assignment(course / "assignments" / assignment.name, course, trusted=True)
+        if fingerprint(bundled) != fingerprint(assignment):
+            raise InternalError(f"the bundled course of {assignment.name} does not reproduce its reference's fingerprint")
+        settings = {"assignment": assignment.name, "file": f"{assignment.name}.ipynb", "hidden_as": hidden_as}
+        files = {
+            "setup.sh": (SETUP.replace("{torch}", torch), 0o755),
+            "run_autograder": (RUN, 0o755),
+            SETTINGS: (json.dumps(settings, indent=2) + "\n", 0o644),
+        }
+        out.parent.mkdir(parents=True, exist_ok=True)
+        partial = out.with_name(f".{out.name}.partial")
+        names: list[str] = []
+        with zipfile.ZipFile(partial, "w", zipfile.ZIP_DEFLATED) as zf:
+            for name, (text, mode) in files.items():
+                _add(zf, name, text.encode(), mode)
+                names.append(name)
+            for path in sorted((_REPO / "grader").rglob("*")):
+                if path.is_file() and "__pycache__" not in path.parts and path.suffix != ".pyc":
+                    names.append(_add(zf, str(path.relative_to(_REPO)), path.read_bytes(), 0o644))
+            for name in ("pyproject.toml", "README.md"):
+                names.append(_add(zf, name, (_REPO / name).read_bytes(), 0o644))
+            for path in sorted(p for p in tmp.rglob("*") if p.is_file() and "__pycache__" not in p.parts):
+                names.append(_add(zf, str(path.relative_to(tmp)), path.read_bytes(), 0o644))
+        partial.replace(out)
+    return names
+
+
+def _add(zf: zipfile.ZipFile, name: str, data: bytes, mode: int) -> str:
+    info = zipfile.ZipInfo(name, date_time=(2020, 1, 1, 0, 0, 0))
+    info.external_attr = (0o100000 | mode) << 16
+    info.compress_type = zipfile.ZIP_DEFLATED
+    zf.writestr(info, data)
+    return name
