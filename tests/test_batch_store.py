@@ -341,3 +341,12 @@ def test_write_gradebooks(tmp_path):
     assert paths[0].read_text(encoding="utf-8") == gb.gradebook_csv(rows, COLUMNS)
     assert paths[2].read_text(encoding="utf-8").startswith("Student,ID,SIS User ID,SIS Login ID,Section,MHA (7)\n")
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(p.name for p in paths)
+
+
+def test_a_store_being_created_reads_as_not_there_yet(tmp_path):
+    import sqlite3
+
+    path = tmp_path / "grades.sqlite"
+    sqlite3.connect(path).execute("PRAGMA journal_mode=WAL").fetchone()  # the file exists, no tables yet
+    with pytest.raises(StoreError, match="no results store here yet"):
+        Store.open(path, readonly=True)

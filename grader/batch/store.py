@@ -262,6 +262,9 @@ class Store:
 
     def _checked_version(self) -> Store:
         version = self._conn.execute("PRAGMA user_version").fetchone()[0]
+        if version == 0 and not self._conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
+            self.close()  # created a moment ago by a batch that has not written its tables yet
+            raise StoreError(f"{self.path}: no results store here yet (a batch may be creating it); try again")
         if version != SCHEMA_VERSION:
             self.close()
             raise StoreError(_version_message(self.path, version))
