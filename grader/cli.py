@@ -249,22 +249,30 @@ def release_cmd(assignment: str, out: Path, root: Path | None, force: bool = Fal
 
 
 @main.command("package")
-@click.argument("target", type=click.Choice(("gradescope",)))
+@click.argument("target", type=click.Choice(("gradescope", "github-classroom")))
 @click.argument("assignment")
-@click.option("-o", "--out", "out", type=click.Path(path_type=Path, dir_okay=False), required=True,
-              help="The autograder zip to write (e.g. autograder.zip).")
+@click.option("-o", "--out", "out", type=click.Path(path_type=Path), required=True,
+              help="gradescope: the autograder zip to write (autograder.zip); github-classroom: a new or empty "
+              "folder for the template repository's files.")
 @click.option("--hidden", "hidden_as", type=click.Choice(("after_due_date", "after_published", "hidden")),
               default="after_due_date", show_default=True,
               help="When students see a hidden case's result on Gradescope (never its inputs or output).")
 @_ROOT_OPTION
 def package_cmd(target: str, assignment: str, out: Path, hidden_as: str, root: Path | None) -> None:
-    """Package ASSIGNMENT's grader for TARGET: a Gradescope autograder zip (setup.sh, run_autograder)."""
-    from grader.authoring.package import gradescope
+    """Package ASSIGNMENT's grader for TARGET: a Gradescope autograder zip, or a GitHub Classroom template repository."""
+    from grader.authoring.package import github_classroom, gradescope
     from grader.config import GradeConfig
     from grader.course.assignments import get_assignment
 
     def work() -> int:
         a = get_assignment(_course(root), assignment)
+        if target == "github-classroom":
+            files = github_classroom(a, out, GradeConfig())
+            click.echo(f"wrote {len(files)} files to {out}: {a.name}'s template notebook, its public cases and "
+                       "fixtures, the grader (.grader/) and .github/workflows/grade.yml. Push them as the template "
+                       "repository; only public cases are there (hidden ones cannot stay hidden in a student's "
+                       "repository): grade those with `grade batch` over the students' repositories.")
+            return ExitCode.OK
         names = gradescope(a, out, GradeConfig(), hidden_as)
         click.echo(f"wrote {out}: {len(names)} files (setup.sh, run_autograder, the grader, {a.name}'s cases, "
                    f"reference and precomputed outputs); hidden cases show {hidden_as.replace('_', ' ')}. "

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import stat
 import subprocess
+import sys
 import zipfile
 
 import pytest
@@ -114,3 +116,37 @@ def test_hidden_cases_can_stay_hidden_and_mistakes_are_usage_errors(tmp_path):
     assert run_grade("package", "gradescope", "nosuch", "-o", str(tmp_path / "x.zip")).returncode == 2
     assert run_grade("package", "gradescope", "mha", "-o", str(tmp_path / "x.tar")).returncode == 2
     assert not (tmp_path / "x.zip").exists()
+
+
+def test_a_github_classroom_template_repository_grades_its_public_cases(tmp_path):
+    repo = tmp_path / "repo"
+    p = run_grade("package", "github-classroom", "mha", "-o", str(repo), timeout=300)
+    assert p.returncode == 0, p.stderr
+    files = {str(f.relative_to(repo)) for f in repo.rglob("*") if f.is_file()}
+    assert {".github/workflows/grade.yml", "mha.ipynb", "assignments/mha/cases.toml",
+            "assignments/mha/public.safetensors", ".grader/pyproject.toml", ".grader/grader/cli.py"} <= files
+    assert not any(f.startswith("reference/") or "__pycache__" in f for f in files)
+    workflow = (repo / ".github" / "workflows" / "grade.yml").read_text()
+    for step in ("actions/checkout@v4", "download.pytorch.org/whl/cpu", "pip install ./.grader",
+                 "grade mha.ipynb --root . --format junit -o grade-results.xml", "GITHUB_STEP_SUMMARY",
+                 "actions/upload-artifact@v4", "exit $status"):
+        assert step in workflow
+    try:
+        import yaml
+    except ImportError:
+        yaml = None
+    if yaml is not None:
+        steps = yaml.safe_load(workflow)["jobs"]["grade"]["steps"]
+        assert [s.get("uses", s.get("name")) for s in steps][:2] == ["actions/checkout@v4", "actions/setup-python@v5"]
+    # what the workflow's grading step does, in the repository as a student pushed it
+    template = run_grade("mha.ipynb", "--root", ".", "--audience", "student", cwd=repo)
+    assert template.returncode == 1 and "hidden" in template.stdout
+    shutil.copy(SUBMISSIONS / "mha" / "filled.ipynb", repo / "mha.ipynb")
+    filled = run_grade("mha.ipynb", "--root", ".", "--format", "json", cwd=repo)
+    report = json.loads(filled.stdout)
+    assert filled.returncode == 0 and {c["status"] for c in report["cases"]} == {"passed", "pending"}
+    # the bundled grader installs as the workflow installs it (offline here: no build isolation, no deps)
+    pip = subprocess.run([sys.executable, "-m", "pip", "install", "--dry-run", "--no-deps", "--no-build-isolation",
+                          "--no-index", str(repo / ".grader")], capture_output=True, text=True, timeout=300)
+    assert pip.returncode == 0, pip.stderr[-2000:]
+    assert run_grade("package", "github-classroom", "mha", "-o", str(repo)).returncode == 2  # not empty any more

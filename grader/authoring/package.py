@@ -1,4 +1,14 @@
-"""``grade package gradescope NAME -o autograder.zip``: the course's grader as a Gradescope autograder.
+"""``grade package gradescope|github-classroom NAME -o PATH``: the course's grader where courses grade.
+
+**GitHub Classroom** (``github_classroom``): a template repository's files. The student bundle
+of ``grade release`` (the template notebook, the released case file, the public fixtures:
+nothing of the reference), the grader's source in ``.grader/``, and a workflow
+(``.github/workflows/grade.yml``) that installs them and grades the notebook on every push:
+a job summary with the report, JUnit XML as an artifact, the job failing while a public case
+fails. Hidden cases cannot stay hidden in a repository the student owns, so only the public
+cases are there: the hidden ones are graded elsewhere (``grade batch`` over the repositories).
+
+**Gradescope** (``gradescope``):
 
 The zip holds, at its top (Gradescope unpacks it into ``/autograder/source``):
 
@@ -20,6 +30,7 @@ written for the student audience (hidden cases by name, points and result only).
 from __future__ import annotations
 
 import json
+import shlex
 import shutil
 import tempfile
 import zipfile
@@ -121,3 +132,69 @@ def _add(zf: zipfile.ZipFile, name: str, data: bytes, mode: int) -> str:
     info.compress_type = zipfile.ZIP_DEFLATED
     zf.writestr(info, data)
     return name
+
+
+WORKFLOW = """# Grades {notebook} on every push (written by `grade package github-classroom`).
+# Only the public cases are here: hidden cases are graded by your instructor after the deadline.
+name: Grade
+on:
+  push:
+  workflow_dispatch:
+permissions:
+  contents: read
+jobs:
+  grade:
+    runs-on: ubuntu-latest
+    timeout-minutes: 20
+    steps:
+      - uses: actions/checkout@v4
+      - uses: actions/setup-python@v5
+        with:
+          python-version: "3.11"
+      - name: Install the grader
+        run: |
+          sudo apt-get update && sudo apt-get install -y bubblewrap || echo "no bubblewrap: graded unsandboxed"
+          python -m pip install "torch=={torch}" --index-url https://download.pytorch.org/whl/cpu
+          python -m pip install ./.grader
+      - name: Grade {notebook}
+        run: |
+          grade {notebook} --root . --format junit -o grade-results.xml || true
+          set +e
+          grade {notebook} --root . --audience student > grade-report.txt 2>&1
+          status=$?
+          set -e
+          {{ echo {title}; echo; echo '```'; cat grade-report.txt; echo '```'; }} >> "$GITHUB_STEP_SUMMARY"
+          cat grade-report.txt
+          exit $status
+      - if: always()
+        uses: actions/upload-artifact@v4
+        with:
+          name: grade-results
+          path: grade-results.xml
+"""
+
+
+def github_classroom(assignment: Assignment, out: Path, config: GradeConfig) -> list[str]:
+    """Write a template repository's files for ``assignment`` into the folder ``out`` (new or empty);
+    the paths it wrote, relative to ``out``."""
+    from grader.authoring.release import release
+
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise UsageError(f"-o {out} must be a new or empty folder (the template repository's files go there)")
+    torch = metadata.version("torch").split("+")[0]
+    with tempfile.TemporaryDirectory(prefix="grader-package-", dir=out.parent if out.parent.is_dir() else None) as tmp_name:
+        staged = Path(tmp_name) / "repo"
+        bundle = release(assignment, staged, config)
+        grader = staged / ".grader"
+        shutil.copytree(_REPO / "grader", grader / "grader", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        for name in ("pyproject.toml", "README.md"):
+            shutil.copy2(_REPO / name, grader / name)
+        workflow = staged / ".github" / "workflows" / "grade.yml"
+        workflow.parent.mkdir(parents=True)
+        title = shlex.quote("## " + " ".join(assignment.title.split()))
+        workflow.write_text(WORKFLOW.format(notebook=bundle.notebook.name, torch=torch, title=title), encoding="utf-8")
+        (staged / ".gitignore").write_text("grade-results.xml\ngrade-report.txt\n__pycache__/\n", encoding="utf-8")
+        out.mkdir(parents=True, exist_ok=True)
+        for entry in staged.iterdir():
+            shutil.move(str(entry), out / entry.name)
+    return sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
