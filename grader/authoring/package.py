@@ -115,15 +115,21 @@ def gradescope(assignment: Assignment, out: Path, config: GradeConfig, hidden_as
             for name, (text, mode) in files.items():
                 _add(zf, name, text.encode(), mode)
                 names.append(name)
-            for path in sorted((_REPO / "grader").rglob("*")):
-                if path.is_file() and "__pycache__" not in path.parts and path.suffix != ".pyc":
-                    names.append(_add(zf, str(path.relative_to(_REPO)), path.read_bytes(), 0o644))
-            for name in ("pyproject.toml", "README.md"):
-                names.append(_add(zf, name, (_REPO / name).read_bytes(), 0o644))
+            for name, path in grader_sources():
+                names.append(_add(zf, name, path.read_bytes(), 0o644))
             for path in sorted(p for p in tmp.rglob("*") if p.is_file() and "__pycache__" not in p.parts):
                 names.append(_add(zf, str(path.relative_to(tmp)), path.read_bytes(), 0o644))
         partial.replace(out)
     return names
+
+
+def grader_sources() -> list[tuple[str, Path]]:
+    """The installable grader, as (name relative to its root, file): ``pyproject.toml``, the ``README.md`` it
+    names, and the package's files (no caches)."""
+    package = [p for p in sorted((_REPO / "grader").rglob("*"))
+               if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc"]
+    return [(name, _REPO / name) for name in ("pyproject.toml", "README.md")] + \
+        [(str(p.relative_to(_REPO)), p) for p in package]
 
 
 def _add(zf: zipfile.ZipFile, name: str, data: bytes, mode: int) -> str:
@@ -185,10 +191,9 @@ def github_classroom(assignment: Assignment, out: Path, config: GradeConfig) -> 
     with tempfile.TemporaryDirectory(prefix="grader-package-", dir=out.parent if out.parent.is_dir() else None) as tmp_name:
         staged = Path(tmp_name) / "repo"
         bundle = release(assignment, staged, config)
-        grader = staged / ".grader"
-        shutil.copytree(_REPO / "grader", grader / "grader", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-        for name in ("pyproject.toml", "README.md"):
-            shutil.copy2(_REPO / name, grader / name)
+        for name, path in grader_sources():
+            (staged / ".grader" / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(path, staged / ".grader" / name)
         workflow = staged / ".github" / "workflows" / "grade.yml"
         workflow.parent.mkdir(parents=True)
         title = shlex.quote("## " + " ".join(assignment.title.split()))
