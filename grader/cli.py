@@ -179,9 +179,15 @@ _ROOT_OPTION = click.option("--root", type=click.Path(path_type=Path, file_okay=
               help="Time limit for each submission's whole grading [default: 120].")
 @click.option("--cold", is_flag=True, help="Start a fresh worker for every submission (paying the torch import "
               "each time) instead of forking it from a warm one per slot: slower; for comparison.")
+@click.option("--scheduler", metavar="tcp://HOST:PORT", help="Grade on the Dask cluster of this scheduler "
+              "(needs the grader's [dask] extra here and on every worker; see docs/dask.md) instead of in -j local "
+              "processes. The store and every output stay here.")
+@click.option("--chunk-size", type=click.IntRange(min=1), metavar="N", help="With --scheduler: submissions per "
+              "Dask task [default: chosen from the class and the cluster's size, at most 16].")
 @_ROOT_OPTION
 def batch_cmd(source: Path, assignment: str, out: Path, jobs: int | None, regrade: bool, student: str | None,
-              id_regex: str | None, layout: str, timeout: float | None, cold: bool, root: Path | None) -> None:
+              id_regex: str | None, layout: str, timeout: float | None, cold: bool, scheduler: str | None,
+              chunk_size: int | None, root: Path | None) -> None:
     """Grade every submission in SOURCE (a folder, a zip, an LMS export) into OUT, resumably."""
     from grader.batch.progress import progress_reporter
     from grader.batch.run import run_batch
@@ -192,11 +198,20 @@ def batch_cmd(source: Path, assignment: str, out: Path, jobs: int | None, regrad
         config = GradeConfig(root=root.resolve() if root else None, **({"timeout": timeout} if timeout else {}))
         with progress_reporter(sys.stdout.isatty()) as progress:
             result = run_batch(source, assignment, out, config, jobs or os.cpu_count() or 1, regrade, student,
-                               id_regex, layout, progress, warm=not cold)
+                               id_regex, layout, progress, warm=not cold, scheduler=scheduler, chunk_size=chunk_size)
         c = result.collected
         click.echo(f"{len(c.submissions)} submissions ({c.layout} layout), {len(result.graded)} graded now, "
                    f"{len(result.already_done)} already in the store; {len(c.skipped)} files skipped")
-        if result.graded:
+        if result.graded and result.cluster:
+            threads = sum(w.threads for w in result.cluster)
+            click.echo(f"workers: {len(result.cluster)} Dask workers at {safe_text(scheduler or '', one_line=True)}, "
+                       f"{threads} grading processes, " + (f"{result.slots} with warm slots" if result.slots
+                                                           else "a cold worker per submission"))
+            for w in result.cluster:
+                if w.sandbox != "bwrap":
+                    click.echo(f"  {safe_text(w.address, one_line=True)}: no working bubblewrap there: its submissions "
+                               "ran in a plain subprocess with resource limits, NOT sandboxed (their reports say so)")
+        elif result.graded:
             click.echo(f"workers: {result.slots} warm slots, torch imported once per slot" if result.slots else
                        "workers: a cold one per submission" + ("" if cold else " (no bubblewrap sandbox here)"))
         for s in c.skipped:

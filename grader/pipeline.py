@@ -27,12 +27,12 @@ from grader.execute.sandbox import describe, resolve_mode
 from grader.execute.session import Execution, run_cases
 from grader.execute.slots import WarmSlot
 from grader.judge.causes import group_causes
-from grader.judge.judge import judge, name_mistakes
+from grader.judge.judge import judge, name_mistakes, not_run
 from grader.plan.plan import Plan, make_plan
 from grader.plan.slicing import ParsedSource, parse_units
 from grader.plan.submission import Submission, read_submission
 from grader.report import messages
-from grader.report.outcomes import Note
+from grader.report.outcomes import Cause, Note
 from grader.report.result import Report
 from grader.spec.cases import Assignment
 from grader.spec.mistakes import load_mistakes
@@ -111,6 +111,16 @@ def _grade(path: Path, read: Callable[[], Submission], config: GradeConfig, lead
     return Report(str(path), assignment.name, results, None, shown, _isolation(mode, worker),
                   round(time.perf_counter() - start, 3), local=plan.local, course=str(course.root), causes=causes,
                   instructor_notes=kept_back)
+
+
+def machine_lost_report(submission: str, assignment: Assignment, course: str, deaths: int) -> Report:
+    """The report of a submission whose grading ended the grading machine's process each time, the last
+    time with nothing else running (``grade batch --scheduler``: a Dask worker died with it ``deaths``
+    times): every case not run, status ``error``. Never the student's zero by mistake: the instructor
+    sees it listed and can grade it again with ``--student``."""
+    results = not_run(assignment, Cause("not_run", {"why": "machine", "stops": deaths}))
+    results, causes = group_causes(results, {c.id: c for c in assignment.cases}, {})
+    return Report(submission, assignment.name, results, None, (), "", 0.0, course=course, causes=causes)
 
 
 def _isolation(mode: str, worker: Worker) -> str:

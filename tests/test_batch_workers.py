@@ -23,8 +23,8 @@ def test_results_come_back_with_their_feedback():
 
 def test_a_grading_process_that_dies_costs_its_submission_only():
     with Pool(1, False, Limits(), ()) as pool:
-        pool._processes[0].proc.kill()
-        pool._processes[0].proc.wait()
+        pool._all[0].proc.kill()
+        pool._all[0].proc.wait()
         results = list(pool.grade_all([("first", VICTIM), ("second", VICTIM)], CONFIG))
     assert [key for key, _ in results] == ["first", "second"]
     first, second = results[0][1], results[1][1]

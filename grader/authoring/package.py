@@ -39,10 +39,9 @@ from pathlib import Path
 
 from grader.authoring.autograder import HIDDEN_AS, SETTINGS
 from grader.config import GradeConfig
-from grader.course.store import cache_folder, expected_outputs, fingerprint, variant_outputs, variants_folder
-from grader.errors import InternalError, UsageError
-from grader.spec.cases import Assignment, load_assignment
-from grader.spec.mistakes import load_mistakes
+from grader.course.bundle import write_bundle
+from grader.errors import UsageError
+from grader.spec.cases import Assignment
 
 _REPO = Path(__file__).resolve().parents[2]
 
@@ -73,35 +72,12 @@ def gradescope(assignment: Assignment, out: Path, config: GradeConfig, hidden_as
     """Write the autograder zip for ``assignment`` to ``out``; the names it holds."""
     if hidden_as not in HIDDEN_AS:
         raise UsageError(f"--hidden must be one of {', '.join(HIDDEN_AS)}, not {hidden_as!r}")
-    if not assignment.trusted or assignment.released or not assignment.reference.is_file():
-        raise UsageError(f"packaging {assignment.name} needs the course's own folder with its reference "
-                         f"({assignment.reference} not found): run it in the course, or pass --root")
     if out.suffix != ".zip":
         raise UsageError(f"the autograder is a zip file: give -o a name ending in .zip, not {out.name}")
     torch = metadata.version("torch").split("+")[0]
     with tempfile.TemporaryDirectory(prefix="grader-package-") as tmp_name:
         tmp = Path(tmp_name)
-        course = tmp / "course"
-        shutil.copytree(assignment.folder, course / "assignments" / assignment.name,
-                        ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-        (course / "reference").mkdir()
-        shutil.copy2(assignment.reference, course / "reference" / assignment.reference.name)
-        # The reference's outputs and the mistake variants, from our cache (computed if need be), copied
-        # into the bundle's; the bundled course must then find them there (same fingerprint).
-        reference = expected_outputs(assignment, config)
-        variants = bool(load_mistakes(assignment.folder))
-        if variants:
-            variant_outputs(assignment, reference, config)
-        ours = cache_folder(assignment, config)
-        theirs = tmp / "cache" / ours.relative_to(config.cache_dir)
-        theirs.mkdir(parents=True)
-        for name in ("expected.safetensors", "records.json"):
-            shutil.copy2(ours / name, theirs / name)
-        if variants:
-            shutil.copytree(variants_folder(assignment, config), theirs / variants_folder(assignment, config).name)
-        bundled = load_assignment(course / "assignments" / assignment.name, course, trusted=True)
-        if fingerprint(bundled) != fingerprint(assignment):
-            raise InternalError(f"the bundled course of {assignment.name} does not reproduce its reference's fingerprint")
+        write_bundle(assignment, tmp, config)  # course/ and cache/, checked to reproduce the fingerprint
         settings = {"assignment": assignment.name, "file": f"{assignment.name}.ipynb", "hidden_as": hidden_as}
         files = {
             "setup.sh": (SETUP.replace("{torch}", torch), 0o755),

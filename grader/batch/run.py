@@ -65,8 +65,10 @@ class BatchResult:
     outputs: tuple[Path, ...]
     #: how many warm slots graded (0: a cold worker per submission)
     slots: int = 0
-    #: CPU seconds the warm slots' forked workers used (0.0 with cold workers: not measured)
+    #: CPU seconds the warm slots' forked workers used (0.0 with cold workers or on a cluster: not measured)
     worker_cpu: float = 0.0
+    #: with ``scheduler``: the Dask workers as checked at the start (``cluster.WorkerFacts``)
+    cluster: tuple = ()
 
 
 #: Called as each submission finishes: (student id, its stored result, how many are done, total).
@@ -75,9 +77,12 @@ Progress = Callable[[str, StoredResult, int, int], None]
 
 def run_batch(source: Path, assignment_name: str, out: Path, config: GradeConfig, jobs: int = 1,
               regrade: bool = False, student: str | None = None, identity: str | None = None,
-              layout: str = "auto", progress: Progress | None = None, warm: bool = True) -> BatchResult:
+              layout: str = "auto", progress: Progress | None = None, warm: bool = True,
+              scheduler: str | None = None, chunk_size: int | None = None) -> BatchResult:
     """Grade ``source`` into ``out`` (see the module docstring); resumable. ``warm=False``: a cold
-    worker per submission even where warm slots could run."""
+    worker per submission even where warm slots could run. ``scheduler``: grade on the Dask cluster
+    of that scheduler (``grader.batch.cluster``; ``chunk_size`` submissions per task, default: chosen
+    from the class and the cluster's size) instead of in local processes."""
     out.mkdir(parents=True, exist_ok=True)
     course = resolve_course(config.root)
     assignment = get_assignment(course, assignment_name)
@@ -105,12 +110,22 @@ def run_batch(source: Path, assignment_name: str, out: Path, config: GradeConfig
         flags_future = _start_flags(assignment, collected)
         feedback_written: dict[str, list[Path]] = {}  # student -> files, written as each one finishes
         width = max(1, min(jobs, len(todo)))
-        warm_mode = bool(warm and todo and resolve_mode(config.sandbox) == "bwrap")
-        worker_cpu = 0.0
+        warm_mode = bool(warm and todo and not scheduler and resolve_mode(config.sandbox) == "bwrap")
+        worker_cpu, slots, facts = 0.0, width if warm_mode else 0, ()
         if todo:
-            hide = (course.root, config.cache_dir, source.resolve(), out.resolve())
-            with workers.Pool(width, warm_mode, config.limits, hide) as pool:
-                for (s, sha), graded in pool.grade_all([((s, sha), s.path) for s, sha in todo], config):
+            if scheduler:
+                engine = _cluster().Cluster(scheduler, assignment, config, warm, chunk_size)
+                try:
+                    facts = engine.check()
+                except BaseException:
+                    engine.close()
+                    raise
+                slots = sum(w.threads for w in facts if w.sandbox == "bwrap") if warm else 0
+            else:
+                hide = (course.root, config.cache_dir, source.resolve(), out.resolve())
+                engine = workers.Pool(width, warm_mode, config.limits, hide)
+            with engine:
+                for (s, sha), graded in engine.grade_all([((s, sha), s.path) for s, sha in todo], config):
                     stored = store.put(s.student_id, s.name or "", sha, key, graded.entry, graded.seconds)
                     feedback_written[s.student_id] = write_texts(out / FEEDBACK, s.student_id, graded.feedback)
                     worker_cpu += graded.worker_cpu
@@ -130,7 +145,19 @@ def run_batch(source: Path, assignment_name: str, out: Path, config: GradeConfig
                     write_whole(out / CLASS_TEXT, summary_text(summary))]
         internal = tuple(r for r in rows if r.status == "internal")
     return BatchResult(collected, tuple(s.student_id for s, _ in todo), tuple(s.student_id for s, _ in done),
-                       internal, tuple(outputs), width if warm_mode else 0, worker_cpu)
+                       internal, tuple(outputs), slots, worker_cpu, facts)
+
+
+def _cluster():
+    """``grader.batch.cluster``, imported only for ``--scheduler`` (it imports Dask)."""
+    try:
+        from grader.batch import cluster
+    except ImportError as e:
+        if (e.name or "").split(".")[0] in ("dask", "distributed"):
+            raise UsageError("--scheduler grades on a Dask cluster, which needs Dask here: "
+                             "pip install 'grader[dask]' (from a checkout: pip install -e '.[dask]')") from None
+        raise
+    return cluster
 
 
 def _start_flags(assignment, collected: Collected) -> Future | None:

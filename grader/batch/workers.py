@@ -17,6 +17,7 @@ one takes its place.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import pickle
 import queue
@@ -53,6 +54,16 @@ class Graded:
     worker_cpu: float
 
 
+@dataclass(frozen=True)
+class Shown:
+    """What a report graded elsewhere calls its submission and course (``grade batch --scheduler``:
+    the client's path and course folder, not the Dask worker's copies), so that it reads as a
+    local one does. Messages name a file by its name alone, which the copy keeps."""
+
+    submission: str
+    course: str
+
+
 def failed(message: str, seconds: float = 0.0) -> Graded:
     """The grader's own failure on one submission: listed, and graded again by the next run."""
     return Graded(prepare(None, "internal", message), seconds, (), 0.0)
@@ -76,8 +87,8 @@ class _Process:
         self.requests = self.proc.stdin
         _send(self.requests, setup)
 
-    def grade(self, path: Path, config: GradeConfig) -> Graded:
-        _send(self.requests, (str(path), config))
+    def grade(self, path: Path, config: GradeConfig, shown: Shown | None = None) -> Graded:
+        _send(self.requests, (str(path), config, shown))
         graded = _receive(self.results)
         if not isinstance(graded, Graded):
             raise EOFError("no result came back")
@@ -109,17 +120,23 @@ class _Process:
 
 
 class Pool:
-    """``width`` grading processes, started now; ``grade_all`` yields results as they finish.
+    """``width`` grading processes, started now; ``grade_one`` and ``grade_all`` grade in them.
 
     ``warm``: each process holds a warm slot (bubblewrap mode); else every submission gets a
-    cold worker. ``limits`` and ``hide`` are what the slots' workers get. Use as a context
-    manager; ``close`` stops the processes (and their slots).
+    cold worker. ``limits`` and ``hide`` are what the slots' workers get. Thread-safe: each
+    ``grade_one`` takes an idle process for itself (waiting for one), so up to ``width``
+    threads grade at once. Use as a context manager; ``close`` stops the processes (and their
+    slots).
     """
 
     def __init__(self, width: int, warm: bool, limits: Limits, hide: tuple[Path, ...]):
         self._setup = (warm, limits, tuple(hide))
-        self._processes = [_Process(self._setup) for _ in range(max(1, width))]
+        self.width = max(1, width)
+        self._idle: queue.SimpleQueue[_Process] = queue.SimpleQueue()
+        self._all = [_Process(self._setup) for _ in range(self.width)]
         self._lock = threading.Lock()
+        for process in self._all:
+            self._idle.put(process)
 
     def __enter__(self) -> "Pool":
         return self
@@ -127,14 +144,40 @@ class Pool:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def grade_one(self, path: Path, config: GradeConfig, shown: Shown | None = None) -> Graded:
+        """Grade ``path`` in an idle process. A process that fails is replaced; the submission's
+        result is then the grader's own failure (``internal``), graded again by the next run."""
+        process = self._idle.get()
+        start = time.perf_counter()
+        try:
+            return process.grade(path, config, shown)
+        except Exception as e:  # noqa: BLE001 - EOF, a broken pipe, a result that cannot be read
+            graded = failed(f"the grading process failed on this submission: {process.describe_end()} "
+                            f"({type(e).__name__})", time.perf_counter() - start)
+            process.stop()
+            process = _Process(self._setup)
+            with self._lock:
+                self._all.append(process)
+            return graded
+        finally:
+            self._idle.put(process)
+
     def grade_all(self, tasks: list[tuple[Any, Path]], config: GradeConfig) -> Iterator[tuple[Any, Graded]]:
-        """Grade each (key, path); yield (key, Graded) in the order they finish."""
+        """Grade each (key, path) with ``width`` threads; yield (key, Graded) in the order they finish."""
         todo: queue.SimpleQueue[tuple[Any, Path]] = queue.SimpleQueue()
         for task in tasks:
             todo.put(task)
         done: queue.SimpleQueue[tuple[Any, Graded]] = queue.SimpleQueue()
-        threads = [threading.Thread(target=self._serve, args=(i, todo, done, config), daemon=True)
-                   for i in range(len(self._processes))]
+
+        def serve() -> None:
+            while True:
+                try:
+                    key, path = todo.get_nowait()
+                except queue.Empty:
+                    return
+                done.put((key, self.grade_one(path, config)))
+
+        threads = [threading.Thread(target=serve, daemon=True) for _ in range(self.width)]
         for t in threads:
             t.start()
         for _ in tasks:
@@ -142,27 +185,10 @@ class Pool:
         for t in threads:
             t.join()
 
-    def _serve(self, index: int, todo: "queue.SimpleQueue[tuple[Any, Path]]",
-               done: "queue.SimpleQueue[tuple[Any, Graded]]", config: GradeConfig) -> None:
-        while True:
-            try:
-                key, path = todo.get_nowait()
-            except queue.Empty:
-                return
-            process = self._processes[index]
-            start = time.perf_counter()
-            try:
-                graded = process.grade(path, config)
-            except Exception as e:  # noqa: BLE001 - EOF, a broken pipe, a result that cannot be read
-                graded = failed(f"the grading process failed on this submission: {process.describe_end()} "
-                                f"({type(e).__name__})", time.perf_counter() - start)
-                process.stop()
-                with self._lock:
-                    self._processes[index] = _Process(self._setup)
-            done.put((key, graded))
-
     def close(self) -> None:
-        for process in self._processes:
+        with self._lock:
+            processes, self._all = self._all, []
+        for process in processes:
             process.stop()
 
 
@@ -199,13 +225,16 @@ def main(argv: list[str]) -> int:
     try:
         while True:
             try:
-                path, config = _receive(requests)
+                path, config, shown = _receive(requests)
             except EOFError:
                 return 0
             cpu_before = slot.worker_cpu if slot is not None else 0.0
             start = time.perf_counter()
             try:
-                entry = prepare(grade_submission(Path(path), config, slot))
+                report = grade_submission(Path(path), config, slot)
+                if shown is not None:
+                    report = dataclasses.replace(report, submission=shown.submission, course=shown.course)
+                entry = prepare(report)
             except Exception as e:  # noqa: BLE001 - the grader's own failure: listed, graded again next run
                 entry = prepare(None, "internal", f"{type(e).__name__}: {e}")
             seconds = time.perf_counter() - start

@@ -21,7 +21,7 @@ from grader.plan.plan import Plan
 from grader.report import messages
 from grader.report.outcomes import Cause, Problem
 from grader.report.result import CaseResult
-from grader.spec.cases import Case, Target
+from grader.spec.cases import Assignment, Case, Target
 from grader.spec.mistakes import Mistake
 
 
@@ -43,6 +43,11 @@ def judge(plan: Plan, expected: dict[str, Observation], execution: Execution) ->
             figure = attention_figure(case, target, expected[case.id], execution.observations.get(case.id))
             results.append(dataclasses.replace(result, figures=(figure,)) if figure else result)
     return tuple(results)
+
+
+def not_run(assignment: Assignment, cause: Cause) -> tuple[CaseResult, ...]:
+    """Every case of ``assignment`` unrun for ``cause``: a submission whose grading never finished."""
+    return tuple(_result(case, "error", cause) for case in assignment.cases)
 
 
 def evaluate_case(case: Case, target: Target, ref: Observation, stu: Observation | None, unavailable: Cause,

@@ -92,6 +92,11 @@ class Submission:
     kind: str = "notebook"
 
 
+def size_cap(path: Path) -> int:
+    """The largest file of ``path``'s kind that ``read_submission`` reads (a larger one is refused from its size)."""
+    return MAX_CODE_BYTES if path.suffix.lower() == ".py" else MAX_NOTEBOOK_BYTES
+
+
 def read_submission(path: Path) -> Submission:
     """Read ``path`` into a ``Submission``.
 

@@ -223,7 +223,9 @@ def cause_reason(cause: Cause, case: Any, problems: tuple[Problem, ...] = ()) ->
         return f"your code {stop_phrase(stop)} in this case"
     if k == "not_run":
         why = ("the time limit for the submission ran out" if d.get("why") == "time"
-               else f"your code stopped the grader's process {d.get('stops')} times")
+               else (f"the grading machine's process ended {d.get('stops')} times while grading this submission, "
+                     "the last time with nothing else running; your instructor will look at it")
+               if d.get("why") == "machine" else f"your code stopped the grader's process {d.get('stops')} times")
         return f"not run: {why}"
     if k == "unverified":
         return (f"cannot confirm that {d['target']} avoids the forbidden APIs: none of its cases ran to "

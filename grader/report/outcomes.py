@@ -20,7 +20,8 @@ CAUSE_KINDS = (
     "missing_target",    # the graded class is not defined
     "exception",         # the submission's code raised (data: error, phase)
     "stopped",           # the worker stopped in this case or before it (data: stop)
-    "not_run",           # no time or restarts were left (data: why)
+    "not_run",           # no time or restarts were left (data: why: "time", "restarts" with stops,
+                         #  or "machine": a cluster's worker died with it each time, alone; data: stops)
     "wrong_answer",      # the code ran; the checks found problems
     "forbidden",         # a forbidden API is used (problems: where)
     "unverified",        # the forbidden-call check needs a run of the class, and none completed

@@ -1,0 +1,453 @@
+"""``grade batch --scheduler ADDRESS``: the batch's grading on a Dask cluster (``dask.distributed``).
+
+    the batch (a Dask client)                        each Dask worker
+    check every worker: ``environment``  ──run──▶    python, torch, the grader, its sandbox
+    register a ``CoursePlugin`` (the course) ──▶     setup, once per worker: unpack the course and
+                                                     its reference outputs; a ``Pool`` of nthreads
+                                                     grading processes (warm slots); then offer
+                                                     the resource NAME = nthreads
+    submit chunks of submissions (their bytes) ──▶   ``grade_chunk``: each through the Pool
+    as each chunk finishes: store.put   ◀─────────   [(index, Graded)]
+    unregister the plugin  ──────────────────────▶   teardown: the Pool closed, the copy removed
+
+Only this module imports Dask, and only ``grade batch --scheduler`` imports it. The grading on a
+worker is the local path's own (``grader.batch.workers``: grading processes, warm slots, the
+same sandbox), so a report made there equals one made here, naming the client's file and course
+(``workers.Shown``). A worker is offered work only once its plugin checked its environment
+against the client's and started its pool (its resource NAME), so a worker that joins later
+with another torch or grader never grades. ``Cluster.check`` refuses the batch when any worker
+connected at the start differs.
+
+What is retried and what is not: a student's timeout, crash or memory blow-up is a result
+(``grade_chunk`` returns it) and is never run again. A worker that dies mid-task (its machine
+lost, its process killed) is Dask's to retry, up to ``distributed.scheduler.allowed-failures``
+times; a chunk that still fails that way is split in halves, down to single submissions, and
+each single one that fails so is run once more at the end with nothing else in flight: when
+the worker dies again, that submission is recorded as ``error`` (``machine_lost_report``),
+otherwise its result stands. Any other failure of a task is the grader's own: ``internal``.
+"""
+from __future__ import annotations
+
+import asyncio
+import collections
+import functools
+import hashlib
+import io
+import logging
+import platform
+import shutil
+import tarfile
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from distributed import Client, Future, WorkerPlugin, get_worker, wait
+from distributed.scheduler import KilledWorker
+
+from grader.batch.store import prepare
+from grader.batch.workers import Graded, Pool, Shown, failed
+from grader.config import GradeConfig
+from grader.course.bundle import write_bundle
+from grader.errors import UsageError
+from grader.execute.sandbox import resolve_mode
+from grader.pipeline import machine_lost_report
+from grader.plan.submission import size_cap
+from grader.spec.cases import Assignment
+
+logger = logging.getLogger("grader.batch.cluster")
+
+#: Names of this grader's worker plugins (and of the resource each offers): the prefix and the client's id.
+PLUGIN_PREFIX = "grader-batch-"
+#: How long to wait for the scheduler, and for a first worker able to grade.
+CONNECT_SECONDS = 30.0
+WAIT_SECONDS = 120.0
+#: A chunk's most submissions, and its most bytes (a single larger file goes alone).
+MAX_CHUNK = 16
+MAX_CHUNK_BYTES = 64 * 1024 * 1024
+#: How often the batch looks at the cluster while no task finishes.
+POLL_SECONDS = 2.0
+
+
+class ClusterError(UsageError):
+    """The cluster cannot do the batch's work (unreachable, mismatched, lost). What was graded is kept."""
+
+
+@dataclass(frozen=True)
+class WorkerFacts:
+    """One Dask worker, as checked at the start: its address, threads and sandbox mode ('bwrap' or 'none')."""
+
+    address: str
+    threads: int
+    sandbox: str
+
+
+@dataclass(frozen=True)
+class Item:
+    """One submission sent to a worker: its bytes, or only its size when it is over the reader's cap
+    (the worker then makes a sparse file of that size, which the reader refuses exactly as here);
+    size -1: the client could not read it (``shown`` says why)."""
+
+    index: int
+    name: str
+    data: bytes | None
+    size: int
+    shown: str
+
+
+# --------------------------------------------------------------------------- both sides
+
+
+@functools.lru_cache(maxsize=1)
+def grader_identity() -> str:
+    """The grader's version and a hash of its own source files: equal on two machines only when they
+    run the same grader (a checkout with local changes differs from the release it came from)."""
+    package = Path(__file__).resolve().parents[1]
+    h = hashlib.sha256()
+    for path in sorted(package.rglob("*.py")):
+        h.update(str(path.relative_to(package)).encode() + b"\0" + path.read_bytes() + b"\0")
+    try:
+        version = metadata.version("grader")
+    except metadata.PackageNotFoundError:
+        version = "not installed"
+    return f"{version} ({h.hexdigest()[:12]})"
+
+
+def environment(requested: str) -> dict[str, str]:
+    """What this machine would grade with: Python, torch, the grader, and the sandbox ``requested``
+    resolves to here ('bwrap', 'none', or why it is refused). Runs on every worker (``Client.run``)."""
+    try:
+        sandbox = resolve_mode(requested)
+    except UsageError as e:
+        sandbox = f"refused ({e})"
+    try:
+        torch = metadata.version("torch")
+    except metadata.PackageNotFoundError:
+        torch = "not installed"
+    return {"python": ".".join(platform.python_version_tuple()[:2]), "torch": torch, "grader": grader_identity(),
+            "sandbox": sandbox}
+
+
+def mismatches(ours: dict[str, str], theirs: dict[str, str]) -> list[str]:
+    """What in a worker's ``environment`` keeps it from grading like this machine, in words; empty when nothing."""
+    found = [f"{what} {theirs.get(what, '?')} (this machine: {ours[what]})"
+             for what in ("python", "torch", "grader") if theirs.get(what) != ours[what]]
+    if theirs.get("sandbox", "").startswith("refused"):
+        found.append(f"sandbox {theirs['sandbox']}")
+    return found
+
+
+# --------------------------------------------------------------------------- the worker's side
+
+
+class CoursePlugin(WorkerPlugin):
+    """The batch's course and grading pool on one worker; made once per worker (and again on a
+    restarted one), removed at the batch's end."""
+
+    def __init__(self, name: str, bundle: bytes, config: GradeConfig, warm: bool, expected: dict[str, str],
+                 course_shown: str):
+        self.name = name
+        self.bundle = bundle
+        self.client_config = config
+        self.warm = warm
+        self.expected = expected
+        self.course_shown = course_shown
+        self.pool: Pool | None = None
+        self.config: GradeConfig | None = None
+        self.folder: Path | None = None
+
+    def __getstate__(self) -> dict[str, Any]:  # what travels: never a worker's pool
+        return {**self.__dict__, "pool": None, "config": None, "folder": None}
+
+    async def setup(self, worker: Any) -> None:
+        env = environment(self.client_config.sandbox or "auto")
+        problems = mismatches(self.expected, env)
+        if problems:
+            logger.warning("%s will not grade on this worker: %s", self.name, "; ".join(problems))
+            return
+        threads = max(1, int(worker.state.nthreads))
+        folder = Path(worker.local_directory) / self.name
+        await asyncio.to_thread(self._start, folder, threads, env["sandbox"])
+        await worker.set_resources(**{self.name: threads})
+
+    def _start(self, folder: Path, threads: int, mode: str) -> None:
+        shutil.rmtree(folder, ignore_errors=True)
+        (folder / "work").mkdir(parents=True)
+        with tarfile.open(fileobj=io.BytesIO(self.bundle), mode="r:gz") as tar:
+            if hasattr(tarfile, "data_filter"):
+                tar.extractall(folder / "bundle", filter="data")
+            else:  # Python < 3.10.12: our own archive, made by ``Cluster``
+                tar.extractall(folder / "bundle")  # noqa: S202
+        self.config = replace(self.client_config, root=folder / "bundle" / "course", cache_dir=folder / "bundle" / "cache")
+        self.folder = folder
+        self.pool = Pool(threads, self.warm and mode == "bwrap", self.config.limits, (folder,))
+
+    async def teardown(self, worker: Any) -> None:
+        if self.pool is None:
+            return
+        await worker.set_resources(**{self.name: 0})
+        await asyncio.to_thread(self._stop)
+
+    def _stop(self) -> None:
+        pool, self.pool = self.pool, None
+        if pool is not None:
+            pool.close()
+        if self.folder is not None:
+            shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def grade_chunk(name: str, items: list[Item]) -> list[tuple[int, Graded]]:
+    """A task: grade ``items`` on this worker, one after another, in a grading process of its pool."""
+    plugin = get_worker().plugins.get(name)
+    if not isinstance(plugin, CoursePlugin) or plugin.pool is None or plugin.folder is None:
+        raise RuntimeError(f"this worker has no grading pool for {name} (its plugin failed or was removed)")
+    work = plugin.folder / "work" / uuid.uuid4().hex
+    try:
+        return [(item.index, _grade_item(plugin, work / str(item.index), item)) for item in items]
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _grade_item(plugin: CoursePlugin, folder: Path, item: Item) -> Graded:
+    assert plugin.pool is not None and plugin.config is not None
+    if Path(item.name).name != item.name or item.name in ("", ".", ".."):
+        return failed(f"the batch sent an unusable file name {item.name!r}")
+    if item.size < 0:
+        return failed(f"the batch could not read {item.shown}")
+    folder.mkdir(parents=True)
+    path = folder / item.name
+    with open(path, "wb") as f:
+        if item.data is not None:
+            f.write(item.data)
+        else:
+            f.truncate(item.size)
+    return plugin.pool.grade_one(path, plugin.config, Shown(item.shown, plugin.course_shown))
+
+
+# --------------------------------------------------------------------------- the client's side
+
+
+class Cluster:
+    """The batch's grading on the Dask scheduler at ``address``: ``check`` the workers, then
+    ``grade_all`` (the local ``Pool``'s interface). Use as a context manager."""
+
+    def __init__(self, address: str, assignment: Assignment, config: GradeConfig, warm: bool = True,
+                 chunk_size: int | None = None, wait_seconds: float = WAIT_SECONDS):
+        self.address = address
+        self.assignment = assignment
+        self.config = replace(config, sandbox=config.sandbox or _requested_sandbox())
+        self.warm = warm
+        self.chunk_size = chunk_size
+        self.wait_seconds = wait_seconds
+        self.ours = environment(self.config.sandbox or "auto")
+        self.workers: tuple[WorkerFacts, ...] = ()
+        try:
+            self.client = Client(address, timeout=CONNECT_SECONDS, set_as_default=False)
+        except (OSError, TimeoutError, ValueError) as e:
+            raise ClusterError(f"cannot reach the Dask scheduler at {address} ({e}); is `dask scheduler` running "
+                               "there, and can this machine reach its port?") from None
+        self.name = f"{PLUGIN_PREFIX}{self.client.id}"
+        self._registered = False
+
+    def __enter__(self) -> "Cluster":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def check(self) -> tuple[WorkerFacts, ...]:
+        """Wait for a first worker, then check every connected worker's environment against this
+        machine's; a mismatch refuses the batch (``ClusterError``, one line per worker)."""
+        try:
+            self.client.wait_for_workers(1, timeout=self.wait_seconds)
+        except TimeoutError:
+            raise ClusterError(f"no Dask worker joined the scheduler at {self.address} within "
+                               f"{self.wait_seconds:g} s; start one with `dask worker {self.address}`") from None
+        found = self.client.run(environment, self.config.sandbox or "auto", on_error="return")
+        info = self.client.scheduler_info(n_workers=-1)["workers"]
+        problems, workers = [], []
+        for address, env in sorted(found.items()):
+            if isinstance(env, BaseException):
+                why = (f"the grader is not installed there ({env})" if isinstance(env, ImportError)
+                       else f"its check failed ({type(env).__name__}: {env})")
+                problems.append(f"{address}: {why}")
+                continue
+            differs = mismatches(self.ours, env)
+            if differs:
+                problems.append(f"{address}: {', '.join(differs)}")
+            workers.append(WorkerFacts(address, int(info.get(address, {}).get("nthreads", 1)), env["sandbox"]))
+        if problems:
+            ours = self.ours
+            raise ClusterError("these Dask workers cannot grade like this machine, so the batch is refused:\n"
+                               + "".join(f"  {p}\n" for p in problems)
+                               + f"Each worker needs Python {ours['python']}, torch=={ours['torch']} and this same "
+                               f"grader, {ours['grader']} (install it from the same checkout or release, then "
+                               "restart the worker): see docs/dask.md")
+        self.workers = tuple(workers)
+        return self.workers
+
+    def _register(self) -> None:
+        """Remove plugins left by batches whose client is gone, then ship the course once to every worker."""
+        stale = self.client.run_on_scheduler(_stale_plugins)
+        for name in stale:
+            self.client.unregister_worker_plugin(name)
+        with tempfile.TemporaryDirectory(prefix="grader-bundle-") as tmp:
+            write_bundle(self.assignment, Path(tmp), self.config)
+            buf = io.BytesIO()
+            with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+                tar.add(tmp, arcname=".")
+        plugin = CoursePlugin(self.name, buf.getvalue(), self.config, self.warm, self.ours,
+                              str(self.config.root) if self.config.root else "")
+        self.client.register_plugin(plugin, name=self.name)
+        self._registered = True
+
+    @property
+    def slots(self) -> int:
+        return sum(w.threads for w in self.workers)
+
+    def grade_all(self, tasks: list[tuple[Any, Path]], config: GradeConfig) -> Iterator[tuple[Any, Graded]]:
+        """Grade each (key, path) on the cluster; yield (key, Graded) as chunks finish (see the module docstring)."""
+        if not self.workers:
+            self.check()
+        if not self._registered:
+            self._register()
+        keys = [key for key, _ in tasks]
+        size = self.chunk_size or max(1, min(MAX_CHUNK, len(tasks) // max(1, 4 * self.slots)))
+        todo = collections.deque(_chunks([(i, path) for i, (_, path) in enumerate(tasks)], size))
+        suspects: list[list[tuple[int, Path]]] = []
+        running: dict[Future, list[tuple[int, Path]]] = {}
+        in_flight = 2 * self.slots + 2
+        idle_since = time.monotonic()
+        while todo or running or suspects:
+            if not todo and not running:  # only the suspects are left: each alone, one after another
+                todo.append(suspects.pop(0))
+                in_flight = 1
+            while todo and len(running) < in_flight:
+                chunk = todo.popleft()
+                running[self._submit(chunk)] = chunk
+            try:
+                with self.client.as_current():
+                    done, _ = wait(list(running), timeout=POLL_SECONDS, return_when="FIRST_COMPLETED")
+            except TimeoutError:
+                done = set()
+            if not done:
+                idle_since = self._still_able(idle_since)
+                continue
+            idle_since = time.monotonic()
+            for future in done:
+                chunk = running.pop(future)
+                for index, graded in self._outcome(future, chunk, in_flight == 1, todo, suspects):
+                    yield keys[index], graded
+                future.release()
+
+    def _submit(self, chunk: list[tuple[int, Path]]) -> Future:
+        items = [_item(index, path) for index, path in chunk]
+        return self.client.submit(grade_chunk, self.name, items, resources={self.name: 1}, pure=False,
+                                  key=f"grade-chunk-{uuid.uuid4().hex}")
+
+    def _outcome(self, future: Future, chunk: list[tuple[int, Path]], alone: bool,
+                 todo: collections.deque, suspects: list) -> list[tuple[int, Graded]]:
+        """A finished task's results; a chunk lost with its workers is split (or, alone, recorded)."""
+        if future.status == "cancelled":
+            raise ClusterError(f"the Dask scheduler at {self.address} cancelled the batch's work (was it "
+                               "restarted?); what was graded is kept: run the same command again for the rest")
+        if future.status == "finished":
+            return _checked(future.result(), chunk)
+        error = future.exception()
+        if isinstance(error, KilledWorker):
+            if len(chunk) > 1:
+                half = len(chunk) // 2
+                todo.extendleft([chunk[half:], chunk[:half]])
+                return []
+            if not alone:
+                suspects.append(chunk)
+                return []
+            index, path = chunk[0]
+            report = machine_lost_report(str(path), self.assignment, str(self.config.root or ""),
+                                         error.allowed_failures + 1)
+            return [(index, Graded(prepare(report), 0.0, (), 0.0))]
+        return [(index, failed(f"its task failed on a Dask worker: {type(error).__name__}: {error}"))
+                for index, _ in chunk]
+
+    def _still_able(self, idle_since: float) -> float:
+        """Raise when no worker has been able to grade (none offering the resource) for ``wait_seconds``."""
+        info = self.client.scheduler_info(n_workers=-1)["workers"]
+        if any(w.get("resources", {}).get(self.name, 0) > 0 for w in info.values()):
+            return time.monotonic()
+        if time.monotonic() - idle_since > self.wait_seconds:
+            raise ClusterError(f"no Dask worker able to grade has been connected to {self.address} for "
+                               f"{self.wait_seconds:g} s; what was graded is kept: start workers and run the "
+                               "same command again for the rest")
+        return idle_since
+
+    def close(self) -> None:
+        try:
+            if self._registered:
+                self.client.unregister_worker_plugin(self.name)
+        except Exception as e:  # noqa: BLE001 - the scheduler may be gone; its workers end the plugin with it
+            logger.warning("could not remove %s from the workers: %s", self.name, e)
+        finally:
+            self.client.close()
+
+
+def _requested_sandbox() -> str:
+    import os
+
+    return os.environ.get("GRADER_SANDBOX") or "auto"
+
+
+def _stale_plugins(dask_scheduler: Any) -> list[str]:
+    """On the scheduler: this grader's plugins whose batch (client) is no longer connected."""
+    clients = {str(c) for c in dask_scheduler.clients}
+    return [name for name in dask_scheduler.worker_plugins
+            if name.startswith(PLUGIN_PREFIX) and name[len(PLUGIN_PREFIX):] not in clients]
+
+
+def _chunks(indexed: list[tuple[int, Path]], size: int) -> list[list[tuple[int, Path]]]:
+    """Consecutive chunks of at most ``size`` submissions and ``MAX_CHUNK_BYTES`` (a larger file alone)."""
+    chunks: list[list[tuple[int, Path]]] = []
+    current: list[tuple[int, Path]] = []
+    used = 0
+    for index, path in indexed:
+        nbytes = _sent_bytes(path)
+        if current and (len(current) >= size or used + nbytes > MAX_CHUNK_BYTES):
+            chunks.append(current)
+            current, used = [], 0
+        current.append((index, path))
+        used += nbytes
+    if current:
+        chunks.append(current)
+    return chunks
+
+
+def _sent_bytes(path: Path) -> int:
+    try:
+        size = path.stat().st_size
+    except OSError:
+        return 0
+    return size if size <= size_cap(path) else 0
+
+
+def _item(index: int, path: Path) -> Item:
+    """A submission as sent: its bytes (read now, so the client holds only the chunks in flight)."""
+    try:
+        size = path.stat().st_size
+        data = path.read_bytes() if size <= size_cap(path) else None
+    except OSError as e:  # gone or unreadable since it was collected: the grader's failure, as it is locally
+        return Item(index, path.name, None, -1, f"{path} ({e.strerror or e})")
+    return Item(index, path.name, data, size, str(path))
+
+
+def _checked(results: Any, chunk: list[tuple[int, Path]]) -> list[tuple[int, Graded]]:
+    """A chunk's results as sent back: one ``Graded`` per submission sent; any other is the grader's failure."""
+    sent = {index for index, _ in chunk}
+    got: dict[int, Graded] = {}
+    if isinstance(results, list):
+        for pair in results:
+            if isinstance(pair, tuple) and len(pair) == 2 and pair[0] in sent and isinstance(pair[1], Graded):
+                got.setdefault(pair[0], pair[1])
+    return [(index, got.get(index) or failed("its Dask worker sent back no result for it")) for index, _ in chunk]
