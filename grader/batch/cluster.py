@@ -49,6 +49,7 @@ from typing import Any
 from distributed import Client, Future, WorkerPlugin, get_worker, wait
 from distributed.scheduler import KilledWorker
 
+from grader.batch.feedback import feedback_texts
 from grader.batch.store import prepare
 from grader.batch.workers import Graded, Pool, Shown, failed
 from grader.config import GradeConfig
@@ -63,14 +64,18 @@ logger = logging.getLogger("grader.batch.cluster")
 
 #: Names of this grader's worker plugins (and of the resource each offers): the prefix and the client's id.
 PLUGIN_PREFIX = "grader-batch-"
-#: How long to wait for the scheduler, and for a first worker able to grade.
-CONNECT_SECONDS = 30.0
+#: How long to wait for a first worker, and for any worker able to grade (the scheduler: Dask's
+#: ``distributed.comm.timeouts.connect``, 30 s unless configured).
 WAIT_SECONDS = 120.0
 #: A chunk's most submissions, and its most bytes (a single larger file goes alone).
 MAX_CHUNK = 16
 MAX_CHUNK_BYTES = 64 * 1024 * 1024
-#: How often the batch looks at the cluster while no task finishes.
+#: How often the batch looks at the cluster while no task finishes; the least time without any chunk
+#: finishing after which it stops (more for larger chunks and longer submission time limits).
 POLL_SECONDS = 2.0
+STALL_SECONDS = 600.0
+#: How long fetching a finished chunk's results may take before the chunk is submitted again.
+FETCH_SECONDS = 60.0
 
 
 class ClusterError(UsageError):
@@ -206,10 +211,17 @@ def grade_chunk(name: str, items: list[Item]) -> list[tuple[int, Graded]]:
     if not isinstance(plugin, CoursePlugin) or plugin.pool is None or plugin.folder is None:
         raise RuntimeError(f"this worker has no grading pool for {name} (its plugin failed or was removed)")
     work = plugin.folder / "work" / uuid.uuid4().hex
+    results = []
     try:
-        return [(item.index, _grade_item(plugin, work / str(item.index), item)) for item in items]
+        for item in items:
+            try:
+                graded = _grade_item(plugin, work / str(item.index), item)
+            except Exception as e:  # noqa: BLE001 - the grader's own failure, returned as data like any result
+                graded = failed(f"grading it on a Dask worker failed: {type(e).__name__}: {str(e)[:500]}")
+            results.append((item.index, graded))
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    return results
 
 
 def _grade_item(plugin: CoursePlugin, folder: Path, item: Item) -> Graded:
@@ -246,7 +258,7 @@ class Cluster:
         self.ours = environment(self.config.sandbox or "auto")
         self.workers: tuple[WorkerFacts, ...] = ()
         try:
-            self.client = Client(address, timeout=CONNECT_SECONDS, set_as_default=False)
+            self.client = Client(address, set_as_default=False)  # Dask's distributed.comm.timeouts.connect
         except (OSError, TimeoutError, ValueError) as e:
             raise ClusterError(f"cannot reach the Dask scheduler at {address} ({e}); is `dask scheduler` running "
                                "there, and can this machine reach its port?") from None
@@ -321,7 +333,9 @@ class Cluster:
         suspects: list[list[tuple[int, Path]]] = []
         running: dict[Future, list[tuple[int, Path]]] = {}
         in_flight = 2 * self.slots + 2
-        idle_since = time.monotonic()
+        # No chunk finishing for this long means something below us is stuck (a lost message): stop, not hang.
+        stall = max(STALL_SECONDS, 3 * size * (self.config.timeout + 60))
+        idle_since = last_done = time.monotonic()
         while todo or running or suspects:
             if not todo and not running:  # only the suspects are left: each alone, one after another
                 todo.append(suspects.pop(0))
@@ -335,9 +349,20 @@ class Cluster:
             except TimeoutError:
                 done = set()
             if not done:
-                idle_since = self._still_able(idle_since)
+                able = self._able()
+                if able:
+                    idle_since = time.monotonic()
+                    self._unstick(running, todo)
+                elif time.monotonic() - idle_since > self.wait_seconds:
+                    raise ClusterError(f"no Dask worker able to grade has been connected to {self.address} for "
+                                       f"{self.wait_seconds:g} s; what was graded is kept: start workers and run "
+                                       "the same command again for the rest")
+                if time.monotonic() - last_done > stall:
+                    raise ClusterError(f"no chunk of the batch finished on the cluster at {self.address} for "
+                                       f"{stall:g} s; what was graded is kept: look at the workers' logs, then "
+                                       "run the same command again for the rest")
                 continue
-            idle_since = time.monotonic()
+            idle_since = last_done = time.monotonic()
             for future in done:
                 chunk = running.pop(future)
                 for index, graded in self._outcome(future, chunk, in_flight == 1, todo, suspects):
@@ -356,7 +381,12 @@ class Cluster:
             raise ClusterError(f"the Dask scheduler at {self.address} cancelled the batch's work (was it "
                                "restarted?); what was graded is kept: run the same command again for the rest")
         if future.status == "finished":
-            return _checked(future.result(), chunk)
+            try:  # held by the worker that made it: lost with it, made again elsewhere (or stuck: see _unstick)
+                return _checked(future.result(timeout=FETCH_SECONDS), chunk)
+            except TimeoutError:
+                todo.appendleft(chunk)
+                future.cancel()
+                return []
         error = future.exception()
         if isinstance(error, KilledWorker):
             if len(chunk) > 1:
@@ -369,20 +399,25 @@ class Cluster:
             index, path = chunk[0]
             report = machine_lost_report(str(path), self.assignment, str(self.config.root or ""),
                                          error.allowed_failures + 1)
-            return [(index, Graded(prepare(report), 0.0, (), 0.0))]
+            entry = prepare(report)
+            return [(index, Graded(entry, 0.0, feedback_texts(entry.report) if entry.report else (), 0.0))]
         return [(index, failed(f"its task failed on a Dask worker: {type(error).__name__}: {error}"))
                 for index, _ in chunk]
 
-    def _still_able(self, idle_since: float) -> float:
-        """Raise when no worker has been able to grade (none offering the resource) for ``wait_seconds``."""
+    def _able(self) -> bool:
+        """Whether some connected worker offers the batch's resource (its plugin checked it and started its pool)."""
         info = self.client.scheduler_info(n_workers=-1)["workers"]
-        if any(w.get("resources", {}).get(self.name, 0) > 0 for w in info.values()):
-            return time.monotonic()
-        if time.monotonic() - idle_since > self.wait_seconds:
-            raise ClusterError(f"no Dask worker able to grade has been connected to {self.address} for "
-                               f"{self.wait_seconds:g} s; what was graded is kept: start workers and run the "
-                               "same command again for the rest")
-        return idle_since
+        return any(w.get("resources", {}).get(self.name, 0) > 0 for w in info.values())
+
+    def _unstick(self, running: dict[Future, list[tuple[int, Path]]], todo: collections.deque) -> None:
+        """Submit again the chunks the scheduler holds as runnable nowhere. When every worker able to grade
+        was lost at once, its tasks wait for a worker with the batch's resource; a worker offers it only
+        after it registered (its plugin's setup), and Dask looks at waiting tasks again only when a worker
+        registers, so they would wait for ever. New tasks are placed afresh."""
+        stuck = set(self.client.run_on_scheduler(_unrunnable, [f.key for f in running]))
+        for future in [f for f in running if f.key in stuck]:
+            todo.appendleft(running.pop(future))
+            future.cancel()
 
     def close(self) -> None:
         try:
@@ -398,6 +433,12 @@ def _requested_sandbox() -> str:
     import os
 
     return os.environ.get("GRADER_SANDBOX") or "auto"
+
+
+def _unrunnable(keys: list[str], dask_scheduler: Any) -> list[str]:
+    """On the scheduler: which of ``keys`` wait for a worker that can run them (state ``no-worker``)."""
+    tasks = dask_scheduler.tasks
+    return [k for k in keys if k in tasks and tasks[k].state == "no-worker"]
 
 
 def _stale_plugins(dask_scheduler: Any) -> list[str]:
