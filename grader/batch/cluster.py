@@ -328,11 +328,12 @@ class Cluster:
         if not self._registered:
             self._register()
         keys = [key for key, _ in tasks]
-        size = self.chunk_size or max(1, min(MAX_CHUNK, len(tasks) // max(1, 4 * self.slots)))
-        todo = collections.deque(_chunks([(i, path) for i, (_, path) in enumerate(tasks)], size))
+        chunks = _chunks([(i, path) for i, (_, path) in enumerate(tasks)], self.slots, self.chunk_size)
+        size = max(len(c) for c in chunks) if chunks else 1
+        todo = collections.deque(chunks)
         suspects: list[list[tuple[int, Path]]] = []
         running: dict[Future, list[tuple[int, Path]]] = {}
-        in_flight = 2 * self.slots + 2
+        in_flight = self.slots + 1  # each slot busy, one more ready: the next chunk goes to whichever frees first
         # No chunk finishing for this long means something below us is stuck (a lost message): stop, not hang.
         stall = max(STALL_SECONDS, 3 * size * (self.config.timeout + 60))
         idle_since = last_done = time.monotonic()
@@ -387,6 +388,10 @@ class Cluster:
                 todo.appendleft(chunk)
                 future.cancel()
                 return []
+        if future.status != "error":  # lost on its way back (a worker gone): graded again, as a new task
+            todo.appendleft(chunk)
+            future.cancel()
+            return []
         error = future.exception()
         if isinstance(error, KilledWorker):
             if len(chunk) > 1:
@@ -448,16 +453,22 @@ def _stale_plugins(dask_scheduler: Any) -> list[str]:
             if name.startswith(PLUGIN_PREFIX) and name[len(PLUGIN_PREFIX):] not in clients]
 
 
-def _chunks(indexed: list[tuple[int, Path]], size: int) -> list[list[tuple[int, Path]]]:
-    """Consecutive chunks of at most ``size`` submissions and ``MAX_CHUNK_BYTES`` (a larger file alone)."""
+def _chunks(indexed: list[tuple[int, Path]], slots: int, fixed: int | None = None) -> list[list[tuple[int, Path]]]:
+    """Consecutive chunks of at most ``MAX_CHUNK_BYTES`` (a larger file alone) and ``fixed`` submissions,
+    or, without ``fixed``, a quarter of each slot's share of what is left (1 to ``MAX_CHUNK``): large
+    chunks first, small ones at the end, so that the slots finish together."""
     chunks: list[list[tuple[int, Path]]] = []
     current: list[tuple[int, Path]] = []
     used = 0
+    left = len(indexed)
+    size = fixed or max(1, min(MAX_CHUNK, left // max(1, 4 * slots)))
     for index, path in indexed:
         nbytes = _sent_bytes(path)
         if current and (len(current) >= size or used + nbytes > MAX_CHUNK_BYTES):
             chunks.append(current)
+            left -= len(current)
             current, used = [], 0
+            size = fixed or max(1, min(MAX_CHUNK, left // max(1, 4 * slots)))
         current.append((index, path))
         used += nbytes
     if current:
