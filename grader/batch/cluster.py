@@ -176,10 +176,10 @@ class CoursePlugin(WorkerPlugin):
             return
         threads = max(1, int(worker.state.nthreads))
         folder = Path(worker.local_directory) / self.name
-        await asyncio.to_thread(self._start, folder, threads, env["sandbox"])
+        await asyncio.to_thread(self._start, folder, threads, env["sandbox"], Path(worker.local_directory))
         await worker.set_resources(**{self.name: threads})
 
-    def _start(self, folder: Path, threads: int, mode: str) -> None:
+    def _start(self, folder: Path, threads: int, mode: str, local: Path) -> None:
         shutil.rmtree(folder, ignore_errors=True)
         (folder / "work").mkdir(parents=True)
         with tarfile.open(fileobj=io.BytesIO(self.bundle), mode="r:gz") as tar:
@@ -189,7 +189,8 @@ class CoursePlugin(WorkerPlugin):
                 tar.extractall(folder / "bundle")  # noqa: S202
         self.config = replace(self.client_config, root=folder / "bundle" / "course", cache_dir=folder / "bundle" / "cache")
         self.folder = folder
-        self.pool = Pool(threads, self.warm and mode == "bwrap", self.config.limits, (folder,))
+        # hidden from the sandbox: the course, the submissions, and the rest of the worker's directory
+        self.pool = Pool(threads, self.warm and mode == "bwrap", self.config.limits, (folder, local))
 
     async def teardown(self, worker: Any) -> None:
         if self.pool is None:

@@ -1,6 +1,8 @@
 """A Dask worker preload for the tests (``dask worker --preload``): the worker process kills itself with
 SIGKILL when it is about to grade a file holding MARKER. It stands in for a submission that takes its
-grading machine down, which the sandbox keeps a real submission from doing."""
+grading machine down, which the sandbox keeps a real submission from doing. Every file the worker
+starts to grade is also logged (one name per line) to ``$GRADER_TEST_GRADED_LOG``, so a test can see
+that nothing was graded twice."""
 import os
 import signal
 
@@ -12,6 +14,10 @@ cluster._unpatched_grade_item = _grade_item
 
 
 def _killing(plugin, folder, item):
+    log = os.environ.get("GRADER_TEST_GRADED_LOG")
+    if log:
+        with open(log, "a", encoding="utf-8") as f:
+            f.write(item.name + "\n")
     if item.data is not None and MARKER in item.data:
         os.kill(os.getpid(), signal.SIGKILL)
     return _grade_item(plugin, folder, item)
