@@ -204,16 +204,13 @@ def batch_cmd(source: Path, assignment: str, out: Path, jobs: int | None, regrad
                    f"{len(result.already_done)} already in the store; {len(c.skipped)} files skipped")
         if result.graded and result.cluster:
             threads = sum(w.threads for w in result.cluster)
-            click.echo(f"workers: {len(result.cluster)} Dask workers at {safe_text(scheduler or '', one_line=True)}, "
+            click.echo(f"cluster: {len(result.cluster)} Dask workers at {safe_text(scheduler or '', one_line=True)}, "
                        f"{threads} grading processes, " + (f"{result.slots} with warm slots" if result.slots
                                                            else "a cold worker per submission"))
             for w in result.cluster:
                 if w.sandbox != "bwrap":
                     click.echo(f"  {safe_text(w.address, one_line=True)}: no working bubblewrap there: its submissions "
                                "ran in a plain subprocess with resource limits, NOT sandboxed (their reports say so)")
-        elif result.graded:
-            click.echo(f"workers: {result.slots} warm slots, torch imported once per slot" if result.slots else
-                       "workers: a cold one per submission" + ("" if cold else " (no bubblewrap sandbox here)"))
         for s in c.skipped:
             click.echo(f"  skipped {safe_text(str(s.path), one_line=True)}: {s.reason}")
         for r in result.internal:

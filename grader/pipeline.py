@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import os
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -46,7 +47,7 @@ def grade_submission(path: str | Path, config: GradeConfig | None = None, slot: 
     """
     config = config or GradeConfig()
     path = Path(path)
-    if not path.exists():
+    if not os.path.lexists(path):
         raise UsageError(f"no such file: {path}")
     return _grade(path, lambda: read_submission(path), config, slot=slot)
 
@@ -70,7 +71,7 @@ def _grade(path: Path, read: Callable[[], Submission], config: GradeConfig, lead
     course = resolve_course(config.root, path)
     forced = get_assignment(course, config.assignment) if config.assignment else None
     mode = resolve_mode(config.sandbox)
-    hide = (course.root, config.cache_dir, path.resolve().parent)
+    hide = (course.root, config.cache_dir, path.absolute().parent.resolve())  # the folder, never a link's target
     if slot is not None and (slot.mode != mode or slot.limits != config.limits):
         raise InternalError("a warm slot was made for another sandbox or other limits than this grading's")
     with contextlib.ExitStack() as stack:

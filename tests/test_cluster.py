@@ -198,7 +198,8 @@ def test_a_class_on_two_workers_gives_the_local_gradebook(cluster, source, local
     graded = sorted(cluster.graded_log.read_text().split())
     assert graded == sorted(p.name for p in source.iterdir())  # each once: gina's memory blow-up not retried
     assert "gina,,11,28,graded" in (out / "gradebook.csv").read_text()
-    assert f"workers: 2 Dask workers at {cluster.address}, 2 grading processes, 2 with warm slots" in p.stdout
+    assert f"cluster: 2 Dask workers at {cluster.address}, 2 grading processes, 2 with warm slots" in p.stdout
+    assert "workers: 2 warm slots, 2 zygotes started" in p.stdout
     _same_outputs(out, local)
     alice = json.loads(next((out / "feedback").glob("alice-*.json")).read_text())
     assert alice["score"] == 28  # the client's file name, not the worker's copy

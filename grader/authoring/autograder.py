@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import sys
 import traceback
 from pathlib import Path
@@ -72,17 +73,45 @@ def with_visibility(data: dict[str, Any], hidden_as: str) -> dict[str, Any]:
     return {**data, "tests": tests}
 
 
+#: How deep below ``submission/`` a notebook is looked for, and how many entries are looked at.
+SEARCH_DEPTH = 3
+SEARCH_ENTRIES = 10_000
+
+
 def find_submission(folder: Path, preferred: str | None) -> Path | None:
     """The file to grade: ``preferred`` when the student uploaded it, else the only notebook or Python
-    file (a notebook first), searched two folders deep; None when there is none."""
-    if not folder.is_dir():
+    file (a notebook first), searched ``SEARCH_DEPTH`` folders deep; None when there is none.
+
+    Nothing here follows a link: a folder that is a symbolic link is not entered, and a file that is
+    one is returned as it is, so that reading it says why it is refused (``read_submission``).
+    """
+    try:
+        if not stat.S_ISDIR(os.lstat(folder).st_mode):
+            return None
+    except OSError:
         return None
-    if preferred and (folder / preferred).is_file():
+    if preferred and os.path.lexists(folder / preferred) and not (folder / preferred).is_dir():
         return folder / preferred
-    found = sorted((p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in (".ipynb", ".py")
-                    and len(p.relative_to(folder).parts) <= 3 and not any(part.startswith(".") for part in
-                                                                          p.relative_to(folder).parts)),
-                   key=lambda p: (p.suffix.lower() != ".ipynb", len(p.parts), str(p)))
+    found: list[Path] = []
+    todo, seen = [(folder, 1)], 0
+    while todo and seen < SEARCH_ENTRIES:
+        current, depth = todo.pop()
+        try:
+            with os.scandir(current) as entries:
+                for entry in entries:
+                    seen += 1
+                    if seen > SEARCH_ENTRIES:
+                        break
+                    if entry.name.startswith("."):
+                        continue
+                    if entry.is_dir(follow_symlinks=False):
+                        if depth < SEARCH_DEPTH:
+                            todo.append((Path(entry.path), depth + 1))
+                    elif Path(entry.name).suffix.lower() in (".ipynb", ".py"):
+                        found.append(Path(entry.path))
+        except OSError:
+            continue
+    found.sort(key=lambda p: (p.suffix.lower() != ".ipynb", len(p.parts), str(p)))
     return found[0] if found else None
 
 

@@ -39,6 +39,7 @@ from dataclasses import dataclass
 
 from grader.batch.gradebook import Column, columns_from_results
 from grader.batch.store import STATUSES, StoredResult
+from grader.execute.slots import SlotTally
 from grader.report.text import safe_text, shortened
 from grader.report.messages import hidden_label
 
@@ -133,6 +134,18 @@ class ClassSummary:
     def status(self, name: str) -> int:
         """How many results have status ``name``."""
         return next((s.count for s in self.statuses if s.status == name), 0)
+
+
+@dataclass(frozen=True)
+class WorkersUsed:
+    """How a batch run's submissions were run, as it happened: ``graded`` in this run, ``slots`` warm
+    slots set up (0: a cold worker each), what they did (``tally``), and with no slots, why
+    (``cold_why``, in words)."""
+
+    graded: int
+    slots: int
+    tally: SlotTally = SlotTally()
+    cold_why: str = ""
 
 
 # -- the numbers -------------------------------------------------------------------------------
@@ -277,8 +290,29 @@ def _examples_line(indent: str, examples: Sequence[str]) -> str | None:
     return _fit(f"{indent}e.g. " + ", ".join(_short_id(s) for s in examples)) if examples else None
 
 
-def summary_text(summary: ClassSummary) -> str:
-    """The class summary for a terminal: every line at most ``WIDTH`` characters."""
+def workers_lines(used: WorkersUsed) -> list[str]:
+    """What a run's workers did, in words: the warm slots as they ran (not as planned), each fallback
+    to a cold worker and each zygote replaced, with the reasons. Nothing when nothing was graded."""
+    t = used.tally
+    if not used.graded:
+        return []
+    if not used.slots:
+        return [f"workers: a cold one per submission (torch imported for each){f': {used.cold_why}' if used.cold_why else ''}"]
+    plural = "s" if used.slots != 1 else ""
+    if not t.cold and not t.replaced:
+        return [f"workers: {used.slots} warm slot{plural}, {t.zygotes_started} zygote{'s' if t.zygotes_started != 1 else ''} "
+                f"started (torch imported once in each), {t.forks} workers forked from them"]
+    line = f"workers: {used.slots} warm slot{plural}; {t.forks} workers forked warm"
+    if t.cold:
+        line += f", {t.cold} started cold instead (torch imported for each: slower)"
+    if t.replaced:
+        line += f"; {t.replaced} zygote{'s' if t.replaced != 1 else ''} replaced after a run ({t.zygotes_started} started)"
+    return [line] + [f"  why: {safe_text(r, one_line=True)}" for r in t.reasons]
+
+
+def summary_text(summary: ClassSummary, workers: WorkersUsed | None = None) -> str:
+    """The class summary for a terminal: every line at most ``WIDTH`` characters (but the reasons of
+    ``workers``, this run's workers: ``workers_lines``)."""
     s = summary
     out: list[str | None] = [f"Class: {s.students} student{'s' if s.students != 1 else ''}, {s.scored} with a score"]
     if s.scored:
@@ -314,6 +348,8 @@ def summary_text(summary: ClassSummary) -> str:
             for t in tallies:
                 out.append(_fit(f"  {t.students:>4}  {t.title}"))
                 out.append(_examples_line("        ", t.examples))
+    if workers is not None and workers.graded:
+        out += ["", f"This run: {workers.graded} graded"] + workers_lines(workers)
     return "\n".join(line for line in out if line is not None) + "\n"
 
 

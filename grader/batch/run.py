@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Callable
 
 from grader.batch.gradebook import columns_from_cases, write_gradebooks, write_whole
-from grader.batch.insights import class_summary, summary_html, summary_text
+from grader.batch.insights import WorkersUsed, class_summary, summary_html, summary_text
 from grader.batch.similarity import Flag, flags_for_files
 from grader.batch.sources import Collected, collect
 from grader.batch import workers
@@ -44,7 +44,8 @@ from grader.course.assignments import get_assignment
 from grader.course.resolve import resolve_course
 from grader.course.store import expected_outputs, fingerprint, variant_outputs
 from grader.errors import UsageError
-from grader.execute.sandbox import resolve_mode
+from grader.execute.sandbox import not_requested_reason, resolve_mode
+from grader.execute.slots import SlotTally
 from grader.report.text import safe_text, spreadsheet_safe
 from grader.spec.mistakes import load_mistakes, mistakes_file
 
@@ -69,6 +70,8 @@ class BatchResult:
     worker_cpu: float = 0.0
     #: with ``scheduler``: the Dask workers as checked at the start (``cluster.WorkerFacts``)
     cluster: tuple = ()
+    #: how this run's submissions were run, as it happened (warm slots, cold fallbacks, and why)
+    workers: WorkersUsed = WorkersUsed(0, 0)
 
 
 #: Called as each submission finishes: (student id, its stored result, how many are done, total).
@@ -111,7 +114,7 @@ def run_batch(source: Path, assignment_name: str, out: Path, config: GradeConfig
         feedback_written: dict[str, list[Path]] = {}  # student -> files, written as each one finishes
         width = max(1, min(jobs, len(todo)))
         warm_mode = bool(warm and todo and not scheduler and resolve_mode(config.sandbox) == "bwrap")
-        worker_cpu, slots, facts = 0.0, width if warm_mode else 0, ()
+        worker_cpu, slots, facts, tally = 0.0, width if warm_mode else 0, (), SlotTally()
         if todo:
             if scheduler:
                 engine = _cluster().Cluster(scheduler, assignment, config, warm, chunk_size)
@@ -129,6 +132,8 @@ def run_batch(source: Path, assignment_name: str, out: Path, config: GradeConfig
                     stored = store.put(s.student_id, s.name or "", sha, key, graded.entry, graded.seconds)
                     feedback_written[s.student_id] = write_texts(out / FEEDBACK, s.student_id, graded.feedback)
                     worker_cpu += graded.worker_cpu
+                    if graded.slot is not None:
+                        tally += graded.slot
                     finished += 1
                     if progress is not None:
                         progress(s.student_id, stored, finished, len(chosen))
@@ -141,11 +146,19 @@ def run_batch(source: Path, assignment_name: str, out: Path, config: GradeConfig
         if flags is not None:
             outputs.append(write_whole(out / SIMILARITY, similarity_csv(flags)))
         summary = class_summary(rows, columns)
+        used = WorkersUsed(len(todo), slots, tally, "" if slots or scheduler else _cold_why(warm, config))
         outputs += [write_whole(out / CLASS_PAGE, summary_html(summary, assignment.name)),
-                    write_whole(out / CLASS_TEXT, summary_text(summary))]
+                    write_whole(out / CLASS_TEXT, summary_text(summary, used))]
         internal = tuple(r for r in rows if r.status == "internal")
     return BatchResult(collected, tuple(s.student_id for s, _ in todo), tuple(s.student_id for s, _ in done),
-                       internal, tuple(outputs), slots, worker_cpu, facts)
+                       internal, tuple(outputs), slots, worker_cpu, facts, used)
+
+
+def _cold_why(warm: bool, config: GradeConfig) -> str:
+    """Why a local batch ran a cold worker per submission."""
+    if not warm:
+        return "--cold was asked for"
+    return f"{not_requested_reason() or '--sandbox none was asked for'} (warm slots need the bubblewrap sandbox)"
 
 
 def _cluster():

@@ -35,6 +35,7 @@ from typing import Any, BinaryIO
 from grader.batch.feedback import feedback_texts
 from grader.batch.store import Entry, prepare
 from grader.config import GradeConfig, Limits
+from grader.execute.slots import SlotTally
 
 _FRAME = struct.Struct("!Q")
 #: How long a grading process may take to finish its slot when told to stop.
@@ -52,6 +53,9 @@ class Graded:
     feedback: tuple[tuple[str, str], ...]
     #: CPU seconds its forked workers used, as the zygote measured them (0.0 with cold workers)
     worker_cpu: float
+    #: what the grading process's warm slot did since its last submission (its start, for the first);
+    #: None with cold workers
+    slot: SlotTally | None = None
 
 
 @dataclass(frozen=True)
@@ -222,6 +226,7 @@ def main(argv: list[str]) -> int:
     requests = sys.stdin.buffer
     warm, limits, hide = _receive(requests)
     slot = WarmSlot("bwrap", limits, hide) if warm else None
+    told = SlotTally()  # what the batch was told of the slot so far
     try:
         while True:
             try:
@@ -239,10 +244,13 @@ def main(argv: list[str]) -> int:
                 entry = prepare(None, "internal", f"{type(e).__name__}: {e}")
             seconds = time.perf_counter() - start
             feedback = feedback_texts(entry.report) if entry.report is not None else ()
+            tally = None
             if slot is not None:
                 slot.settle()  # the zygote cleaned up while the grade was judged and rendered
+                now = slot.tally()
+                tally, told = now - told, now
             _send(results, Graded(entry, seconds, feedback,
-                                  (slot.worker_cpu - cpu_before) if slot is not None else 0.0))
+                                  (slot.worker_cpu - cpu_before) if slot is not None else 0.0, tally))
     finally:
         if slot is not None:
             slot.close()

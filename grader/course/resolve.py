@@ -72,7 +72,7 @@ def resolve_course(explicit: Path | None = None, submission: Path | None = None)
     if checkout is not None:
         return Course(checkout, "checkout")
     if submission is not None:
-        beside = _course_above(Path(submission).resolve().parent)
+        beside = _course_above(Path(submission).absolute().parent.resolve())  # never through a link's target
         if beside is not None:
             return Course(beside, "submission")
     raise UsageError("no course found: pass --root DIR (the folder holding assignments/ and reference/), "

@@ -853,13 +853,15 @@ def _chmod_dir_nofollow(dir_fd: int, name: str) -> None:
         pass
 
 
-def _clear(fd: int) -> list[str]:
-    """Unlink every non-folder in the open folder; the names of its subfolders."""
+def _clear(fd: int, deadline: float | None = None) -> list[str]:
+    """Unlink every non-folder in the open folder (until ``deadline``); the names of its subfolders."""
     subdirs = []
     fixed = False
     try:
         with os.scandir(fd) as entries:
-            for entry in entries:
+            for n, entry in enumerate(entries):
+                if deadline is not None and not n % 256 and time.monotonic() > deadline:
+                    break
                 try:
                     is_dir = entry.is_dir(follow_symlinks=False)
                 except OSError:
@@ -890,24 +892,27 @@ def _unlink_quiet(fd: int, name: str) -> None:
         pass
 
 
-def remove_tree(path: str | os.PathLike[str]) -> None:
+def remove_tree(path: str | os.PathLike[str], deadline: float | None = None) -> bool:
     """Remove a folder tree that hostile code wrote. Never raises, never follows a symlink.
 
     Iterative and descriptor-based (depth and PATH_MAX do not matter; a handful of
     descriptors at most), linear in the number of entries (each folder is read once,
     plus one re-read when it is done), fixing the modes of folders that cannot be read,
     entered or written. ``path`` itself may be a file or a symlink (then only the link
-    goes). What cannot be removed (immutable files, other mounts, a tree moved while it
-    is walked) is left in place. The caller should kill the tree's writers first.
+    goes). Never enters another mount, ``path`` itself included (a mount point is left
+    alone, whatever it holds). What cannot be removed (immutable files, other mounts, a
+    tree moved while it is walked) is left in place; so is the rest once ``time.monotonic()``
+    passes ``deadline``. True when ``path`` is gone. The caller should kill the tree's writers first.
     """
     try:
         if os.fspath(path):  # never "" (abspath would make it the current folder)
-            _remove_tree(os.path.abspath(os.fspath(path)))
+            _remove_tree(os.path.abspath(os.fspath(path)), deadline)
     except Exception:  # noqa: BLE001 - removal must never raise
         pass
+    return not os.path.lexists(path)
 
 
-def _remove_tree(path: str) -> None:
+def _remove_tree(path: str, deadline: float | None) -> None:
     parent, name = os.path.split(path.rstrip("/"))
     if not name:
         return  # never "/"
@@ -928,7 +933,9 @@ def _remove_tree(path: str) -> None:
             return
         cursor = _Cursor(fd)
         try:
-            if _empty_walk(cursor):
+            if os.fstat(top_parent).st_dev != cursor.dev or _mount_id(top_parent) != cursor.mount:
+                return  # a mount point (a read-only environment bound into a sandbox's /tmp): not ours to empty
+            if _empty_walk(cursor, deadline):
                 os.rmdir(name, dir_fd=top_parent)
         finally:
             cursor.close()
@@ -945,22 +952,24 @@ def _unlink_path(path: str) -> None:
         pass
 
 
-def _empty_walk(cursor: _Cursor) -> bool:
-    """Empty the folder the cursor is on, depth first; True when the walk got back to it."""
-    levels = [_Level("", _clear(cursor.fd))]
+def _empty_walk(cursor: _Cursor, deadline: float | None = None) -> bool:
+    """Empty the folder the cursor is on, depth first; True when the walk got back to it (in time)."""
+    levels = [_Level("", _clear(cursor.fd, deadline))]
     while True:
+        if deadline is not None and time.monotonic() > deadline:
+            return False
         level = levels[-1]
         if level.pending:
             name = level.pending.pop()
             if cursor.down(name, fix=True):
-                levels.append(_Level(name, _clear(cursor.fd)))
+                levels.append(_Level(name, _clear(cursor.fd, deadline)))
             else:  # replaced by a file or a link since the scan, or a mount point (rmdir: EBUSY)
                 _unlink_quiet(cursor.fd, name)
                 _rmdir_at(cursor.fd, name)
             continue
         if level.scans < 2:  # done: one more look for what a racing writer (or a flaky fs) left
             level.scans += 1
-            level.pending = _clear(cursor.fd)
+            level.pending = _clear(cursor.fd, deadline)
             if level.pending:
                 continue
         if len(levels) == 1:

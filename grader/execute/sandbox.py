@@ -56,25 +56,60 @@ def resolve_mode(mode: str | None) -> str:
         raise UsageError(f"invalid sandbox {mode!r}, expected one of {', '.join(MODES)}")
     if mode == "none":
         return "none"
-    usable = bwrap_usable()
-    if mode == "bwrap" and not usable:
-        raise UsageError("--sandbox bwrap was asked for, but bubblewrap is missing or cannot run here "
+    probe = bwrap_probe()
+    if mode == "bwrap" and not probe.usable:
+        raise UsageError(f"--sandbox bwrap was asked for, but {_why_not(probe)} "
                          "(install it: apt-get install bubblewrap), or use --sandbox auto")
-    return "bwrap" if usable else "none"
+    return "bwrap" if probe.usable else "none"
+
+
+@dataclass(frozen=True)
+class BwrapProbe:
+    """Whether bubblewrap can sandbox workers here: ``missing`` (not installed), ``failed`` (installed,
+    but it could not set up its namespaces: ``detail`` is the last line it wrote), or usable."""
+
+    usable: bool
+    missing: bool = False
+    detail: str = ""
 
 
 @functools.lru_cache(maxsize=1)
-def bwrap_usable() -> bool:
-    """Whether bubblewrap exists and can create its namespaces here (probed once)."""
+def bwrap_probe() -> BwrapProbe:
+    """Whether bubblewrap exists and can create the namespaces a worker gets here (probed once, with the
+    same namespace options as ``launch``)."""
     exe = shutil.which("bwrap")
     if not exe:
-        return False
+        return BwrapProbe(False, missing=True)
     try:
-        probe = subprocess.run([exe, "--unshare-all", "--die-with-parent", "--ro-bind", "/", "/", "true"],
-                               capture_output=True, timeout=10)
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-    return probe.returncode == 0
+        probe = subprocess.run([exe, *_namespaces(os.geteuid() == 0), "--die-with-parent", "--ro-bind", "/", "/",
+                                "true"], capture_output=True, timeout=10)
+    except subprocess.TimeoutExpired:
+        return BwrapProbe(False, detail="it did not finish within 10 s")
+    except OSError as e:
+        return BwrapProbe(False, detail=e.strerror or str(e))
+    if probe.returncode == 0:
+        return BwrapProbe(True)
+    lines = [line.strip() for line in probe.stderr.decode("utf-8", "replace").splitlines() if line.strip()]
+    return BwrapProbe(False, detail=(lines[-1] if lines else f"exit status {probe.returncode}")[:200])
+
+
+def bwrap_usable() -> bool:
+    """Whether bubblewrap exists and can create its namespaces here (probed once)."""
+    return bwrap_probe().usable
+
+
+def _why_not(probe: BwrapProbe) -> str:
+    if probe.missing:
+        return "bubblewrap is not installed"
+    return f"bubblewrap is installed but cannot create its namespaces here ({probe.detail})"
+
+
+def _namespaces(as_root: bool) -> list[str]:
+    """The namespace options of a worker's bubblewrap: as root no user namespace, so that the worker can
+    become a user of its own; otherwise every namespace, with no capabilities."""
+    if as_root:
+        return ["--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try"]
+    return ["--unshare-all", "--cap-drop", "ALL"]
 
 
 def launch(mode: str, run_dir: Path, channel_fd: int, limits: Limits, hide: list[Path],
@@ -104,30 +139,21 @@ def launch(mode: str, run_dir: Path, channel_fd: int, limits: Limits, hide: list
         return Launch(argv, env, str(run_dir), _child_setup(limits, uid, join_group, zygote))
     env.update({"PYTHONPATH": f"{SANDBOX_ROOT}/pkg", "HOME": WORK_DIR, "TMPDIR": "/tmp"})
     bwrap = shutil.which("bwrap") or "bwrap"
-    if uid is not None:  # as root: no user namespace, so that the worker can become its own user
-        argv = [bwrap, "--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try"]
-    else:
-        argv = [bwrap, "--unshare-all", "--cap-drop", "ALL"]
-    argv += ["--die-with-parent", "--new-session"]
+    argv = [bwrap, *_namespaces(uid is not None), "--die-with-parent", "--new-session"]
     for d in _SYSTEM_DIRS:
         argv += ["--ro-bind-try", d, d]
     # One sized tmpfs holds everything the worker may write; /tmp first, so that a Python
-    # environment that lives under /tmp (a venv) is mounted on top of it.
+    # environment that lives under /tmp (a venv) is mounted on top of it (the zygote's clean-up
+    # never enters another mount).
     argv += ["--proc", "/proc", "--dev", "/dev", "--remount-ro", "/dev",
              "--perms", "1777", "--size", str(limits.disk_mb << 20), "--tmpfs", "/tmp",
              "--perms", "1777", "--dir", WORK_DIR]
-    made: set[str] = {"/tmp"}
-    for d in python_roots():
-        for parent in reversed(Path(d).parents):  # traversable mount points, whatever the host's modes
-            if str(parent) != "/" and str(parent) not in made and not any(_under(str(parent), s) for s in _SYSTEM_DIRS):
-                argv += ["--perms", "0755", "--dir", str(parent)]
-                made.add(str(parent))
-        argv += ["--ro-bind", d, d]
+    package_dir = Path(__file__).resolve().parents[1]
+    # The folder above the package is hidden too: in a checkout it holds the course.
+    argv += mount_args(python_roots(), _hidden_paths([package_dir.parent, *hide]))
     for d in (SANDBOX_ROOT, f"{SANDBOX_ROOT}/pkg"):
         argv += ["--perms", "0755", "--dir", d]
-    argv += ["--ro-bind", str(package_parent / "grader"), f"{SANDBOX_ROOT}/pkg/grader"]
-    for hidden in _hidden_paths([package_parent, *hide]):
-        argv += ["--tmpfs", hidden]
+    argv += ["--ro-bind", str(package_dir), f"{SANDBOX_ROOT}/pkg/grader"]
     argv += ["--chdir", WORK_DIR, "--", python_executable(), "-m", module, str(channel_fd)]
     return Launch(argv, env, str(run_dir), _child_setup(limits, uid, join_group, zygote))
 
@@ -137,8 +163,15 @@ def describe(mode: str) -> str:
     if mode == "bwrap":
         return ("bubblewrap sandbox (no network, read-only system, private sized /tmp, "
                 "course files not mounted) with resource limits")
-    return ("plain subprocess with resource limits, NOT sandboxed (no bubblewrap): the submission "
-            "could read files and use the network")
+    why = not_requested_reason() or "--sandbox none was asked for"
+    return (f"plain subprocess with resource limits, NOT sandboxed ({why}): the submission could read "
+            "files and use the network")
+
+
+def not_requested_reason() -> str | None:
+    """Why workers run unsandboxed although no one asked for that (None when bubblewrap works here)."""
+    probe = bwrap_probe()
+    return None if probe.usable else _why_not(probe)
 
 
 def python_executable() -> str:
@@ -161,22 +194,75 @@ def python_roots() -> list[str]:
 
 
 def _find_python_roots() -> list[str]:
-    """Folders the worker's interpreter needs, read-only: prefixes and site-packages."""
+    """Folders the worker's interpreter needs, read-only: prefixes and site-packages, none inside another
+    (those inside a system folder are seen through it)."""
     candidates = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix,
                   str(Path(os.path.realpath(sys.executable)).parent.parent)}
     for p in [*site.getsitepackages(), *sys.path]:
         if p and ("site-packages" in p or "dist-packages" in p) and os.path.isdir(p):
             candidates.add(p)
     roots = sorted({os.path.realpath(c) for c in candidates if c and os.path.isdir(c)})
-    roots = [r for r in roots if r != "/" and not any(_under(r, d) for d in _SYSTEM_DIRS)]
+    roots = [r for r in roots if r != "/"]
     return [r for r in roots if not any(r != o and _under(r, o) for o in roots)]
 
 
+def _import_dirs() -> list[str]:
+    """The folders the interpreter imports from (``sys.path``), resolved."""
+    return [os.path.realpath(p) for p in sys.path if p and os.path.isdir(p)]
+
+
 def _hidden_paths(paths: list[Path]) -> list[str]:
-    """Folders that must stay unseen but sit inside a mounted tree: masked with an empty tmpfs."""
+    """Folders that must stay unseen but sit inside a mounted tree: masked with an empty tmpfs.
+
+    Never the Python environment: a folder that is, or holds, one the interpreter imports from
+    inside a mounted tree (``site-packages``, where an ordinary install puts the grader itself) is
+    not masked. One that holds a whole mounted tree (a venv inside the course) is masked, and
+    ``mount_args`` mounts the tree again on top.
+    """
     roots = python_roots() + list(_SYSTEM_DIRS)
-    hide = {os.path.realpath(p) for p in paths}
-    return sorted(h for h in hide if any(_under(h, r) for r in roots))
+
+    def tree(path: str) -> str | None:  # the mounted tree that shows ``path`` (the deepest)
+        return max((r for r in roots if _under(path, r)), key=len, default=None)
+
+    needed = [(i, tree(i)) for i in _import_dirs()]
+    hide = {os.path.realpath(p) for p in paths if p}
+    return sorted(h for h in hide if tree(h) not in (None, h)
+                  and not any(t is not None and _under(i, h) and _under(h, t) for i, t in needed))
+
+
+def mount_args(roots: list[str], hidden: list[str]) -> list[str]:
+    """bubblewrap arguments that mount the Python environment's folders ``roots`` read-only and mask the
+    folders ``hidden`` with an empty tmpfs, once the system folders and ``/tmp`` are in place.
+
+    Mounts are made shallowest first, so that a deeper one wins: a course inside a mounted tree is
+    masked, and a Python environment inside a masked folder is visible again. A root inside a
+    system folder is mounted only when a masked folder would otherwise hide it. Folders on the
+    way to a mount point that exist nowhere yet are made traversable (0755), whatever the host's modes.
+    """
+    def in_system(path: str) -> bool:
+        return any(_under(path, s) for s in _SYSTEM_DIRS)
+
+    binds = [r for r in roots if not in_system(r) or any(_under(r, h) for h in hidden)]
+    ops = sorted([(len(Path(r).parts), 0, r) for r in binds] + [(len(Path(h).parts), 1, h) for h in hidden])
+    args: list[str] = []
+    covered = ["/tmp"]  # mount points and made folders so far, the sized tmpfs first
+    fresh = {"/tmp", *hidden}  # of those, the ones on a tmpfs (a folder can be made inside)
+    for _, kind, path in ops:
+        if kind == 1:
+            args += ["--tmpfs", path]
+        else:
+            for parent in reversed(Path(path).parents):
+                p = str(parent)
+                if p == "/" or p in covered:
+                    continue
+                inner = max((c for c in covered if _under(p, c)), key=len, default=None)
+                if inner in fresh or (inner is None and not in_system(p)):
+                    args += ["--perms", "0755", "--dir", p]  # on a tmpfs: made here
+                    covered.append(p)
+                    fresh.add(p)
+            args += ["--ro-bind", path, path]
+        covered.append(path)
+    return args
 
 
 def _under(path: str, root: str) -> bool:

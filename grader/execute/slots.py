@@ -28,6 +28,7 @@ import struct
 import subprocess
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -159,6 +160,39 @@ class _ForkedProcess(Process):
         return self._code
 
 
+#: The most reasons a tally keeps (each distinct one once), and the longest one.
+MAX_REASONS = 5
+_REASON_CHARS = 300
+
+
+@dataclass(frozen=True)
+class SlotTally:
+    """What warm slots did, counted as it happened (not what was planned); adds up across slots.
+
+    ``zygotes_started``: zygotes started (one per slot when all went well); ``forks``: workers
+    forked warm; ``cold``: workers started cold instead, because no zygote could give one;
+    ``replaced``: zygotes discarded after a run and started again; ``reasons``: why a zygote
+    was discarded or never started, each distinct reason once, in order.
+    """
+
+    zygotes_started: int = 0
+    forks: int = 0
+    cold: int = 0
+    replaced: int = 0
+    reasons: tuple[str, ...] = ()
+
+    def __add__(self, other: "SlotTally") -> "SlotTally":
+        reasons = self.reasons + tuple(r for r in other.reasons if r not in self.reasons)
+        return SlotTally(self.zygotes_started + other.zygotes_started, self.forks + other.forks,
+                         self.cold + other.cold, self.replaced + other.replaced, reasons[:MAX_REASONS])
+
+    def __sub__(self, before: "SlotTally") -> "SlotTally":
+        """What happened since ``before`` (an earlier tally of the same slot)."""
+        return SlotTally(self.zygotes_started - before.zygotes_started, self.forks - before.forks,
+                         self.cold - before.cold, self.replaced - before.replaced,
+                         tuple(r for r in self.reasons if r not in before.reasons))
+
+
 class WarmSlot:
     """One worker slot: a warm zygote, and a fresh forked worker per ``new_worker()``; a context manager.
 
@@ -174,12 +208,13 @@ class WarmSlot:
         self.zygotes_started = 0
         self.forks = 0
         self.fallbacks = 0
+        self.replaced = 0
         #: CPU seconds the forked workers used, as their zygotes measured them
         self.worker_cpu = 0.0
         self._zygote: _Zygote | None = None
         self._current: Worker | None = None  # the last worker handed out
-        #: why the last zygote was discarded (for the grader's own diagnosis)
-        self.last_failure = ""
+        #: why zygotes were discarded or never started, each distinct reason once (``tally``)
+        self.failures: list[str] = []
         #: a zygote never started here: every worker of the slot is a cold one
         self.cold = False
         self._start()
@@ -190,12 +225,33 @@ class WarmSlot:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    @property
+    def last_failure(self) -> str:
+        """Why the last zygote was discarded or never started ("" when none was)."""
+        return self.failures[-1] if self.failures else ""
+
+    def tally(self) -> SlotTally:
+        """What this slot did so far."""
+        return SlotTally(self.zygotes_started, self.forks, self.fallbacks, self.replaced,
+                         tuple(self.failures[:MAX_REASONS]))
+
     def _start(self) -> None:
         self._zygote = _Zygote(self.mode, self.limits, self.hide)
         self.zygotes_started += 1
 
-    def _discard(self) -> None:
+    def _failed(self, reason: str) -> None:
+        reason = " ".join(reason.split())[:_REASON_CHARS]
+        if reason not in self.failures:
+            self.failures.append(reason)
+
+    def _discard(self, reason: str | None = None) -> None:
+        """Stop the zygote; ``reason``: it is discarded because it failed (counted as replaced when it had
+        been warm; the next run starts a new one)."""
         if self._zygote is not None:
+            if reason is not None:
+                self._failed(reason)
+                if self._zygote.warm:
+                    self.replaced += 1
             self._zygote.close()
             self._zygote = None
 
@@ -221,9 +277,8 @@ class WarmSlot:
                 zygote.wait_warm()
                 worker = self._fork(zygote)
             except ZygoteGone as e:
-                self.last_failure = f"{e}: {zygote.stderr_tail()}".strip(": ")
                 was_warm = zygote.warm
-                self._discard()
+                self._discard(f"{e}" if was_warm else f"it never started: {e}: {_last_line(zygote.stderr_tail())}")
                 if was_warm:
                     continue  # it worked before, so a run broke it: a new one for this run
                 self.cold = True  # it never started: cold workers from now on
@@ -276,22 +331,21 @@ class WarmSlot:
         try:
             zygote.send({"kind": "clean"})
             zygote.cleaning = True
-        except ZygoteGone:
-            self._discard()
+        except ZygoteGone as e:
+            self._discard(f"its clean-up could not be asked for: {e}")
 
     def _settle(self, zygote: _Zygote) -> None:
         """Read the clean-up's answer: nothing may be left alive, or the zygote goes with its sandbox."""
         try:
             answer = zygote.answer(ANSWER_TIMEOUT)
-            if answer.get("kind") != "clean" or answer.get("left") != 0:
-                raise ZygoteGone(f"it could not clean up ({answer!r})")
+            if answer.get("kind") != "clean" or answer.get("left") != 0 or answer.get("files_left") != 0:
+                raise ZygoteGone(_unclean(answer))
             zygote.cleaning = zygote.busy = False
             cpu = answer.get("cpu")
             if isinstance(cpu, (int, float)) and not isinstance(cpu, bool) and 0 <= cpu < 1e6:
                 self.worker_cpu += cpu
         except ZygoteGone as e:
-            self.last_failure = str(e)
-            self._discard()
+            self._discard(str(e))
 
     def settle(self) -> None:
         """Wait for the last child's clean-up (``worker_cpu`` then counts it)."""
@@ -301,6 +355,22 @@ class WarmSlot:
     def close(self) -> None:
         """Stop the zygote and everything in its sandbox."""
         self._discard()
+
+
+def _last_line(text: str) -> str:
+    """The last non-empty line of what a process wrote (its error, usually)."""
+    lines = [line for line in text.splitlines() if line.strip()]
+    return lines[-1].strip() if lines else "(it wrote nothing)"
+
+
+def _unclean(answer: dict) -> str:
+    """Why a clean-up's answer does not let the next child run."""
+    left, files = answer.get("left"), answer.get("files_left")
+    if answer.get("kind") != "clean":
+        return f"it answered {str(answer.get('kind'))[:40]!r} to a clean-up"
+    if left != 0:
+        return f"{left} processes of the last run survived its clean-up"
+    return f"{files} entries under /tmp outlived its clean-up (too many to remove in time, or not removable)"
 
 
 def _hello_pid(sock: socket.socket) -> int:

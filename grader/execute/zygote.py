@@ -16,10 +16,13 @@ each), one child at a time:
     the child's exit status, or null while it runs.
 ``clean``
     kill every other process in the sandbox's pid namespace (``kill(-1)``: all but the
-    zygote and the namespace's init), wait until none is left, remove every file under
-    ``/tmp`` and every System V IPC object: nothing one child did reaches the next. Answer
-    ``{"kind": "clean", "left": N, "cpu": S}`` (N: processes still alive, the parent discards
-    the slot unless it is 0; S: the CPU seconds the child and what it reaped used).
+    zygote and the namespace's init), wait until none is left, remove every file of the
+    sized tmpfs at ``/tmp`` (never entering another mount: a Python environment that lives
+    under the host's /tmp is mounted there read-only) and every System V IPC object: nothing
+    one child did reaches the next. Each part is bounded in time. Answer
+    ``{"kind": "clean", "left": N, "files_left": F, "cpu": S}`` (N: processes still alive, F:
+    entries still under /tmp; the parent discards the slot unless both are 0; S: the CPU
+    seconds the child and what it reaped used).
 
 Protections against the child (in the sandbox without a uid of its own it shares the
 zygote's uid): the zygote is not dumpable (no ptrace, no ``/proc/<pid>/mem`` or ``fd``
@@ -31,6 +34,7 @@ from __future__ import annotations
 import ctypes
 import json
 import os
+import re
 import resource
 import signal
 import socket
@@ -59,6 +63,7 @@ def main(argv: list[str]) -> int:
     warm_up()
     _protect()
     os.chdir("/")
+    keep = mounts_kept(_read_mountinfo())  # read before any child runs
     child: int | None = None
     cpu_before = _children_cpu()
     _send(control, {"kind": "warm", "threads": len(os.listdir("/proc/self/task"))})
@@ -84,9 +89,10 @@ def main(argv: list[str]) -> int:
             code, child = _wait(child, float(message.get("timeout", 1.0)))
             _send(control, {"kind": "exit", "code": code})
         elif kind == "clean":
-            left = _clean()
+            left, files_left = _clean(keep)
             child = None
-            _send(control, {"kind": "clean", "left": left, "cpu": round(_children_cpu() - cpu_before, 6)})
+            _send(control, {"kind": "clean", "left": left, "files_left": files_left,
+                            "cpu": round(_children_cpu() - cpu_before, 6)})
         else:
             for fd in fds:
                 os.close(fd)
@@ -297,8 +303,15 @@ def _wait(child: int | None, timeout: float) -> tuple[int | None, int | None]:
         time.sleep(0.005)
 
 
-def _clean() -> int:
-    """Kill every process of the namespace but ours and its init, reap, wipe /tmp and IPC; how many live on."""
+def _clean(keep: frozenset[str]) -> tuple[int, int]:
+    """Kill every process of the namespace but ours and its init, reap, wipe /tmp and IPC.
+
+    (processes still alive, entries still under /tmp): both must be 0 for the next child. Only
+    the sized tmpfs is emptied: ``keep`` are the folders on the way to the mounts inside it (a
+    Python environment that lives under the host's /tmp), which stay, and are never entered.
+    The removal stops after ``CLEAN_SECONDS``; what it left is counted, and the parent then
+    discards the whole sandbox.
+    """
     me = os.getpid()
     deadline = time.monotonic() + CLEAN_SECONDS
     pause = 0.002
@@ -314,10 +327,63 @@ def _clean() -> int:
         time.sleep(pause)
         pause = min(pause * 2, 0.05)
     _reap()
-    for name in _listdir(_SCRATCH):
-        remove_tree(os.path.join(_SCRATCH, name))
+    files_deadline = time.monotonic() + CLEAN_SECONDS
+    _empty(_SCRATCH, keep, files_deadline)
     _remove_ipc()
-    return len(left)
+    return len(left), _count_left(_SCRATCH, keep)
+
+
+def _empty(folder: str, keep: frozenset[str], deadline: float) -> None:
+    """Remove everything under ``folder`` but the folders in ``keep`` (each emptied the same way)."""
+    for name in _listdir(folder):
+        path = os.path.join(folder, name)
+        if path in keep:
+            if not os.path.ismount(path):
+                _empty(path, keep, deadline)
+        else:
+            remove_tree(path, deadline)
+
+
+def _count_left(folder: str, keep: frozenset[str]) -> int:
+    """Entries under ``folder`` that are neither in ``keep`` nor a mount point."""
+    n = 0
+    for name in _listdir(folder):
+        path = os.path.join(folder, name)
+        if path in keep:
+            n += 0 if os.path.ismount(path) else _count_left(path, keep)
+        else:
+            n += 1
+    return n
+
+
+def mounts_kept(mountinfo: str, scratch: str = _SCRATCH) -> frozenset[str]:
+    """The mount points below ``scratch`` in ``/proc/self/mountinfo``'s text, and every folder on the way
+    to them: what the clean-up leaves (they are not the child's)."""
+    kept: set[str] = set()
+    prefix = scratch.rstrip("/") + "/"
+    for line in mountinfo.splitlines():
+        fields = line.split()
+        if len(fields) < 5:
+            continue
+        point = _unescape(fields[4])
+        if point.startswith(prefix):
+            while point.startswith(prefix):
+                kept.add(point)
+                point = os.path.dirname(point)
+    return frozenset(kept)
+
+
+def _unescape(field: str) -> str:
+    """mountinfo writes space, tab, newline and backslash in paths as octal escapes."""
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
+
+
+def _read_mountinfo() -> str:
+    try:
+        with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as f:
+            return f.read()
+    except OSError:
+        return ""
 
 
 def _reap() -> None:

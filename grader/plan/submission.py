@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import ast
 import contextlib
+import errno
 import json
 import os
 import re
@@ -105,10 +106,14 @@ def read_submission(path: Path) -> Submission:
     (or is larger than the caps above allow).
     """
     path = Path(path)
-    if not path.exists():
-        raise UsageError(f"no such file: {path}")
-    if path.is_dir():
+    try:
+        st = os.lstat(path)
+    except OSError:
+        raise UsageError(f"no such file: {path}") from None
+    if stat.S_ISDIR(st.st_mode):
         raise UsageError(f"{path} is a directory; give a .ipynb or .py file")
+    if stat.S_ISLNK(st.st_mode):
+        raise SubmissionUnreadable(_LINK.format(name=path.name))
     suffix = path.suffix.lower()
     if suffix == ".py":
         return _read_python(path)
@@ -130,20 +135,32 @@ def _code_too_big(name: str, size: str) -> str:
             "Remove large pasted data or outputs from the code (load data from a file instead) and submit again")
 
 
+#: A submission that is a symbolic link is never followed: it could point at another student's file or
+#: the course's reference, which the grader (unlike the student's code) can read.
+_LINK = ("{name} is a symbolic link, not a file; the grader never follows a link (it could point at someone "
+         "else's work). Submit the notebook or .py file itself")
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+
+
 @contextlib.contextmanager
 def _open_capped(path: Path, cap: int, too_big):
-    """(the open file, its size); refused from ``os.stat`` alone when larger than ``cap``, before any read."""
+    """(the open file, its size); only a regular file, opened without following a link (checked on the open
+    file itself, so that a link swapped in after a check is refused too); refused from its size alone when
+    larger than ``cap``, before any read."""
     try:
-        st = path.stat()
-        if not stat.S_ISREG(st.st_mode):  # a FIFO or a device would block or never end
-            raise SubmissionUnreadable(f"{path.name} is not a regular file; submit the file itself")
-        if st.st_size > cap:
-            raise SubmissionUnreadable(too_big(_size(st.st_size)))
-        with open(path, "rb", buffering=0) as f:
-            size = os.fstat(f.fileno()).st_size
-            if size > cap:
-                raise SubmissionUnreadable(too_big(_size(size)))
-            yield f, size
+        fd = os.open(path, os.O_RDONLY | _NOFOLLOW | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise SubmissionUnreadable(_LINK.format(name=path.name)) from None
+        raise SubmissionUnreadable(f"{path.name} could not be read ({e.strerror or e}); submit it again") from None
+    try:
+        with open(fd, "rb", buffering=0, closefd=True) as f:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):  # a FIFO or a device would block or never end
+                raise SubmissionUnreadable(f"{path.name} is not a regular file; submit the file itself")
+            if st.st_size > cap:
+                raise SubmissionUnreadable(too_big(_size(st.st_size)))
+            yield f, st.st_size
     except OSError as e:
         raise SubmissionUnreadable(f"{path.name} could not be read ({e.strerror or e}); submit it again") from None
 
