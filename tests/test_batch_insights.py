@@ -223,3 +223,33 @@ def test_summary_html_lists_cases_lowest_first(klass):
     page = summary_html(class_summary(klass, COLUMNS), "mha")
     assert page.index("MHA: grads") < page.index("MHA: values") < page.index("SDPA: shapes")
     assert "1/5" in page and "4/5" in page and "20%" in page
+
+
+def test_the_workers_line_says_what_happened_not_what_was_planned():
+    from grader.batch.insights import WorkersUsed, workers_lines
+    from grader.execute.slots import SlotTally
+
+    warm = SlotTally(zygotes_started=2, forks=8)
+    assert workers_lines(WorkersUsed(8, 2, warm)) == [
+        "workers: 2 warm slots, 2 zygotes started (torch imported once in each), 8 workers forked from them"]
+    fell = SlotTally(2, 1, 7, 0, ("it never started: no answer within 120 s: ModuleNotFoundError: torch",))
+    assert workers_lines(WorkersUsed(8, 2, fell)) == [
+        "workers: 2 warm slots; 1 worker forked warm, 7 started cold instead (torch imported for each: slower)",
+        "  why: it never started: no answer within 120 s: ModuleNotFoundError: torch"]
+    replaced = SlotTally(3, 8, 0, 1, ("1 processes of the last run survived its clean-up",))
+    assert workers_lines(WorkersUsed(8, 2, replaced))[0].endswith("; 1 zygote replaced after a run (3 started)")
+    assert workers_lines(WorkersUsed(3, 0, cold_why="--cold was asked for")) == [
+        "workers: a cold one per submission (torch imported for each): --cold was asked for"]
+    assert workers_lines(WorkersUsed(0, 2, warm)) == []  # nothing graded in this run: nothing to say
+    text = summary_text(class_summary([]), WorkersUsed(8, 2, fell))
+    assert text.endswith("\nThis run: 8 graded\n" + "\n".join(workers_lines(WorkersUsed(8, 2, fell))) + "\n")
+
+
+def test_slot_tallies_add_up_and_subtract_to_what_happened_since():
+    from grader.execute.slots import SlotTally
+
+    a = SlotTally(1, 3, 0, 0, ("x",))
+    b = SlotTally(2, 5, 1, 1, ("x", "y"))
+    assert a + b == SlotTally(3, 8, 1, 1, ("x", "y"))
+    assert b - a == SlotTally(1, 2, 1, 1, ("y",))
+    assert sum((SlotTally(1, 1, 0, 0, (str(i),)) for i in range(9)), SlotTally()).reasons == tuple("01234")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -54,6 +55,10 @@ def test_a_class_graded_into_a_gradebook_and_feedback(uninterrupted):
     page = (out / "class.html").read_text()
     assert "<script" not in page and "scores divided by √d_feat" in page  # the class at a glance
     assert "Pass rate per case" in p.stdout and "e.g. bob" in p.stdout
+    summary = (out / "class.txt").read_text()  # what the workers did, as it happened, where the TA reads it
+    assert "\nThis run: 5 graded\n" in summary and summary in p.stdout
+    assert re.search(r"^workers: 2 warm slots, 2 zygotes started \(torch imported once in each\), [5-9] workers "
+                     r"forked from them$", summary, re.M), summary
     flags = (out / "similarity.csv").read_text().splitlines()
     assert flags[0] == "student_a,student_b,similarity_a,similarity_b"
     assert "carol" not in "".join(flags)  # the untouched template is like no one (template code left out)
@@ -64,14 +69,16 @@ def test_a_rerun_grades_nothing_again_and_a_changed_file_only_that_one(source, u
     shutil.copytree(uninterrupted[0], out)
     again = run_grade("batch", str(source), "--assignment", "mha", "--out", str(out))
     assert again.returncode == 0 and "0 graded now, 5 already in the store" in again.stdout
+    assert "This run" not in (out / "class.txt").read_text() and "workers:" not in again.stdout
     changed = tmp_path / "class"
     shutil.copytree(source, changed)
     shutil.copy(SUBMISSIONS / "mha" / "filled.ipynb", changed / "carol.ipynb")  # carol resubmits, filled
     p = run_grade("batch", str(changed), "--assignment", "mha", "--out", str(out))
     assert p.returncode == 0 and "1 graded now, 4 already in the store" in p.stdout
     assert "carol,,28,28,graded" in (out / "gradebook.csv").read_text()
-    one = run_grade("batch", str(changed), "--assignment", "mha", "--out", str(out), "--student", "bob")
+    one = run_grade("batch", str(changed), "--assignment", "mha", "--out", str(out), "--student", "bob", "--cold")
     assert "1 graded now, 0 already" in one.stdout
+    assert "workers: a cold one per submission (torch imported for each): --cold was asked for" in one.stdout
 
 
 def test_sigkill_at_any_moment_then_the_same_command_gives_the_same_gradebook(source, uninterrupted, tmp_path):

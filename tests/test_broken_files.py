@@ -58,7 +58,23 @@ def _million_brackets(p):
     p.write_text(p.read_text().replace('"MARK"', "[" + "[]," * 1_100_000 + "[]]"))
 
 
+def _link_to_the_reference(p):
+    os.symlink(ROOT / "reference" / "mha.ipynb", p)  # a link a repository or a zip upload can carry
+
+
+def _dangling_link(p):
+    os.symlink(p.parent / "gone.ipynb", p)
+
+
+def _fifo(p):
+    os.mkfifo(p)
+
+
 CASES = {  # name: (file name, writer, expected exit code, words in the reason)
+    "symlink to the reference": ("s.ipynb", _link_to_the_reference, 1,
+                                 "s.ipynb is a symbolic link, not a file; the grader never follows a link"),
+    "dangling symlink": ("s.ipynb", _dangling_link, 1, "s.ipynb is a symbolic link, not a file"),
+    "fifo": ("s.ipynb", _fifo, 1, "s.ipynb is not a regular file"),
     "invalid json": ("s.ipynb", _invalid_json, 1, "not a valid notebook"),
     "zero bytes": ("s.ipynb", _zero_bytes, 1, "is empty"),
     "binary garbage": ("s.ipynb", _garbage, 1, "not a valid notebook"),

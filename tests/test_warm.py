@@ -197,3 +197,68 @@ def test_without_root_a_submission_that_kills_the_zygote_costs_time_not_results(
     assert result["solo"] == {"victim.py": 3.0, "probe.py": 4.0}
     assert result["after"] == [[3.0, 4.0]] * 3
     assert result["fallbacks"] == 0 and result["forks"] == 9
+
+
+@pytest.fixture
+def environment_under_tmp(request, monkeypatch):
+    """A read-only tree of 20,000 files in 4,000 folders, mounted into every sandbox as a Python environment under /tmp is
+    (a venv made by a CI runner or tox): the same path, read-only, inside the sandbox's own /tmp."""
+    import grader.execute.sandbox as sandbox
+
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    tree = Path(tempfile.mkdtemp(prefix="grader-test-venv-", dir="/tmp"))  # right under /tmp, as venvs often are
+    request.addfinalizer(lambda: shutil.rmtree(tree, ignore_errors=True))
+    for d in range(4000):  # more folders than a venv with torch has, two thirds of its files
+        folder = tree / "lib" / f"pkg{d // 50}" / f"sub{d}"
+        folder.mkdir(parents=True)
+        for f in range(5):
+            (folder / f"m{f}.py").write_bytes(b"")
+    roots = sandbox.python_roots()
+    monkeypatch.setattr(sandbox, "python_roots", lambda: [*roots, str(tree)])
+    return tree
+
+
+def test_a_python_environment_under_tmp_keeps_the_slot_warm(tmp_path, solo, tag, environment_under_tmp):
+    """The zygote's clean-up empties only the sandbox's own tmpfs: it never walks the environment's
+    mount (it used to try to remove its every file, took longer than the slot's answer timeout, and
+    every submission silently fell back to a cold worker), and it takes no time worth measuring."""
+    with WarmSlot("bwrap", LIMITS) as slot:
+        settles = []
+        for name in ("victim.py", "probe.py", "fill_slot.py", "probe.py"):
+            report = grade_submission(prepared(tmp_path, name, tag=tag), CONFIG, slot)
+            start = time.perf_counter()
+            slot.settle()
+            settles.append(time.perf_counter() - start)
+            if name == "probe.py":
+                assert outcome(report) == solo["probe.py"]  # the mount is not a leftover; nothing else is
+        tally = slot.tally()
+    assert (tally.zygotes_started, tally.forks, tally.cold, tally.replaced) == (1, 4, 0, 0), tally
+    assert max(settles) < 0.5, settles  # walking it took 1-2 s here, a real venv over 10 s
+    assert sum(1 for _ in environment_under_tmp.rglob("*.py")) == 20_000  # read-only, untouched
+
+
+def test_a_slot_tallies_what_happened_and_why(tmp_path, solo, tag, monkeypatch):
+    """What a batch reports is the slot's tally: a zygote killed between runs is replaced (with the
+    reason), one that cannot start leaves cold workers (with its reason)."""
+    import signal
+
+    import grader.execute.slots as slots
+
+    with WarmSlot("bwrap", LIMITS) as slot:
+        grade_submission(prepared(tmp_path, "victim.py"), CONFIG, slot)
+        before = slot.tally()
+        os.killpg(slot._zygote.proc.pid, signal.SIGKILL)
+        grade_submission(prepared(tmp_path, "victim.py"), CONFIG, slot)
+        since = slot.tally() - before
+    assert (before.zygotes_started, before.forks, before.replaced) == (1, 1, 0)
+    assert (since.zygotes_started, since.forks, since.cold, since.replaced) == (1, 1, 0, 1)
+    assert len(since.reasons) == 1 and since.reasons[0]
+    monkeypatch.setattr(slots, "STARTUP_TIMEOUT", 0.01)
+    with WarmSlot("bwrap", LIMITS) as slot:
+        grade_submission(prepared(tmp_path, "victim.py"), CONFIG, slot)
+        tally = slot.tally()
+    assert (tally.zygotes_started, tally.forks, tally.cold, tally.replaced) == (1, 0, 1, 0)
+    assert tally.reasons[0].startswith("it never started: no answer within")

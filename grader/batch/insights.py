@@ -290,6 +290,10 @@ def _examples_line(indent: str, examples: Sequence[str]) -> str | None:
     return _fit(f"{indent}e.g. " + ", ".join(_short_id(s) for s in examples)) if examples else None
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
 def workers_lines(used: WorkersUsed) -> list[str]:
     """What a run's workers did, in words: the warm slots as they ran (not as planned), each fallback
     to a cold worker and each zygote replaced, with the reasons. Nothing when nothing was graded."""
@@ -298,15 +302,14 @@ def workers_lines(used: WorkersUsed) -> list[str]:
         return []
     if not used.slots:
         return [f"workers: a cold one per submission (torch imported for each){f': {used.cold_why}' if used.cold_why else ''}"]
-    plural = "s" if used.slots != 1 else ""
     if not t.cold and not t.replaced:
-        return [f"workers: {used.slots} warm slot{plural}, {t.zygotes_started} zygote{'s' if t.zygotes_started != 1 else ''} "
-                f"started (torch imported once in each), {t.forks} workers forked from them"]
-    line = f"workers: {used.slots} warm slot{plural}; {t.forks} workers forked warm"
+        return [f"workers: {_count(used.slots, 'warm slot')}, {_count(t.zygotes_started, 'zygote')} started "
+                f"(torch imported once in each), {_count(t.forks, 'worker')} forked from them"]
+    line = f"workers: {_count(used.slots, 'warm slot')}; {_count(t.forks, 'worker')} forked warm"
     if t.cold:
         line += f", {t.cold} started cold instead (torch imported for each: slower)"
     if t.replaced:
-        line += f"; {t.replaced} zygote{'s' if t.replaced != 1 else ''} replaced after a run ({t.zygotes_started} started)"
+        line += f"; {_count(t.replaced, 'zygote')} replaced after a run ({t.zygotes_started} started)"
     return [line] + [f"  why: {safe_text(r, one_line=True)}" for r in t.reasons]
 
 

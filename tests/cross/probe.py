@@ -1,6 +1,6 @@
 # The victim that sees leftovers: it scores 4/4 only in a sandbox where nothing of an earlier
 # submission is left (no other process than its own, its parent and the namespace's init; nothing
-# under /tmp but its own empty working folder; no System V IPC object). Otherwise every output is wrong.
+# under /tmp but its own empty working folder and the mounts the sandbox made there; no System V IPC object). Otherwise every output is wrong.
 # It also needs one torch thread. It imports modules no worker preloads, so that a module planted in its folder would be picked up.
 import os
 import random
@@ -8,6 +8,21 @@ import statistics
 
 import torch
 import torch.nn as nn
+
+
+def mounted() -> tuple[set[str], set[str]]:
+    """(the mount points under /tmp and the folders on the way to them, the mount points): a Python
+    environment that lives under the host's /tmp is mounted there, read-only; not a leftover."""
+    kept, points = set(), set()
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            point = line.split()[4]
+            if point.startswith("/tmp/"):
+                points.add(point)
+            while point.startswith("/tmp/"):
+                kept.add(point)
+                point = os.path.dirname(point)
+    return kept, points
 
 
 def leftovers() -> list[str]:
@@ -21,7 +36,17 @@ def leftovers() -> list[str]:
             continue
         if int(pid) not in mine and state not in ("Z", "X"):
             found.append(f"process {pid}")
-    found += [f"/tmp/{n}" for n in os.listdir("/tmp") if n != "work"]
+    kept, points = mounted()
+    folders = ["/tmp"]
+    while folders:  # into the folders on the way to a mount, never into a mount
+        folder = folders.pop()
+        for n in os.listdir(folder):
+            path = f"{folder}/{n}"
+            if path in kept:
+                if path not in points:
+                    folders.append(path)
+            elif path != "/tmp/work":
+                found.append(path)
     found += [f"/tmp/work/{n}" for n in os.listdir("/tmp/work")]
     for table in ("shm", "sem", "msg"):
         try:
