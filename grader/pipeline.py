@@ -24,7 +24,7 @@ from grader.course.store import expected_outputs, variant_outputs
 from grader.errors import InternalError, SubmissionUnreadable, UsageError
 from grader.execute.jobs import call_spec, make_job
 from grader.execute.runner import Worker
-from grader.execute.sandbox import describe, resolve_mode
+from grader.execute.sandbox import describe, readable_unsandboxed, resolve_mode
 from grader.execute.session import Execution, run_cases
 from grader.execute.slots import WarmSlot
 from grader.judge.causes import group_causes
@@ -72,6 +72,7 @@ def _grade(path: Path, read: Callable[[], Submission], config: GradeConfig, lead
     forced = get_assignment(course, config.assignment) if config.assignment else None
     mode = resolve_mode(config.sandbox)
     hide = (course.root, config.cache_dir, path.absolute().parent.resolve())  # the folder, never a link's target
+    secrets = (course.root / "reference", config.cache_dir)  # what unsandboxed code must not read
     if slot is not None and (slot.mode != mode or slot.limits != config.limits):
         raise InternalError("a warm slot was made for another sandbox or other limits than this grading's")
     with contextlib.ExitStack() as stack:
@@ -82,7 +83,7 @@ def _grade(path: Path, read: Callable[[], Submission], config: GradeConfig, lead
         try:
             submission = read()
         except SubmissionUnreadable as e:
-            return Report(str(path), forced.name if forced else None, (), str(e), (), _isolation(mode, worker),
+            return Report(str(path), forced.name if forced else None, (), str(e), (), _isolation(mode, worker, secrets),
                           round(time.perf_counter() - start, 3),
                           declared_max_score=forced.max_score if forced else 0.0, course=str(course.root))
         parsed = parse_units(submission.units)
@@ -109,7 +110,7 @@ def _grade(path: Path, read: Callable[[], Submission], config: GradeConfig, lead
     private = {"output_tail"} if any(c.hidden for c in plan.to_run) else set()
     shown = tuple(messages.note_text(n) for n in notes if n.kind not in private)
     kept_back = tuple(messages.note_text(n) for n in notes if n.kind in private)
-    return Report(str(path), assignment.name, results, None, shown, _isolation(mode, worker),
+    return Report(str(path), assignment.name, results, None, shown, _isolation(mode, worker, secrets),
                   round(time.perf_counter() - start, 3), local=plan.local, course=str(course.root), causes=causes,
                   instructor_notes=kept_back)
 
@@ -124,10 +125,12 @@ def machine_lost_report(submission: str, assignment: Assignment, course: str, de
     return Report(submission, assignment.name, results, None, (), "", 0.0, course=course, causes=causes)
 
 
-def _isolation(mode: str, worker: Worker) -> str:
-    """The report's isolation line: the sandbox, and how the submission's processes are held."""
-    return f"{describe(mode)}; {worker.group.describe()}" + ("; a fresh process forked from a warm worker"
-                                                               if worker.forked else "")
+def _isolation(mode: str, worker: Worker, secrets: tuple[Path, ...] = ()) -> str:
+    """The report's isolation line: the sandbox (without one: whether the code could read ``secrets``, the
+    course's reference and the cache), and how the submission's processes are held."""
+    readable = mode != "bwrap" and readable_unsandboxed(list(secrets))
+    return f"{describe(mode, readable)}; {worker.group.describe()}" + ("; a fresh process forked from a warm worker"
+                                                                         if worker.forked else "")
 
 
 def _assignment_for(course: Course, submission: Submission, parsed: ParsedSource) -> Assignment:

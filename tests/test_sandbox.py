@@ -155,3 +155,34 @@ def test_a_missing_bubblewrap_is_said(monkeypatch, tmp_path):
         assert "NOT sandboxed (bubblewrap is not installed)" in sandbox.describe("none")
     finally:
         sandbox.bwrap_probe.cache_clear()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="as an ordinary user the worker reads what the grader reads")
+def test_without_a_sandbox_the_report_says_whether_the_course_is_closed_to_the_code(request):
+    """As root an unsandboxed worker runs as a uid of its own: it reads the course's reference and the cache
+    only where they are open to others, and the isolation line says which (docs/security.md)."""
+    import shutil
+    import tempfile
+
+    from grader.config import GradeConfig
+    from grader.pipeline import grade_submission
+
+    tmp_path = Path(tempfile.mkdtemp(prefix="grader-open-", dir="/tmp"))  # pytest's own folder is root's only
+    request.addfinalizer(lambda: shutil.rmtree(tmp_path, ignore_errors=True))
+    tmp_path.chmod(0o755)
+    course = tmp_path / "course"
+    shutil.copytree(ROOT / "tests" / "fixtures" / "course", course)
+    cache = tmp_path / "cache"
+    submission = ROOT / "tests" / "cross" / "victim.py"
+    config = GradeConfig(root=course, assignment="toy", sandbox="none", cache_dir=cache)
+    for mode in (0o755, 0o700):
+        for folder in (course, cache):
+            folder.mkdir(exist_ok=True)
+            folder.chmod(mode)
+            for p in folder.rglob("*"):
+                p.chmod(0o755 if p.is_dir() else 0o644)
+        open_to_all = mode == 0o755
+        assert sandbox.readable_unsandboxed([course / "reference", cache]) is open_to_all
+        line = grade_submission(submission, config).isolation
+        assert ("the course's reference and cached answers among them" in line) is open_to_all, line
+        assert ("but not the course's files or the cache" in line) is not open_to_all, line

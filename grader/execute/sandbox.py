@@ -23,6 +23,7 @@ import os
 import resource
 import shutil
 import site
+import stat
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -158,14 +159,63 @@ def launch(mode: str, run_dir: Path, channel_fd: int, limits: Limits, hide: list
     return Launch(argv, env, str(run_dir), _child_setup(limits, uid, join_group, zygote))
 
 
-def describe(mode: str) -> str:
-    """The isolation line of a report."""
+def describe(mode: str, course_readable: bool = True) -> str:
+    """The isolation line of a report; ``course_readable``: without a sandbox, whether the worker could
+    read the course's files (``readable_unsandboxed``)."""
     if mode == "bwrap":
         return ("bubblewrap sandbox (no network, read-only system, private sized /tmp, "
                 "course files not mounted) with resource limits")
     why = not_requested_reason() or "--sandbox none was asked for"
-    return (f"plain subprocess with resource limits, NOT sandboxed ({why}): the submission could read "
-            "files and use the network")
+    if course_readable:
+        return (f"plain subprocess with resource limits, NOT sandboxed ({why}): the submission could read "
+                "files, the course's reference and cached answers among them, and use the network")
+    return (f"plain subprocess with resource limits, NOT sandboxed ({why}): the submission could read other "
+            "files and use the network, but not the course's files or the cache (closed to its user)")
+
+
+def readable_unsandboxed(folders: list[Path], limit: int = 10_000) -> bool:
+    """Whether a worker without bubblewrap could read a file under ``folders``.
+
+    As an ordinary user the worker is that same user: it reads what the grader reads. As root
+    the worker runs as a uid of its own, which reads a file only where every folder on the way
+    lets others through and the file lets others read it. At most ``limit`` entries are looked
+    at (past that, readable is assumed).
+    """
+    if not hasattr(os, "geteuid") or os.geteuid() != 0:
+        return any(Path(f).exists() for f in folders)
+    seen = 0
+    for folder in folders:
+        folder = Path(os.path.realpath(folder))
+        if not folder.is_dir() or not all(_others_may(p, 0o001) for p in (folder, *folder.parents)):
+            continue
+        todo = [folder]
+        while todo:
+            current = todo.pop()
+            try:
+                entries = list(os.scandir(current))
+            except OSError:
+                continue
+            for entry in entries:
+                seen += 1
+                if seen > limit:
+                    return True
+                try:
+                    st = entry.stat(follow_symlinks=False)
+                except OSError:
+                    continue
+                if stat.S_ISDIR(st.st_mode):
+                    if st.st_mode & 0o001:
+                        todo.append(Path(entry.path))
+                elif stat.S_ISREG(st.st_mode) and st.st_mode & 0o004:
+                    return True
+    return False
+
+
+def _others_may(path: Path, bits: int) -> bool:
+    try:
+        return bool(os.stat(path).st_mode & bits)
+    except OSError:
+        return False
 
 
 def not_requested_reason() -> str | None:
