@@ -8,6 +8,7 @@ import pytest
 
 from grader.execute.observation import Observation
 from grader.execute.protocol import ErrorInfo
+from grader.judge.checks import first_largest
 from grader.judge.judge import evaluate_case
 from grader.report.outcomes import Cause
 from grader.spec.cases import Case, Target
@@ -199,3 +200,11 @@ def test_nan_attention_fails_the_mask_check():
     ref = {"in/mask": np.array([[[1, 1, 0]]], bool), "out/attention": np.array([[[0.5, 0.5, 0.0]]], np.float32)}
     r = _eval(case, ATT, ref, {"out/attention": np.array([[[0.5, 0.5, np.nan]]], np.float32)})
     assert r.status == "failed" and "NaN or inf" in r.reason
+
+
+def test_the_largest_is_the_first_of_those_that_tie_whatever_their_last_bits():
+    """Where values tie (uniform weights, one masked fill), a problem points at the first of them, also when
+    another CPU's last bits make a later one larger: the report reads the same on every machine."""
+    assert first_largest(np.array([0.1, 0.2, 0.2 * (1 + 3e-7), 0.2])) == 1
+    assert first_largest(np.array([0.3, 0.1, 0.2999])) == 0 and first_largest(np.array([0.1, 0.3])) == 1
+    assert first_largest(np.array([0.1, np.inf, np.inf])) == 1

@@ -12,6 +12,7 @@ import tomllib
 import pytest
 
 from conftest import ROOT, SUBMISSIONS
+from golden_compare import text_differences
 from grader import GradeConfig, grade_submission
 from grader.spec.mistakes import load_mistakes
 from grader.report.render import render
@@ -95,7 +96,8 @@ def _check_causes(relpath, spec, report):
         expected = [f"{t} is not implemented yet" for t in dict.fromkeys(c.target for c in report.cases)]
     else:
         expected = []
-    assert titles == expected, f"{relpath}: causes {titles}"
+    assert len(titles) == len(expected) and not any(text_differences(e, t) for e, t in zip(expected, titles)), \
+        f"{relpath}: causes {titles}"  # numbers to their last printed digit, which changes from CPU to CPU
     lost = [c for c in report.cases if c.status in ("failed", "error")]
     assert all(c.cause_ref for c in lost) and not any(c.cause_ref for c in report.cases if c not in lost)
     assert sum(c.points_lost for c in report.causes) == report.max_score - report.score

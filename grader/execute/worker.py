@@ -21,8 +21,16 @@ import time
 import traceback
 from typing import Any
 
+#: The thread pools a worker's libraries could start, each at one thread, set before they load: how
+#: many threads a reduction is split over changes its last bits, so the reference's outputs and every
+#: student's are computed alike, in a cold worker or a forked one, on any machine, whatever the
+#: environment the grader itself runs in (the sandbox passes none of it on). ``fix_threads`` sets
+#: torch's own.
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMEXPR_NUM_THREADS",
+                    "VECLIB_MAXIMUM_THREADS")
+os.environ.update(dict.fromkeys(THREAD_VARIABLES, "1"))
 
-import torch
+import torch  # noqa: E402 - after the thread settings it reads as it loads
 from safetensors.torch import load as load_tensors, save as save_tensors
 
 from grader.execute.guard import ForbiddenCallGuard
@@ -129,9 +137,30 @@ def _guards(job: Job) -> dict[str, Any]:
     return {target: ForbiddenCallGuard(names) for target, names in forbid.items()}
 
 
+# Bound now, before any submitted code runs: a submission that replaces torch's own functions does not
+# change how the next case is computed.
+_set_threads, _interop_threads, _set_interop_threads = (torch.set_num_threads, torch.get_num_interop_threads,
+                                                        torch.set_num_interop_threads)
+
+
+def fix_threads() -> None:
+    """One intra-op thread (torch, OpenMP, MKL) and one inter-op thread, as every worker computes.
+
+    Inter-op threads can be set only once per process, before any inter-op work: a zygote's
+    children keep what the zygote set. Called again before each call, so that a statement of
+    the submission that changed them does not carry over into the cases.
+    """
+    _set_threads(1)
+    if _interop_threads() != 1:
+        try:
+            _set_interop_threads(1)
+        except RuntimeError:  # inter-op work has started: torch keeps what it has
+            pass
+
+
 def run_job(job: Job, inputs: dict[str, torch.Tensor], guards: dict[str, Any], channel: Channel) -> None:
     """Execute the statements, then every call, sending one record per call."""
-    torch.set_num_threads(1)
+    fix_threads()
     files = {name: unit["label"] for name, unit in job.units.items()}
     for name, unit in job.units.items():
         lines = unit["source"].splitlines(keepends=True)
@@ -154,6 +183,7 @@ def run_job(job: Job, inputs: dict[str, torch.Tensor], guards: dict[str, Any], c
         record: dict[str, Any] = {"id": spec.id, "status": "ok", "phase": None, "error": None, "params": {}}
         given = {k[len(spec.id) + 1:]: v for k, v in inputs.items() if k.startswith(spec.id + "/")}
         guard = guards.get(spec.target)
+        fix_threads()
         try:
             if guard is not None:
                 with guard.watching():

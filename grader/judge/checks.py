@@ -23,6 +23,10 @@ ROW_SUM_TOL = 1e-4
 MASK_FILL_FLOOR = -1e8
 #: Kinds of problems that mean "this output's values are wrong" (later ones may follow from it).
 DIVERGENCES = ("value_differs", "scale")
+#: Values this close (relative) to the largest are as large as it where a problem points at "the largest":
+#: float32 results differ in their last bits from one CPU to the next, so the position shown is the first
+#: of them, the same on every machine, not the one that won by its last bits.
+NEAR_TIE = 1e-5
 
 Check = Callable[[Case, Target, Observation, Observation], list[Problem]]
 
@@ -85,12 +89,12 @@ def check_mask(case: Case, target: Target, ref: Observation, stu: Observation) -
     problems = []
     leaked = np.where(np.broadcast_to(mask, att.shape) == 0, np.abs(att), 0.0)
     if leaked.size and leaked.max() > MASKED_WEIGHT_TOL:
-        idx = _unravel(np.argmax(leaked), att.shape)
+        idx = _unravel(first_largest(leaked), att.shape)
         problems.append(Problem("masked_leak", {"name": name, "index": idx, "value": float(att[idx])}))
     sums = att.sum(axis=-1)
     worst = np.abs(sums - 1.0)
     if worst.size and worst.max() > ROW_SUM_TOL:
-        idx = _unravel(np.argmax(worst), sums.shape)
+        idx = _unravel(first_largest(worst), sums.shape)
         problems.append(Problem("row_sum", {"name": name, "index": idx, "total": float(sums[idx])}))
     return problems
 
@@ -184,7 +188,7 @@ def value_problems(name: str, exp: np.ndarray, got: np.ndarray, case: Case, grad
         if not bad.any():
             return []
         diff = np.where(np.isfinite(g), np.abs(g - e), np.inf)
-        idx = _unravel(np.argmax(np.where(bad, diff, -1.0)), e.shape)
+        idx = _unravel(first_largest(np.where(bad, diff, -1.0)), e.shape)
         live = bad & np.isfinite(g) & (np.abs(e) > case.atol)
         rel = float((np.abs(g - e)[live] / np.abs(e)[live]).max()) if live.any() else math.inf
     data: dict[str, Any] = {
@@ -252,6 +256,14 @@ def known_scale(factor: float, case: Case) -> str | None:
     if k and isinstance(k[0], int):
         factors["unscaled_d_k"] = math.sqrt(k[-1])
     return next((cause for cause, f in factors.items() if math.isclose(factor, f, rel_tol=1e-3)), None)
+
+
+def first_largest(values: np.ndarray) -> int:
+    """The flat index of the first of the largest of ``values`` (those within ``NEAR_TIE`` of the largest)."""
+    top = float(values.max())
+    if not math.isfinite(top):
+        return int(np.argmax(values))
+    return int(np.argmax(values >= top - NEAR_TIE * abs(top)))
 
 
 def _shape_problem(name: str, exp: np.ndarray, got: np.ndarray, grad: bool = False) -> list[Problem]:

@@ -14,13 +14,13 @@ import numpy as np
 
 from grader.execute.observation import Observation
 from grader.execute.session import Execution
-from grader.judge.checks import CHECKS, DECIDED_ELSEWHERE
+from grader.judge.checks import CHECKS, DECIDED_ELSEWHERE, first_largest
 from grader.judge.diagnose import Variants, diagnose
 from grader.judge.hints import hint_applies
 from grader.plan.plan import Plan
 from grader.report import messages
 from grader.report.outcomes import Cause, Problem
-from grader.report.result import CaseResult
+from grader.report.result import FIGURE_DECIMALS, CaseResult
 from grader.spec.cases import Assignment, Case, Target
 from grader.spec.mistakes import Mistake
 
@@ -154,15 +154,15 @@ def attention_figure(case: Case, target: Target, ref: Observation, stu: Observat
     with np.errstate(all="ignore"):
         if got is not None and not np.allclose(got, exp, rtol=case.rtol, atol=case.atol):
             diff = np.nan_to_num(np.abs(got.astype(np.float64) - exp), nan=np.inf)
-            lead = tuple(int(i) for i in np.unravel_index(int(np.argmax(diff)), exp.shape)[:-2])  # where it's worst
+            lead = tuple(int(i) for i in np.unravel_index(first_largest(diff), exp.shape)[:-2])  # where it's worst
         elif mask is not None and (mask == 0).any():
             lead = tuple(int(i) for i in np.argwhere(mask == 0)[0][:-2])  # where masking shows
         figure: dict[str, Any] = {"title": f"{target.attention}{_index(lead)} (batch, head…): queries × keys",
-                                  "expected": np.round(exp[lead].astype(np.float64), 4).tolist(), "got": None,
-                                  "mask": None}
+                                  "expected": np.round(exp[lead].astype(np.float64), FIGURE_DECIMALS).tolist(),
+                                  "got": None, "mask": None}
         if got is not None:
             shown = np.nan_to_num(got[lead].astype(np.float64), nan=-1.0, posinf=-1.0, neginf=-1.0)
-            figure["got"] = np.round(shown, 4).tolist()
+            figure["got"] = np.round(shown, FIGURE_DECIMALS).tolist()
     if mask is not None:
         figure["mask"] = mask[lead].astype(int).tolist()
     return figure

@@ -10,12 +10,15 @@ from __future__ import annotations
 import html
 from typing import Any
 
-from grader.report.messages import causes_heading, seen_in, summary_costs
-from grader.report.result import CaseResult, CauseSummary, Report
+from grader.report.messages import causes_heading, points, seen_in, summary_costs, value
+from grader.report.result import FIGURE_DECIMALS, CaseResult, CauseSummary, Report
 from grader.report.rows import case_body, case_points, case_rows, labelled, more_details, shown_in_cause, shown_notes
 
 #: The most cases of one cause whose attention maps the page draws.
 MAX_FIGURED_CASES = 4
+#: How far a student's weight may be from the reference's and still not be outlined: the weights are
+#: rounded (``FIGURE_DECIMALS``), so one unit of the last decimal either way is rounding, not a difference.
+_SAME_WEIGHT = 1.5 * 10.0 ** -FIGURE_DECIMALS
 _STATUS_WORD = {"passed": "PASS", "failed": "FAIL", "error": "ERROR", "pending": "LATER"}
 
 _STYLE = """
@@ -52,8 +55,8 @@ def to_html(report: Report, fragment: bool = False) -> str:
     parts = [f"<style>{_STYLE}</style><div class='grader-report'>",
              f"<h1>Feedback on {e(report.submission)}</h1>",
              f"<div class='meta'>assignment {e(report.assignment or '?')} · score "
-             f"<span class='total'>{report.score:g}/{report.max_score:g}</span>"
-             + (f" (public cases only; {report.pending_points:g} hidden points graded after submission)"
+             f"<span class='total'>{points(report.score)}/{points(report.max_score)}</span>"
+             + (f" (public cases only; {points(report.pending_points)} hidden points graded after submission)"
                 if report.pending_points else "") + f" · {e(report.isolation)}</div>"]
     if report.problem:
         parts.append(f"<div class='problem'>Could not grade: {e(report.problem)}</div>")
@@ -145,12 +148,12 @@ def _heat(values: list[list[float]], mask: list[list[int]] | None, compare: list
         cells = []
         for j, v in enumerate(row):
             masked = mask is not None and mask[i][j] == 0
-            off = compare is not None and abs(v - compare[i][j]) > 1e-4
+            off = compare is not None and abs(v - compare[i][j]) > _SAME_WEIGHT
             classes = " ".join(x for x in ("masked" if masked else "", "off" if off else "") if x)
             shade = max(0.0, min(1.0, v))
             text_color = "#fff" if shade > 0.55 else "#1b1f24"
             label = f"×{v:.2f}" if masked else f"{v:.2f}"
             cells.append(f"<td class='{classes}' style='background:rgba(9,105,218,{shade:.3f});color:{text_color}'"
-                         f" title='q{i} k{j}: {v:.4f}'>{label}</td>")
+                         f" title='q{i} k{j}: {value(v)}'>{label}</td>")
         rows.append(f"<tr><th>q{i}</th>{''.join(cells)}</tr>")
     return f"<table class='heat'>{''.join(rows)}</table>"

@@ -24,9 +24,27 @@ _PHASES = {"build": "while building {target}", "load_params": "while loading the
            "backward": "during backward"}
 
 
+#: Significant digits of the numbers a report prints about a submission's outputs: a value a student
+#: reads (an expected or computed value, an excerpt, a factor, a sum) and a difference between two
+#: values. No more: the digits after these change from one CPU to the next (vector kernels, summation
+#: order), and a student needs the size of a number, not its noise. The JSON keeps the full floats.
+VALUE_DIGITS = 4
+DIFFERENCE_DIGITS = 3
+
+
 def points(x: float) -> str:
     """A number of points as the reports print it (``2``, ``1.5``)."""
     return f"{x:g}"
+
+
+def value(x: float) -> str:
+    """A value a student reads (expected, got, an excerpt, a factor, a sum): ``0.5865``, ``2``, ``-1e+09``."""
+    return f"{x:.{VALUE_DIGITS}g}"
+
+
+def difference(x: float) -> str:
+    """How far apart two values are (a max abs or rel diff): ``0.163``."""
+    return f"{x:.{DIFFERENCE_DIGITS}g}"
 
 
 def time_words(seconds: float) -> str:
@@ -121,9 +139,9 @@ def problem_text(p: Problem, case: Any = None) -> str:
         dims = [i for i, (a, b) in enumerate(zip(exp, got)) if a != b]
         return msg + f" (dim{'s' if len(dims) > 1 else ''} {', '.join(map(str, dims))} differ{'' if len(dims) > 1 else 's'})"
     if k == "value_differs":
-        msg = (f"{label} differs from the reference: max abs diff {d['max_abs']:.3g}, max rel diff "
-               f"{d['max_rel']:.3g}, at{_index(d['index'])} (expected {d['expected']:.5g}, got {d['got']:.5g}; "
-               f"{d['n_bad']} of {d['n_total']} values off)")
+        msg = (f"{label} differs from the reference: max abs diff {difference(d['max_abs'])}, max rel diff "
+               f"{difference(d['max_rel'])}, at{_index(d['index'])} (expected {value(d['expected'])}, "
+               f"got {value(d['got'])}; {d['n_bad']} of {d['n_total']} values off)")
         if "first_step" in d:
             first = d["first_step"]
             msg += f"; the first time step that differs is t={first}" + (" (the very first step)" if first == 0 else "")
@@ -135,7 +153,7 @@ def problem_text(p: Problem, case: Any = None) -> str:
                     f"\n      got     {_index(row)}: {_excerpt(d['got_row'], more)}")
         return msg
     if k == "scale":
-        text = f"{label} is {d['factor']:.4g}× the expected values"
+        text = f"{label} is {value(d['factor'])}× the expected values"
         return f"{text} — {SCALE_CAUSES[d['known']]}" if d.get("known") in SCALE_CAUSES else text
     if k == "equals_other":
         return f"`{name}` equals the reference's `{d['other']}`: is a step missing after it?"
@@ -146,11 +164,11 @@ def problem_text(p: Problem, case: Any = None) -> str:
         return (f"`{name}`{_index(d['index'])} is NaN or inf; every value must be a finite number "
                 "(is something divided by zero, or a mask filled with -inf in a row that is all masked?)")
     if k == "masked_leak":
-        return (f"masked positions get attention: `{name}`{_index(d['index'])} = {d['value']:.4g} where mask == 0 "
+        return (f"masked positions get attention: `{name}`{_index(d['index'])} = {value(d['value'])} where mask == 0 "
                 "(expected ≈ 0; fill the masked scores with -1e9 before the softmax)")
     if k == "row_sum":
         return (f"rows of `{name}` must sum to 1 over the keys (last dim); row{_index(d['index'])} sums to "
-                f"{d['total']:.4g} (is the softmax over dim=-1?)")
+                f"{value(d['total'])} (is the softmax over dim=-1?)")
     if k == "perturbed_changed":
         return (f"`{name}` changed at row{_index(d['index'])} when only a masked key/value was changed "
                 "(masked positions must not influence the output)")
@@ -191,7 +209,7 @@ def _index(idx: Iterable[int]) -> str:
 
 
 def _excerpt(values: list[float], more: bool) -> str:
-    shown = ", ".join(f"{v:.4g}" if v > -1e8 else "masked" for v in values)
+    shown = ", ".join(value(v) if v > -1e8 else "masked" for v in values)
     return f"[{shown}{', …' if more else ''}]"
 
 

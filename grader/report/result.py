@@ -16,6 +16,9 @@ from grader.report.text import safe_text, shortened
 
 Status = Literal["passed", "failed", "error", "pending"]
 STATUSES: tuple[str, ...] = ("passed", "failed", "error", "pending")
+#: The decimals a figure's weights keep (``CaseResult.figures``): one unit of the last is rounding, not a
+#: difference.
+FIGURE_DECIMALS = 4
 
 
 @dataclass(frozen=True)
