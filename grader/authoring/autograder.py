@@ -9,6 +9,12 @@ Gradescope's results for the student audience: hidden cases by name, points and 
 what the code printed in them is never shown. Whatever happens, ``results.json`` is written:
 a submission that cannot be graded gets score 0 and the reason, and the grader's own failure
 says so (its traceback goes to stdout, which Gradescope shows instructors only).
+
+Before anything is graded, ``source/`` (and Gradescope's ``submission_metadata.json``) is made
+root's alone again (``keep_private``): the student's code runs as a uid of its own, and without
+bubblewrap that is all that keeps it from reading the course's reference and cached outputs.
+``setup.sh`` did it once when the image was built; doing it for every submission keeps it true
+whatever happened to the image since.
 """
 from __future__ import annotations
 
@@ -18,11 +24,18 @@ import stat
 import sys
 import traceback
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from grader.config import GradeConfig
 
 #: Gradescope's visibilities a hidden case may take (``visible`` would show it before the due date).
 HIDDEN_AS = ("after_due_date", "after_published", "hidden")
 SETTINGS = "autograder.json"
+#: What under the root no user but root may read while student code runs: the bundle (the course, its
+#: reference, the cached outputs), and Gradescope's metadata of the submission (its submitters' names
+#: and e-mail addresses, earlier submissions' results).
+PRIVATE = ("source", "submission_metadata.json")
 
 
 def root() -> Path:
@@ -34,6 +47,8 @@ def main() -> int:
     results = base / "results" / "results.json"
     results.parent.mkdir(parents=True, exist_ok=True)
     try:
+        for name in PRIVATE:
+            keep_private(base / name)
         settings = json.loads((base / "source" / SETTINGS).read_text(encoding="utf-8"))
         data = grade(base, settings)
     except Exception:  # noqa: BLE001 - the grader's own failure: the student still gets a results.json
@@ -43,6 +58,26 @@ def main() -> int:
                 "tests": [], "stdout_visibility": "hidden"}
     results.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     return 0
+
+
+def keep_private(path: Path) -> None:
+    """Take every permission of group and others off ``path`` (a file, or a folder and everything in it),
+    so that no user but its owner reads or enters it; a folder itself becomes 0700. Links inside are
+    neither followed nor changed; ``path`` itself must not be one. Nothing to do when it does not exist."""
+    if not os.path.lexists(path):
+        return
+    if stat.S_ISLNK(os.lstat(path).st_mode):
+        raise RuntimeError(f"{path} is a symbolic link; the autograder keeps it private only as a real file or folder")
+    if not path.is_dir():
+        os.chmod(path, stat.S_IMODE(os.lstat(path).st_mode) & ~0o077)
+        return
+    os.chmod(path, 0o700)
+    for top, dirs, files in os.walk(path):
+        for name in (*dirs, *files):
+            entry = os.path.join(top, name)
+            mode = os.lstat(entry).st_mode
+            if not stat.S_ISLNK(mode) and mode & 0o077:
+                os.chmod(entry, stat.S_IMODE(mode) & ~0o077)
 
 
 def grade(base: Path, settings: dict[str, Any]) -> dict[str, Any]:
@@ -59,10 +94,34 @@ def grade(base: Path, settings: dict[str, Any]) -> dict[str, Any]:
                 "output": f"No notebook (.ipynb) or Python file (.py) was found in your submission. Upload "
                           f"{settings.get('file') or 'your notebook'} and submit again."}
     config = GradeConfig(root=base / "source" / "course", assignment=name, cache_dir=base / "source" / "cache")
+    exposed = exposed_course(config, [base / "source"])
+    if exposed:
+        raise RuntimeError(exposed)
     report = grade_submission(submission, config)
     data = json.loads(render(for_audience(report, "student"), "gradescope"))
     data["stdout_visibility"] = "hidden"
     return with_visibility(data, settings.get("hidden_as", "after_due_date"))
+
+
+def exposed_course(config: "GradeConfig", secrets: list[Path]) -> str | None:
+    """Why the submission's code could read ``secrets`` (the course, its reference, the cache) here; None when
+    it cannot. With bubblewrap they are not mounted. Without it the code reads what its user may read: it must
+    run as a uid of its own (the grader runs as root and finds an unused uid), which ``secrets`` keep out."""
+    from grader.execute.procs import fresh_uid
+    from grader.execute.sandbox import readable_unsandboxed, resolve_mode
+
+    if resolve_mode(config.sandbox) == "bwrap":
+        return None
+    if not hasattr(os, "geteuid") or os.geteuid() != 0:
+        why = "the autograder is not running as root, so the code would run as the user that owns the course"
+    elif fresh_uid() is None:
+        why = "no unused uid is available here, so the code would run as root"
+    elif readable_unsandboxed(secrets, own_uid=True):
+        why = f"{', '.join(map(str, secrets))} can be read by other users"
+    else:
+        return None
+    return (f"not graded: without bubblewrap the submission's code could read the course's reference ({why}). "
+            "Run run_autograder as root (as Gradescope does), or where bubblewrap works")
 
 
 def with_visibility(data: dict[str, Any], hidden_as: str) -> dict[str, Any]:
