@@ -99,11 +99,13 @@ def test_nothing_that_is_not_mounted_is_masked(layout):
     assert sandbox._hidden_paths([Path("/usr"), Path("/opt/venv")]) == []  # never a whole mounted tree
 
 
-def test_a_grader_installed_in_a_venvs_site_packages_grades(tmp_path):
+@pytest.mark.parametrize("through_a_link", [False, True], ids=["direct", "through-a-link"])
+def test_a_grader_installed_in_a_venvs_site_packages_grades(tmp_path, through_a_link):
     """The real thing, as ``pip install .`` lays it out: a venv whose site-packages holds the grader
     package and, through a .pth file, the packages it needs (torch among them; standing in for pip,
     which would copy them there). Hiding the folder above the package (site-packages) took torch
-    away from every worker: exit 3 on every submission."""
+    away from every worker: exit 3 on every submission. The venv's python may be started by a path
+    through a symbolic link (a ``current`` link to a release folder): the sandbox mounts real paths."""
     require_bwrap()
     import shutil
     import subprocess
@@ -118,14 +120,18 @@ def test_a_grader_installed_in_a_venvs_site_packages_grades(tmp_path):
     shutil.copytree(ROOT / "grader", site / "grader", ignore=shutil.ignore_patterns("__pycache__"))
     (site / "dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "GRADER_ROOT")}
+    if through_a_link:
+        (tmp_path / "current").symlink_to(venv, target_is_directory=True)
+        python = tmp_path / "current" / "bin" / "python"
     p = subprocess.run([str(python), "-m", "grader", str(ROOT / "tests" / "submissions" / "mha" / "filled.ipynb"),
                         "--root", str(ROOT), "--sandbox", "bwrap", "--format", "json"],
                        capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300)
     assert p.returncode == 0, p.stderr[-2000:]
     report = json.loads(p.stdout)
     assert report["score"] == report["max_score"] == 28
-    assert str(site / "grader") in subprocess.run([str(python), "-c", "import grader; print(grader.__file__)"],
-                                                  capture_output=True, text=True, cwd=tmp_path, env=env).stdout
+    imported = subprocess.run([str(python), "-c", "import grader; print(grader.__file__)"],
+                              capture_output=True, text=True, cwd=tmp_path, env=env).stdout.strip()
+    assert os.path.realpath(imported) == str(site / "grader" / "__init__.py")  # the venv's copy, not the checkout
 
 
 def test_an_unusable_bubblewrap_is_said_with_its_reason(monkeypatch, tmp_path):
@@ -182,7 +188,8 @@ def test_without_a_sandbox_the_report_says_whether_the_course_is_closed_to_the_c
             for p in folder.rglob("*"):
                 p.chmod(0o755 if p.is_dir() else 0o644)
         open_to_all = mode == 0o755
-        assert sandbox.readable_unsandboxed([course / "reference", cache]) is open_to_all
+        assert sandbox.readable_unsandboxed([course / "reference", cache], own_uid=True) is open_to_all
+        assert sandbox.readable_unsandboxed([course / "reference", cache], own_uid=False)  # the grader's user
         line = grade_submission(submission, config).isolation
         assert ("the course's reference and cached answers among them" in line) is open_to_all, line
         assert ("but not the course's files or the cache" in line) is not open_to_all, line

@@ -173,15 +173,15 @@ def describe(mode: str, course_readable: bool = True) -> str:
             "files and use the network, but not the course's files or the cache (closed to its user)")
 
 
-def readable_unsandboxed(folders: list[Path], limit: int = 10_000) -> bool:
+def readable_unsandboxed(folders: list[Path], own_uid: bool, limit: int = 10_000) -> bool:
     """Whether a worker without bubblewrap could read a file under ``folders``.
 
-    As an ordinary user the worker is that same user: it reads what the grader reads. As root
-    the worker runs as a uid of its own, which reads a file only where every folder on the way
-    lets others through and the file lets others read it. At most ``limit`` entries are looked
-    at (past that, readable is assumed).
+    Without a uid of its own (``own_uid`` False: the grader is not root, or no free uid was
+    found) the worker is the grader's own user: it reads what the grader reads. With one, it
+    reads a file only where every folder on the way lets others through and the file lets
+    others read it. At most ``limit`` entries are looked at (past that, readable is assumed).
     """
-    if not hasattr(os, "geteuid") or os.geteuid() != 0:
+    if not own_uid:
         return any(Path(f).exists() for f in folders)
     seen = 0
     for folder in folders:
@@ -225,8 +225,13 @@ def not_requested_reason() -> str | None:
 
 
 def python_executable() -> str:
-    """The real interpreter path (not a shim or a symlink outside the mounted trees)."""
-    return os.path.realpath(sys.executable) if not _in_venv() else sys.executable
+    """The interpreter's path inside the mounted trees (whose folders are real paths): the real file
+    outside a virtual environment (not a shim or a link); in one, its own ``bin/python`` reached by the
+    venv's real path (the file itself stays a link: Python finds the venv beside what it was started
+    as), so that a venv reached through a symlinked folder runs too."""
+    if not _in_venv():
+        return os.path.realpath(sys.executable)
+    return os.path.join(os.path.realpath(os.path.dirname(sys.executable)), os.path.basename(sys.executable))
 
 
 def _in_venv() -> bool:

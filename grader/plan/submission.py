@@ -154,15 +154,19 @@ def _open_capped(path: Path, cap: int, too_big):
             raise SubmissionUnreadable(_LINK.format(name=path.name)) from None
         raise SubmissionUnreadable(f"{path.name} could not be read ({e.strerror or e}); submit it again") from None
     try:
-        with open(fd, "rb", buffering=0, closefd=True) as f:
-            st = os.fstat(fd)
-            if not stat.S_ISREG(st.st_mode):  # a FIFO or a device would block or never end
-                raise SubmissionUnreadable(f"{path.name} is not a regular file; submit the file itself")
-            if st.st_size > cap:
-                raise SubmissionUnreadable(too_big(_size(st.st_size)))
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):  # a FIFO or a device would block or never end
+            raise SubmissionUnreadable(f"{path.name} is not a regular file; submit the file itself")
+        if st.st_size > cap:
+            raise SubmissionUnreadable(too_big(_size(st.st_size)))
+        f, fd = open(fd, "rb", buffering=0, closefd=True), -1
+        with f:
             yield f, st.st_size
     except OSError as e:
         raise SubmissionUnreadable(f"{path.name} could not be read ({e.strerror or e}); submit it again") from None
+    finally:
+        if fd >= 0:
+            os.close(fd)
 
 
 def _read_exactly(f, size: int, name: str) -> bytearray:
