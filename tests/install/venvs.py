@@ -12,12 +12,16 @@ local CPU wheel (or its cache), so nothing is downloaded twice.
 """
 from __future__ import annotations
 
+import functools
+import json
 import os
 import shutil
 import subprocess
 import sys
 from importlib import metadata
 from pathlib import Path
+
+import pytest
 
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -41,8 +45,24 @@ def torch_requirement() -> str:
     return f"torch=={metadata.version('torch').split('+')[0]}"
 
 
+@functools.lru_cache(maxsize=1)
+def torch_wheel_is_local() -> bool:
+    """Whether pip takes the pinned torch from a file on this machine (its find-links or cache), not a download
+    (PyPI's Linux wheel is a CUDA build of several GB: each environment would fetch it again)."""
+    p = run([sys.executable, "-m", "pip", "install", "--dry-run", "--quiet", "--report", "-", "--no-deps",
+             "--ignore-installed", torch_requirement()], timeout=300)
+    try:
+        urls = [i["download_info"]["url"] for i in json.loads(p.stdout)["install"]]
+    except (ValueError, KeyError, TypeError):
+        return False
+    return bool(urls) and all(u.startswith("file:") for u in urls)
+
+
 def make_venv(path: Path, *install: str) -> Path:
-    """A new virtual environment at ``path`` with torch and ``install`` (pip arguments) in it; its python."""
+    """A new virtual environment at ``path`` with torch and ``install`` (pip arguments) in it; its python.
+    Skips the test where torch would be downloaded (``torch_wheel_is_local``)."""
+    if not torch_wheel_is_local():
+        pytest.skip(f"pip would download {torch_requirement()} for every fresh environment here (no local wheel)")
     if path.exists():
         shutil.rmtree(path)
     p = run([sys.executable, "-m", "venv", str(path)])
