@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import stat
 import sys
 import tempfile
 from pathlib import Path
@@ -54,3 +55,13 @@ def course(root: Path = ROOT):
     """The course at ``root``, as a trusted course (as ``--root`` gives it)."""
     from grader.course.resolve import Course
     return Course(Path(root), "option")
+
+
+def readable_by_others(folder: Path) -> list[str]:
+    """What in ``folder`` (itself included) gives any permission to group or others (links aside)."""
+    found = []
+    for path in [folder, *folder.rglob("*")]:
+        mode = path.lstat().st_mode
+        if not stat.S_ISLNK(mode) and mode & 0o077:
+            found.append(f"{path.relative_to(folder.parent)} {stat.filemode(mode)}")
+    return found

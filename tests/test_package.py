@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, SUBMISSIONS, require_bwrap, run_grade
+from conftest import ROOT, SUBMISSIONS, readable_by_others, require_bwrap, run_grade
 
 VISIBILITIES = {"visible", "hidden", "after_due_date", "after_published"}
 READ_REFERENCE = ROOT / "tests" / "autograder" / "read_reference.py"
@@ -113,16 +113,6 @@ def autograde(bundle, root: Path, files: dict[str, bytes], sandbox: str | None =
     for name, data in files.items():
         (root / "submission" / name).write_bytes(data)
     return run_autograder(root, sandbox)
-
-
-def readable_by_others(folder: Path) -> list[str]:
-    """What in ``folder`` (itself included) gives any permission to group or others (links aside)."""
-    found = []
-    for path in [folder, *folder.rglob("*")]:
-        mode = path.lstat().st_mode
-        if not stat.S_ISLNK(mode) and mode & 0o077:
-            found.append(f"{path.relative_to(folder.parent)} {stat.filemode(mode)}")
-    return found
 
 
 def sandboxes() -> list:

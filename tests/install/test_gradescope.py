@@ -27,6 +27,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import readable_by_others
 from install.venvs import ROOT, clean_env, make_venv, run
 
 pytestmark = pytest.mark.install
@@ -97,16 +98,6 @@ def run_autograder(root: Path, files: dict[str, bytes | str], sandbox: str | Non
     if results["tests"]:
         assert results["score"] == pytest.approx(sum(t["score"] for t in results["tests"]))
     return results
-
-
-def readable_by_others(folder: Path) -> list[str]:
-    """What in ``folder`` (itself included) gives any permission to group or others (links aside)."""
-    found = []
-    for path in [folder, *folder.rglob("*")]:
-        mode = path.lstat().st_mode
-        if not stat.S_ISLNK(mode) and mode & 0o077:
-            found.append(f"{path.relative_to(folder.parent)} {stat.filemode(mode)}")
-    return found
 
 
 def test_setup_sh_completes_on_this_machines_externally_managed_python(autograder):
