@@ -146,7 +146,9 @@ def launch(mode: str, run_dir: Path, channel_fd: int, limits: Limits, hide: list
     # One sized tmpfs holds everything the worker may write; /tmp first, so that a Python
     # environment that lives under /tmp (a venv) is mounted on top of it (the zygote's clean-up
     # never enters another mount).
-    argv += ["--proc", "/proc", "--dev", "/dev", "--remount-ro", "/dev",
+    # An mqueue filesystem of the sandbox's own IPC namespace: the zygote's clean-up sees (and removes)
+    # every POSIX message queue a child made there.
+    argv += ["--proc", "/proc", "--dev", "/dev", "--mqueue", "/dev/mqueue", "--remount-ro", "/dev",
              "--perms", "1777", "--size", str(limits.disk_mb << 20), "--tmpfs", "/tmp",
              "--perms", "1777", "--dir", WORK_DIR]
     package_dir = Path(__file__).resolve().parents[1]

@@ -338,7 +338,7 @@ class WarmSlot:
         """Read the clean-up's answer: nothing may be left alive, or the zygote goes with its sandbox."""
         try:
             answer = zygote.answer(ANSWER_TIMEOUT)
-            if answer.get("kind") != "clean" or answer.get("left") != 0 or answer.get("files_left") != 0:
+            if answer.get("kind") != "clean" or any(answer.get(k) != 0 for k in ("left", "files_left", "ipc_left")):
                 raise ZygoteGone(_unclean(answer))
             zygote.cleaning = zygote.busy = False
             cpu = answer.get("cpu")
@@ -370,7 +370,9 @@ def _unclean(answer: dict) -> str:
         return f"it answered {str(answer.get('kind'))[:40]!r} to a clean-up"
     if left != 0:
         return f"{left} processes of the last run survived its clean-up"
-    return f"{files} entries under /tmp outlived its clean-up (too many to remove in time, or not removable)"
+    if files != 0:
+        return f"{files} entries under /tmp outlived its clean-up (too many to remove in time, or not removable)"
+    return f"{answer.get('ipc_left')} IPC objects of the last run outlived its clean-up"
 
 
 def _hello_pid(sock: socket.socket) -> int:

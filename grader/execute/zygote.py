@@ -18,11 +18,12 @@ each), one child at a time:
     kill every other process in the sandbox's pid namespace (``kill(-1)``: all but the
     zygote and the namespace's init), wait until none is left, remove every file of the
     sized tmpfs at ``/tmp`` (never entering another mount: a Python environment that lives
-    under the host's /tmp is mounted there read-only) and every System V IPC object: nothing
-    one child did reaches the next. Each part is bounded in time. Answer
-    ``{"kind": "clean", "left": N, "files_left": F, "cpu": S}`` (N: processes still alive, F:
-    entries still under /tmp; the parent discards the slot unless both are 0; S: the CPU
-    seconds the child and what it reaped used).
+    under the host's /tmp is mounted there read-only) and every IPC object of the sandbox's IPC
+    namespace (System V, POSIX message queues through the sandbox's own mqueue mount, anything
+    in /dev/shm): nothing one child did reaches the next. Each part is bounded. Answer
+    ``{"kind": "clean", "left": N, "files_left": F, "ipc_left": I, "cpu": S}`` (N: processes
+    still alive, F: entries still under /tmp, I: IPC objects still there; the parent discards
+    the slot unless all are 0; S: the CPU seconds the child and what it reaped used).
 
 Protections against the child (in the sandbox without a uid of its own it shares the
 zygote's uid): the zygote is not dumpable (no ptrace, no ``/proc/<pid>/mem`` or ``fd``
@@ -89,9 +90,9 @@ def main(argv: list[str]) -> int:
             code, child = _wait(child, float(message.get("timeout", 1.0)))
             _send(control, {"kind": "exit", "code": code})
         elif kind == "clean":
-            left, files_left = _clean(keep)
+            left, files_left, ipc = _clean(keep)
             child = None
-            _send(control, {"kind": "clean", "left": left, "files_left": files_left,
+            _send(control, {"kind": "clean", "left": left, "files_left": files_left, "ipc_left": ipc,
                             "cpu": round(_children_cpu() - cpu_before, 6)})
         else:
             for fd in fds:
@@ -303,10 +304,11 @@ def _wait(child: int | None, timeout: float) -> tuple[int | None, int | None]:
         time.sleep(0.005)
 
 
-def _clean(keep: frozenset[str]) -> tuple[int, int]:
+def _clean(keep: frozenset[str]) -> tuple[int, int, int]:
     """Kill every process of the namespace but ours and its init, reap, wipe /tmp and IPC.
 
-    (processes still alive, entries still under /tmp): both must be 0 for the next child. Only
+    (processes still alive, entries still under /tmp, IPC objects still there): all must be 0 for
+    the next child. Only
     the sized tmpfs is emptied: ``keep`` are the folders on the way to the mounts inside it (a
     Python environment that lives under the host's /tmp), which stay, and are never entered.
     The removal stops after ``CLEAN_SECONDS``; what it left is counted, and the parent then
@@ -329,8 +331,7 @@ def _clean(keep: frozenset[str]) -> tuple[int, int]:
     _reap()
     files_deadline = time.monotonic() + CLEAN_SECONDS
     _empty(_SCRATCH, keep, files_deadline)
-    _remove_ipc()
-    return len(left), _count_left(_SCRATCH, keep)
+    return len(left), _count_left(_SCRATCH, keep), _remove_ipc()
 
 
 def _empty(folder: str, keep: frozenset[str], deadline: float) -> None:
@@ -419,24 +420,48 @@ def _listdir(path: str) -> list[str]:
         return []
 
 
-def _remove_ipc() -> None:
-    """Remove every System V shared memory segment, semaphore set and message queue of the sandbox."""
+#: Where the sandbox's POSIX IPC objects are seen: its own mqueue filesystem (``launch`` mounts one) and
+#: /dev/shm (read-only in the sandbox, so normally empty). Unlinking an entry removes the object.
+POSIX_IPC = ("/dev/mqueue", "/dev/shm")
+_MAX_IPC = 10_000
+
+
+def _remove_ipc() -> int:
+    """Remove every IPC object of the sandbox's IPC namespace: System V shared memory segments, semaphore
+    sets and message queues, POSIX message queues and shared memory; how many are still there after."""
     try:
         libc = ctypes.CDLL(None, use_errno=True)
     except OSError:
-        return
-    for table, remove in (("shm", lambda i: libc.shmctl(i, _IPC_RMID, None)),
-                          ("sem", lambda i: libc.semctl(i, 0, _IPC_RMID)),
-                          ("msg", lambda i: libc.msgctl(i, _IPC_RMID, None))):
-        try:
-            with open(f"/proc/sysvipc/{table}") as f:
-                lines = f.read().splitlines()[1:]
-        except OSError:
-            continue
-        for line in lines[:10_000]:
-            fields = line.split()
-            if len(fields) > 1 and fields[1].isdigit():
-                remove(int(fields[1]))
+        libc = None
+    if libc is not None:
+        for table, remove in (("shm", lambda i: libc.shmctl(i, _IPC_RMID, None)),
+                              ("sem", lambda i: libc.semctl(i, 0, _IPC_RMID)),
+                              ("msg", lambda i: libc.msgctl(i, _IPC_RMID, None))):
+            for key in _sysv_ids(table)[:_MAX_IPC]:
+                remove(key)
+    for folder in POSIX_IPC:
+        for name in _listdir(folder)[:_MAX_IPC]:
+            try:
+                os.unlink(os.path.join(folder, name))
+            except OSError:
+                pass
+    return ipc_left()
+
+
+def ipc_left() -> int:
+    """IPC objects in this IPC namespace, of every kind the clean-up removes."""
+    return (sum(len(_sysv_ids(t)) for t in ("shm", "sem", "msg"))
+            + sum(len(_listdir(folder)) for folder in POSIX_IPC))
+
+
+def _sysv_ids(table: str) -> list[int]:
+    """The ids listed in ``/proc/sysvipc/<table>`` (this IPC namespace's System V objects of that kind)."""
+    try:
+        with open(f"/proc/sysvipc/{table}") as f:
+            lines = f.read().splitlines()[1:]
+    except OSError:
+        return []
+    return [int(fields[1]) for fields in (line.split() for line in lines) if len(fields) > 1 and fields[1].isdigit()]
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 # Fills what a slot's runs could share, then returns normally: its disk (/tmp up to the limit, in
 # many files and deep folders it makes unreadable), its processes (sleepers up to the limit, each
-# in a new session) and System V IPC objects (shared memory, semaphores, message queues).
+# in a new session), System V IPC objects (shared memory, semaphores, message queues) and POSIX
+# ones (message queues, shared memory).
 import ctypes
 import os
 import time
@@ -32,6 +33,19 @@ def fill():
             libc.semget(0, 1, 0o1666)
             libc.msgget(0, 0o1666)
     except OSError:
+        pass
+    try:  # POSIX message queues, by well-known names and many private ones, with a message in each
+        rt = ctypes.CDLL("librt.so.1")  # not ctypes.util.find_library: it needs room in /tmp, full by now
+        for name in [b"/grader-cross-q", b"/q", b"/queue"] + [f"/fill-{i}".encode() for i in range(50)]:
+            fd = rt.mq_open(name, os.O_CREAT | os.O_RDWR, 0o666, None)
+            if fd >= 0:
+                rt.mq_send(fd, b"left by an earlier run", 22, 0)
+    except Exception:  # noqa: BLE001 - whatever fails, the rest of the filling goes on
+        pass
+    try:  # POSIX shared memory (/dev/shm is read-only in the sandbox: this is expected to fail)
+        from multiprocessing import shared_memory
+        shared_memory.SharedMemory(create=True, size=4096, name="grader-cross-shm")
+    except Exception:  # noqa: BLE001
         pass
     for _ in range(200):
         try:

@@ -1,6 +1,7 @@
 # The victim that sees leftovers: it scores 4/4 only in a sandbox where nothing of an earlier
 # submission is left (no other process than its own, its parent and the namespace's init; nothing
-# under /tmp but its own empty working folder and the mounts the sandbox made there; no System V IPC object). Otherwise every output is wrong.
+# under /tmp but its own empty working folder and the mounts the sandbox made there; no IPC object of
+# any kind: System V, POSIX message queues, POSIX shared memory). Otherwise every output is wrong.
 # It also needs one torch thread. It imports modules no worker preloads, so that a module planted in its folder would be picked up.
 import os
 import random
@@ -23,6 +24,24 @@ def mounted() -> tuple[set[str], set[str]]:
                 kept.add(point)
                 point = os.path.dirname(point)
     return kept, points
+
+
+def posix_queues_left() -> list[str]:
+    """The POSIX message queues an earlier run may have left under the names a submission would use,
+    opened by name (that needs no mount: what a submission would do)."""
+    import ctypes
+
+    try:
+        rt = ctypes.CDLL("librt.so.1", use_errno=True)
+    except OSError:
+        return ["no librt to look with"]
+    found = []
+    for name in ("/grader-cross-q", "/q", "/queue"):
+        fd = rt.mq_open(name.encode(), os.O_RDONLY)
+        if fd >= 0:
+            found.append(name)
+            rt.mq_close(fd)
+    return found
 
 
 def leftovers() -> list[str]:
@@ -54,6 +73,9 @@ def leftovers() -> list[str]:
                 found += [f"{table} {line.split()[1]}" for line in f.read().splitlines()[1:]]
         except OSError:
             pass
+    for folder in ("/dev/mqueue", "/dev/shm"):  # POSIX message queues, POSIX shared memory
+        found += [f"{folder}/{n}" for n in (os.listdir(folder) if os.path.isdir(folder) else [])]
+    found += [f"POSIX queue {name}" for name in posix_queues_left()]
     if torch.get_num_threads() != 1:
         found.append(f"{torch.get_num_threads()} torch threads")
     if getattr(random, "PLANTED", False) or getattr(statistics, "PLANTED", False):
