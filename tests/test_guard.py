@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import base64
+import itertools
+import re
 import tomllib
 
 import pytest
@@ -9,6 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from grader.execute.guard import MAX_USES, ForbiddenCallGuard
+from grader.spec.operators import FAMILIES
 from conftest import ROOT
 
 
@@ -73,7 +76,9 @@ def _restore_torch():
     F.scaled_dot_product_attention, torch._C._nn.scaled_dot_product_attention, torch.lstm_cell = saved[:3]
     torch.nn.modules.module._global_forward_pre_hooks.clear()
     torch.nn.modules.module._global_forward_pre_hooks.update(saved[3])
+    torch.autograd._enable_record_function(True)
     assert torch._C._len_torch_function_stack() == 0
+    assert not torch.autograd._profiler_enabled()  # the guard's operator log is off again
 
 
 def _attention(expr: str, before: str = "") -> str:
@@ -192,6 +197,164 @@ def test_evasion_is_caught(name):
     assert {"forbidden": forbidden, "called": called} in uses, uses
 
 
+# --- operator families: every route to a forbidden kernel -------------------------
+# A kernel of a forbidden family is caught however it is reached: called from Python (kernels the
+# forbid list does not name), from TorchScript compiled from a string, inside a custom op's body,
+# or from torch.compile'd code. Each route hides the call from a torch-function mode; the guard's
+# operator log sees the kernel.
+
+_KERNELS = {  # a function valid as Python, TorchScript and a custom op's body
+    "sdpa": "def kernel(q: Tensor, k: Tensor, v: Tensor) -> Tensor:\n"
+            "    return torch.nn.functional.scaled_dot_product_attention(q, k, v)\n",
+    "sdpa-math": "def kernel(q: Tensor, k: Tensor, v: Tensor) -> Tensor:\n"
+                 "    return torch._scaled_dot_product_attention_math(q, k, v)[0]\n",
+    "sdpa-flash-cpu": "def kernel(q: Tensor, k: Tensor, v: Tensor) -> Tensor:\n"
+                      "    return torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(q, k, v)[0]\n",
+    "native-mha": "def kernel(q: Tensor, k: Tensor, v: Tensor, w: Tensor, b: Tensor, wo: Tensor, bo: Tensor) -> Tensor:\n"
+                  "    return torch._native_multi_head_attention(q, k, v, 16, 4, w, b, wo, bo)[0]\n",
+    "lstm": "def kernel(x: Tensor, h: Tensor, c: Tensor, wi: Tensor, wh: Tensor, bi: Tensor, bh: Tensor) -> Tensor:\n"
+            "    out, hn, cn = torch.lstm(x.unsqueeze(0), [h.unsqueeze(0), c.unsqueeze(0)], [wi, wh, bi, bh], True, 1,"
+            " 0.0, False, False, False)\n"
+            "    return hn[0]\n",
+    "lstm-cell": "def kernel(x: Tensor, h: Tensor, c: Tensor, wi: Tensor, wh: Tensor, bi: Tensor, bh: Tensor) -> Tensor:\n"
+                 "    return torch.lstm_cell(x, [h, c], wi, wh, bi, bh)[0]\n",
+    "gru": "def kernel(x: Tensor, h: Tensor, wi: Tensor, wh: Tensor, bi: Tensor, bh: Tensor) -> Tensor:\n"
+           "    out, hn = torch.gru(x.unsqueeze(0), h.unsqueeze(0), [wi, wh, bi, bh], True, 1, 0.0, False, False, False)\n"
+           "    return hn[0]\n",
+    "gru-cell": "def kernel(x: Tensor, h: Tensor, wi: Tensor, wh: Tensor, bi: Tensor, bh: Tensor) -> Tensor:\n"
+                "    return torch.gru_cell(x, h, wi, wh, bi, bh)\n",
+}
+_CALLS = {  # the model around the kernel: (its parameters, forward's arguments, the kernel's arguments)
+    "attention": ("", "q, k, v", "q, k, v"),
+    "mha": ("self.w, self.b = nn.Parameter(torch.randn(48, 16)), nn.Parameter(torch.zeros(48))\n"
+            "        self.wo, self.bo = nn.Parameter(torch.randn(16, 16)), nn.Parameter(torch.zeros(16))",
+            "q, k, v", "q, k, v, self.w, self.b, self.wo, self.bo"),
+    "lstm": ("self.wi, self.wh = nn.Parameter(torch.randn(32, 6)), nn.Parameter(torch.randn(32, 8))\n"
+             "        self.bi, self.bh = nn.Parameter(torch.zeros(32)), nn.Parameter(torch.zeros(32))",
+             "x, state", "x, state[0], state[1], self.wi, self.wh, self.bi, self.bh"),
+    "gru": ("self.wi, self.wh = nn.Parameter(torch.randn(24, 6)), nn.Parameter(torch.randn(24, 8))\n"
+            "        self.bi, self.bh = nn.Parameter(torch.zeros(24)), nn.Parameter(torch.zeros(24))",
+            "x, h", "x, h, self.wi, self.wh, self.bi, self.bh"),
+}
+_OP_NUMBER = itertools.count()
+
+
+def _routed(route: str, kernel: str, call: str) -> str:
+    """The student's source: ``kernel`` reached through ``route`` from a model's forward."""
+    init, args, passed = _CALLS[call]
+    text = _KERNELS[kernel]
+    before = "from typing import List, Optional\nTensor = torch.Tensor\n"
+    if route == "direct":
+        before += text
+    elif route == "torchscript":  # compiled from a string: no Python function the mode could see
+        before += f"kernel = torch.jit.CompilationUnit({text!r}).kernel\n"
+    elif route == "custom_op":  # the op's body runs inside the dispatcher, where the mode is off
+        before += f"@torch.library.custom_op('grader_test::op{next(_OP_NUMBER)}', mutates_args=())\n" + text
+    elif route == "compiled":
+        before += text + "kernel = torch.compile(kernel)\n"
+    return before + _cell(init or "pass", f"        return kernel({passed})", args)
+
+
+#: name -> (the target's forbid list, route, kernel, the model around it, the entry that forbids it, the family's API)
+ROUTES = {
+    "sdpa-math-direct": (SDPA, "direct", "sdpa-math", "attention", SDPA[0], "torch.nn.functional.scaled_dot_product_attention"),
+    "sdpa-flash-cpu-direct": (SDPA, "direct", "sdpa-flash-cpu", "attention", SDPA[0],
+                              "torch.nn.functional.scaled_dot_product_attention"),
+    "sdpa-torchscript": (SDPA, "torchscript", "sdpa", "attention", SDPA[0], "torch.nn.functional.scaled_dot_product_attention"),
+    "sdpa-math-torchscript": (SDPA, "torchscript", "sdpa-math", "attention", SDPA[0],
+                              "torch.nn.functional.scaled_dot_product_attention"),
+    "sdpa-custom-op": (SDPA, "custom_op", "sdpa", "attention", SDPA[0], "torch.nn.functional.scaled_dot_product_attention"),
+    "sdpa-flash-cpu-custom-op": (MHA, "custom_op", "sdpa-flash-cpu", "attention", "torch.nn.functional.scaled_dot_product_attention",
+                                 "torch.nn.functional.scaled_dot_product_attention"),
+    "sdpa-math-compiled": (SDPA, "compiled", "sdpa-math", "attention", SDPA[0],
+                           "torch.nn.functional.scaled_dot_product_attention"),
+    "native-mha-direct": (MHA, "direct", "native-mha", "mha", "torch.nn.MultiheadAttention", "torch.nn.MultiheadAttention"),
+    "native-mha-torchscript": (SDPA, "torchscript", "native-mha", "mha", "torch.nn.MultiheadAttention",
+                               "torch.nn.MultiheadAttention"),
+    "lstm-direct": (LSTM, "direct", "lstm", "lstm", "torch.nn.LSTM", "torch.lstm"),
+    "lstm-torchscript": (LSTM, "torchscript", "lstm", "lstm", "torch.nn.LSTM", "torch.lstm"),
+    "lstm-cell-torchscript": (LSTM, "torchscript", "lstm-cell", "lstm", "torch.nn.LSTMCell", "torch.lstm_cell"),
+    "lstm-custom-op": (LSTM, "custom_op", "lstm", "lstm", "torch.nn.LSTM", "torch.lstm"),
+    "lstm-cell-custom-op": (LSTM, "custom_op", "lstm-cell", "lstm", "torch.nn.LSTMCell", "torch.lstm_cell"),
+    "lstm-compiled": (LSTM, "compiled", "lstm", "lstm", "torch.nn.LSTM", "torch.lstm"),
+    "gru-direct": (GRU, "direct", "gru", "gru", "torch.nn.GRU", "torch.gru"),
+    "gru-torchscript": (GRU, "torchscript", "gru", "gru", "torch.nn.GRU", "torch.gru"),
+    "gru-cell-torchscript": (GRU, "torchscript", "gru-cell", "gru", "torch.nn.GRUCell", "torch.gru_cell"),
+    "gru-custom-op": (GRU, "custom_op", "gru", "gru", "torch.nn.GRU", "torch.gru"),
+    "gru-compiled": (GRU, "compiled", "gru", "gru", "torch.nn.GRU", "torch.gru"),
+    "lstm-in-the-gru-exercise": (GRU, "torchscript", "lstm", "lstm", "torch.nn.modules.rnn", "torch.lstm"),
+}
+
+
+def _route_inputs(call: str) -> tuple:
+    if call == "mha":  # [n, B, d_feat]
+        g = torch.Generator().manual_seed(0)
+        return tuple(torch.randn(5, 2, 16, generator=g) for _ in range(3))
+    return _inputs({"attention": SDPA, "lstm": LSTM, "gru": GRU}[call])
+
+
+@pytest.mark.parametrize("name", ROUTES)
+def test_forbidden_kernel_is_caught_through_every_route(name):
+    forbid, route, kernel, call, entry, api = ROUTES[name]
+    guard = ForbiddenCallGuard(forbid)
+    model = _build(_routed(route, kernel, call))
+    error = None
+    with guard.watching(), torch.no_grad():
+        try:
+            model(*_route_inputs(call))
+        except Exception as e:  # torch.compile may not work here (no C++ compiler): then the case errors
+            error = e
+    uses = guard.take()
+    family = next(f for f in FAMILIES if f.api == api)
+    ours = [u for u in uses if any(family.matches(op) for op in re.findall(r"\w+::\w+", u["called"]))]
+    if route == "compiled" and not ours:
+        assert error is not None, uses  # never a clean run that escapes the check
+        return
+    assert error is None
+    assert len(ours) == 1, uses  # each family once per case, however many of its kernels ran
+    assert ours[0]["forbidden"] == entry
+    assert ours[0]["called"].startswith(api + " (aten::") or ours[0]["called"].startswith("aten::"), ours
+
+
+def test_compiled_hand_written_attention_is_not_flagged():
+    """Inductor would fuse this into SDPA's kernel; under the guard it stays what the student wrote."""
+    source = _attention("        return attend(q, k, v)",
+                        "attend = torch.compile(lambda q, k, v: torch.softmax(q @ k.transpose(-1, -2) / 2, -1) @ v)")
+    guard = ForbiddenCallGuard(SDPA)
+    model = _build(source)
+    q, k, v = (t.detach() for t in _inputs(SDPA))
+    with guard.watching():
+        try:
+            out = model(q, k, v)
+        except Exception:  # torch.compile may not work here (no C++ compiler)
+            out = None
+    assert guard.take() == []
+    if out is not None:
+        assert torch.allclose(out, torch.softmax(q @ k.transpose(-1, -2) / 2, -1) @ v, atol=1e-6)
+
+
+def test_each_family_is_reported_once_per_case():
+    guard = ForbiddenCallGuard(SDPA)
+    q = torch.randn(2, 3, 4, requires_grad=True)
+    with guard.watching():
+        F.scaled_dot_product_attention(q, q, q).sum().backward()  # the mode sees the call, the log its kernels
+        torch._scaled_dot_product_attention_math(q, q, q)
+    assert guard.take() == [{"forbidden": SDPA[0], "called": "aten::scaled_dot_product_attention"}]
+    with guard.watching():
+        torch._scaled_dot_product_attention_math(q, q, q)[0].sum().backward()
+    assert guard.take() == [{"forbidden": SDPA[0],
+                             "called": "torch.nn.functional.scaled_dot_product_attention (aten::_scaled_dot_product_attention_math)"}]
+
+
+def test_every_family_names_operators_this_torch_has():
+    """A pattern that matches nothing is a typo, or torch renamed the kernel: the family would leak."""
+    registered = set(torch._C._dispatch_get_all_op_names())
+    for family in FAMILIES:
+        for pattern in family.operators:
+            single = type(family)(family.api, (pattern,), family.names)
+            assert any(single.matches(op) for op in registered), f"{family.api}: {pattern} matches no operator"
+
+
 # --- correct solutions ----------------------------------------------------------
 
 HAND_MHA = """
@@ -301,7 +464,7 @@ def test_target_without_forbid_list_may_use_nn_lstm():
 
 
 def test_only_the_watched_targets_forbid_list_counts():
-    lstm_guard, gru_guard = ForbiddenCallGuard(LSTM), ForbiddenCallGuard(GRU)
+    lstm_guard, gru_guard = ForbiddenCallGuard(["torch.lstm_cell"]), ForbiddenCallGuard(["torch.gru_cell"])
     x, h = torch.randn(3, 6), torch.randn(3, 8)
     with gru_guard.watching():
         torch.lstm_cell(x, (h, h), torch.ones(32, 6), torch.ones(32, 8))
@@ -392,3 +555,61 @@ def test_student_errors_pass_through_unchanged():
             1 / 0
     assert torch._C._len_torch_function_stack() == 0
     assert guard.take() == []
+
+
+# --- switching the check off ------------------------------------------------------
+
+SWITCHED = "switching off the grader's check"
+_TS_SDPA = ('_TS = torch.jit.CompilationUnit("def f(q: Tensor, k: Tensor, v: Tensor) -> Tensor:\\n'
+            '    return torch.nn.functional.scaled_dot_product_attention(q, k, v)\\n")\n')
+
+
+@pytest.mark.parametrize("switch, called", [
+    ("torch.autograd._enable_record_function(False)", "the autograd profiler's controls"),
+    ("torch._C._autograd._disable_profiler_legacy()", "the autograd profiler's controls"),
+    ("torch._C._pop_torch_function_stack()", "torch's function-mode controls"),
+])
+def test_switching_the_check_off_is_recorded(switch, called):
+    guard = ForbiddenCallGuard(SDPA)
+    model = _build(_attention(f"        {switch}\n        return _TS.f(q, k, v)", _TS_SDPA))
+    with guard.watching():
+        model(*_inputs(SDPA))
+    assert {"forbidden": SWITCHED, "called": called} in guard.take()
+    torch.autograd._enable_record_function(True)
+    with guard.watching():  # the next case is watched as before
+        model.forward.__globals__["_TS"].f(*_inputs(SDPA))
+    assert [u["forbidden"] for u in guard.take()] == [SDPA[0]]
+
+
+def test_a_profiler_left_running_by_the_code_is_replaced():
+    guard = ForbiddenCallGuard(SDPA)
+    model = _build(_attention("        return _TS.f(q, k, v)", _TS_SDPA))
+    theirs = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU])
+    theirs.__enter__()  # top-level code started it and never stopped it
+    with guard.watching():
+        model(*_inputs(SDPA))
+    assert [u["forbidden"] for u in guard.take()] == [SDPA[0]]
+
+
+def test_the_log_is_read_as_it_grows(monkeypatch):
+    import grader.execute.guard as guard_module
+
+    reads = []
+    monkeypatch.setattr(guard_module, "DRAIN_EVERY", 5)
+    monkeypatch.setattr(guard_module, "_log_off", lambda off=guard_module._log_off: reads.append(1) or off())
+    guard = ForbiddenCallGuard(LSTM)
+    cell = _build(HAND_LSTM_LINEAR)
+    x, state = _inputs(LSTM)
+    with guard.watching():
+        for _ in range(10):
+            state = cell(x, state)
+        sum(s.sum() for s in state).backward()
+    assert guard.take() == [] and len(reads) > 10
+    with guard.watching():
+        for _ in range(10):
+            state = cell(x, state)
+        torch.jit.CompilationUnit("def f(x: Tensor, h: Tensor) -> Tensor:\n"
+                                  "    return torch.lstm_cell(x, [h, h], torch.ones(32, 6), torch.ones(32, 8))[0]\n").f(x, state[0])
+        for _ in range(10):
+            state = cell(x, state)
+    assert guard.take() == [{"forbidden": "torch.nn.LSTMCell", "called": "torch.lstm_cell (aten::lstm_cell)"}]

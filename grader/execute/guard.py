@@ -25,38 +25,70 @@ How each forbid entry is resolved (once, in ``__init__``, with references taken 
   ``torch.tanh``, which a hand-written cell must be free to use. Its forbidden members must
   be listed by name (``torch.lstm_cell``, ``torch._C._VariableFunctions.lstm_cell``).
 
-Two mechanisms, the cheapest pair that sees every route above (measured on torch 2.13):
+* Every entry also forbids the operator families it covers (``grader.spec.operators``): the
+  kernels behind an API, however they are reached. ``torch.nn.functional.scaled_dot_product_attention``
+  forbids every SDPA kernel and overload (``aten::_scaled_dot_product_attention_math``,
+  ``aten::_scaled_dot_product_flash_attention_for_cpu``...); ``torch.nn.LSTMCell``, ``torch.lstm_cell``
+  or ``torch._VF`` forbid ``aten::lstm_cell`` and its fused and quantized kernels; ``torch.nn.LSTM``,
+  ``torch.nn.modules.rnn`` or ``torch._VF`` forbid ``aten::lstm``; and so on for ``gru``, ``gru_cell``,
+  ``rnn_tanh``... A hand-written solution dispatches none of them (measured for the references
+  and every submission of the corpus, which ``tests/test_corpus.py`` grades under this guard).
+
+Three mechanisms, the cheapest set that sees every route above (measured on torch 2.13):
 
 * a ``TorchFunctionMode`` is handed every ``torch.*``, ``torch.nn.functional.*``,
   ``torch._VF.*``, ``torch._C._nn.*`` and ``torch.ops.*`` call and every Tensor method made
   from Python, before any decomposition; the guard matches the function, the operator's
-  name, and the code object of the calling frame. (A ``TorchDispatchMode`` would not do:
-  composite operators such as ``aten::lstm_cell`` and ``aten::scaled_dot_product_attention``
-  decompose before they reach it, and ``nn.MultiheadAttention`` with ``need_weights=True``
-  dispatches only ``addmm``/``bmm``/``softmax``. The profiler sees composite operators at
-  dispatcher entry, but costs several times more and sees no Python class or function.)
+  name, and the code object of the calling frame. It names what the student wrote, but sees
+  nothing that runs outside Python: TorchScript, a ``torch.library.custom_op``'s body (the
+  mode is not active inside an operator), compiled code.
+* the autograd profiler (the legacy, CPU-only one: no Kineto, about a third of its cost) logs the
+  name of every operator at the dispatcher's entry, composite ones included, from Python,
+  TorchScript, custom-op bodies, compiled graphs and the backward pass, on this thread and the
+  threads its work is handed to (autograd, intra-op). The names are matched against the
+  forbidden families when the block ends (and every ``DRAIN_EVERY`` torch calls made from
+  Python, so a long case does not hold millions of events). A ``TorchDispatchMode`` would not do: composite operators
+  such as ``aten::lstm_cell``, ``aten::_scaled_dot_product_attention_math`` and
+  ``aten::scaled_dot_product_attention`` decompose before they reach it, its handler runs each
+  operator with the mode off (so a custom op's body is unseen) and it sees no TorchScript call
+  of a composite. The profiler is on only for a target whose forbid list covers a family.
 * a global ``nn.Module`` forward pre-hook, for subclasses of a forbidden class that
   override ``forward``.
 
-Neither changes what the student's code computes: the mode calls each function exactly
-as it was called. One side effect: while a mode is active, ``torch.nn.MultiheadAttention``
-and ``TransformerEncoderLayer`` skip their inference fast path (they check
-``has_torch_function``), so a target should be watched only when it has a forbid list.
+A family already reported by the mode in a case is not reported again from the log. An
+operator found only in the log is reported with the family's API: ``torch.lstm (aten::lstm)``.
 
-Not seen, by design or by limitation: ``torch._VF`` as a whole (see above), so
-``torch.lstm``/``torch._VF.lstm``/``torch.gru`` and kernels such as
-``torch._scaled_dot_product_attention_math`` count only if listed by name; Python code in a
-custom ``torch.autograd.Function.backward`` (the engine runs it without the mode); calls from
-other threads.
+None of them changes what the student's code computes: the mode calls each function exactly
+as it was called, the profiler only logs names. Side effects: while a mode is active,
+``torch.nn.MultiheadAttention`` and ``TransformerEncoderLayer`` skip their inference fast path
+(they check ``has_torch_function``), so a target should be watched only when it has a forbid
+list; code that starts a profiler of its own while a case runs gets torch's "Profiler is
+already enabled" error; and ``torch.compile`` cannot trace the mode (it takes the caller's
+frame), so Dynamo runs each torch call that reaches the mode eagerly, through it: hand-written
+code stays as written (inductor would turn a hand-written attention into SDPA's kernel, which
+the log would then report). A call Dynamo puts in a graph anyway is logged as it is traced;
+the mode is part of what Dynamo guards on, so the first watched case that calls compiled
+code compiles it again, and that case reports it. (Compiling in the sandbox can take longer
+than a case's time limit: such a case errors and earns nothing.)
+
+Switching the check off is recorded too, as a use of "switching off the grader's check": the
+mode gone from the stack when the block ends, the profiler stopped, or operator logging
+disabled (a marker logged last, which must be found).
+
+Not seen, by design or by limitation: ``torch._VF`` as a whole (it only forwards to builtins
+such as ``torch.tanh``, which a hand-written cell must be free to use: its forbidden members
+are the families above and what is listed by name); Python code in a custom
+``torch.autograd.Function.backward`` (the engine runs it without the mode; the operators it
+calls are logged); calls from threads the code starts itself; C++ that calls a kernel without
+the dispatcher.
 
 What an in-process check cannot promise: the student's code runs in the same interpreter
-as the guard, so a determined student can switch it off. It can pop the mode
-(``torch._C._pop_torch_function_stack()``), run under ``torch._C.DisableTorchFunction()``,
-clear the global module hooks (hiding a subclass's own ``forward``), rebind what this module
-imported, copy the source of a forbidden function into the notebook, or reach the C++
-kernels through ``ctypes``. The guard records the ordinary and the moderately clever routes
-to a forbidden API; it is evidence for a reviewer, not a sandbox, and the static check and
-human review remain necessary.
+as the guard, so a determined student can switch it off. It can run under
+``torch._C.DisableTorchFunction()``, stop the profiler and start one of its own, rebind what
+this module imported, copy the source of a forbidden function into the notebook, or reach
+the C++ kernels through ``ctypes``. The guard records the ordinary and the moderately clever
+routes to a forbidden API, and the crude ways of switching it off; it is evidence for a
+reviewer, not a sandbox, and the static check and human review remain necessary.
 """
 from __future__ import annotations
 
@@ -70,7 +102,18 @@ from typing import Any, Iterator, Sequence
 import torch
 from torch.overrides import TorchFunctionMode
 
+from grader.spec.operators import OperatorFamily, covers, family_of, forbidden_families
+
 MAX_USES = 20
+#: Torch calls from Python between two readings of the operator log (bounds its memory, ~600 bytes an
+#: operator, for code that calls torch from Python; one TorchScript or custom-op call is read whole).
+DRAIN_EVERY = 20_000
+#: What is recorded when the check itself was switched off while a case ran.
+SWITCHED_OFF = "switching off the grader's check"
+PROFILER_STOPPED = (SWITCHED_OFF, "the autograd profiler's controls")
+MODE_REMOVED = (SWITCHED_OFF, "torch's function-mode controls")
+#: Logged last in every reading of the operator log: missing, operator logging was switched off.
+_MARKER = "grader::forbidden-call-check"
 
 # Trusted references, taken when the worker imports this module (before student code runs).
 _getframe = sys._getframe
@@ -85,6 +128,14 @@ _FunctionType = types.FunctionType
 _BuiltinType = types.BuiltinFunctionType
 _OpOverload = torch._ops.OpOverload
 _OpPacket = torch._ops.OpOverloadPacket
+_log_on = torch._C._autograd._enable_profiler_legacy
+_log_off = torch._C._autograd._disable_profiler_legacy
+_kineto_off = torch._C._autograd._disable_profiler
+_record_functions = torch._C._autograd._enable_record_function
+_Marker = torch._C._profiler._RecordFunctionFast
+_LOG_CONFIG = torch._C._profiler.ProfilerConfig(torch._C._profiler.ProfilerState.CPU, False, False, False, False,
+                                                False, torch._C._profiler._ExperimentalConfig())
+_UNSEEN = object()
 
 Hit = tuple[str, str]  # (forbid entry, what was called)
 
@@ -103,8 +154,12 @@ class ForbiddenCallGuard:
             obj = _resolve(entry)
             if obj is not None:
                 self._add(entry, obj, None)
+        #: the operator families the entries forbid, each with the entry that forbids it
+        self._families = forbidden_families(forbid)
+        self._family_cache: dict[str, tuple[OperatorFamily, str] | None] = {}  # operator or called -> family
         self._uses: list[dict[str, str]] = []
         self._seen: set[Hit] = set()
+        self._reported: set[str] = set()  # the APIs of the families reported since the last take
         self._local = threading.local()
         self._hook: Any = None
         self._hook_users = 0
@@ -170,8 +225,8 @@ class ForbiddenCallGuard:
     @contextlib.contextmanager
     def watching(self) -> Iterator[None]:
         """Record forbidden uses in this block (re-entrant: a nested block adds nothing)."""
-        if not (self._objects or self._ops or self._codes or self._classes):
-            yield  # nothing forbidden resolved: no mode, no hook, no cost
+        if not (self._objects or self._ops or self._codes or self._classes or self._families):
+            yield  # nothing forbidden resolved: no mode, no log, no hook, no cost
             return
         depth = getattr(self._local, "depth", 0)
         if depth:
@@ -185,21 +240,32 @@ class ForbiddenCallGuard:
         base = _stack_len()
         self._local.depth = 1
         self._hook_on()
+        logged = False
         try:
+            if self._families:
+                logged = _LOG.start(self)
+                if not logged:
+                    self._record(PROFILER_STOPPED)
             _push_mode(mode)
             yield
         finally:
             self._local.depth = 0
+            ours = False
             with contextlib.suppress(Exception):
                 # Pop ours, and any mode the student pushed above it and left there.
-                if any(_stack_at(i) is mode for i in range(base, _stack_len())):
+                ours = any(_stack_at(i) is mode for i in range(base, _stack_len()))
+                if ours:
                     while _stack_len() > base:
                         _pop_mode()
+            if not ours:
+                self._record(MODE_REMOVED)
+            if logged and not _LOG.stop(self):
+                self._record(PROFILER_STOPPED)
             self._hook_off()
 
     def take(self) -> list[dict[str, str]]:
         """The uses seen since the last take: deduplicated, in order, at most MAX_USES."""
-        uses, self._uses, self._seen = self._uses, [], set()
+        uses, self._uses, self._seen, self._reported = self._uses, [], set(), set()
         return uses
 
     def _hook_on(self) -> None:
@@ -218,6 +284,34 @@ class ForbiddenCallGuard:
         if hit not in self._seen and len(self._uses) < MAX_USES:
             self._seen.add(hit)
             self._uses.append({"forbidden": hit[0], "called": hit[1]})
+            found = self._family(hit[1])
+            if found is not None:  # the log need not report this family again
+                self._reported.add(found[0].api)
+
+    def _family(self, called: str) -> tuple[OperatorFamily, str] | None:
+        """The forbidden family of an operator name (``aten::lstm``) or of a dotted name (a class's
+        ``torch.nn.modules.rnn.LSTMCell.forward``), or None."""
+        found = self._family_cache.get(called, _UNSEEN)
+        if found is _UNSEEN:
+            if "::" in called:
+                found = family_of(called, self._families)
+            else:
+                found = next(((f, e) for f, e in self._families if any(covers(n, called) for n in f.names)), None)
+            self._family_cache[called] = found
+        return found  # type: ignore[return-value]
+
+    def _see_operators(self, names: list[str]) -> None:
+        """Operators logged while watching: the first of each forbidden family not yet reported."""
+        cache, reported = self._family_cache, self._reported
+        for name in names:
+            found = cache.get(name, _UNSEEN)
+            if found is _UNSEEN:
+                found = self._family(name) if "::" in name else None
+                cache[name] = found
+            if found is not None and found[0].api not in reported:
+                family, entry = found
+                reported.add(family.api)
+                self._record((entry, f"{family.api} ({name})"))
 
     def _pre_hook(self, module: Any, args: Any) -> None:
         try:
@@ -233,6 +327,12 @@ class ForbiddenCallGuard:
 
     def _see(self, func: Any) -> None:
         """One torch call made while watching: the function itself, or the code that called it."""
+        # The caller's frame, taken first and on every call: torch.compile cannot trace sys._getframe, so
+        # Dynamo breaks its graph at each torch call that reaches this mode and runs it eagerly, through
+        # the mode. Compiled hand-written code is then never fused into a kernel the student did not write
+        # (inductor turns a hand-written attention into SDPA's, which the operator log would report).
+        frame = _getframe(2)
+        _LOG.tick()
         hit = self._objects.get(id(func))
         if hit is None:
             kind = type(func)
@@ -243,13 +343,84 @@ class ForbiddenCallGuard:
             elif kind is _FunctionType:  # a wrapper bound where torch looks a forbidden function up
                 hit = next((h for n, a, h in self._slots if getattr(n, a, None) is func), None)
         if hit is None and self._codes:  # forbidden Python code making this call: the caller's frame or,
-            frame = _getframe(2)  # via handle_torch_function, the Python function and its caller
+            # via handle_torch_function, the Python function and its caller
             for frame in (frame,) if frame.f_code is not _HANDLE else (frame.f_back, frame.f_back.f_back):
                 hit = self._codes.get(id(frame.f_code)) if frame is not None else None
                 if hit is not None or frame is None:
                     break
         if hit is not None:
             self._record(hit)
+
+
+class _OperatorLog:
+    """The legacy autograd profiler as a log of operator names, shared by the guards watching.
+
+    It logs the name of every operator entered through the dispatcher on this thread and on the
+    threads its work is handed to. Each reading ends with a marker, so that a log that comes
+    back without it (logging switched off) or does not come back (the profiler stopped) is
+    known to be incomplete.
+    """
+
+    def __init__(self) -> None:
+        self._guards: list[ForbiddenCallGuard] = []
+        self._calls = 0
+
+    def start(self, guard: ForbiddenCallGuard) -> bool:
+        """Log for ``guard`` too; False when the log could not be started."""
+        if not self._guards and not self._on():
+            return False
+        self._guards.append(guard)
+        return True
+
+    def stop(self, guard: ForbiddenCallGuard) -> bool:
+        """Hand what was logged to every guard watching and stop logging for ``guard``; False when
+        the log was incomplete (the code switched logging off, or stopped the profiler)."""
+        complete = self._read(restart=len(self._guards) > 1)
+        with contextlib.suppress(ValueError):
+            self._guards.remove(guard)
+        return complete
+
+    def tick(self) -> None:
+        """One torch call: read the log every ``DRAIN_EVERY`` calls, so that it never grows large."""
+        self._calls += 1
+        if self._calls >= DRAIN_EVERY and self._guards:
+            self._calls = 0
+            if not self._read(restart=True):
+                for guard in self._guards:
+                    guard._record(PROFILER_STOPPED)
+
+    def _on(self) -> bool:
+        _record_functions(True)  # the code before this case may have switched operator logging off
+        for _ in range(2):
+            try:
+                _log_on(_LOG_CONFIG)
+                return True
+            except Exception:  # a profiler left running by the code before this case: ours replaces it
+                for off in (_log_off, _kineto_off):
+                    with contextlib.suppress(Exception):
+                        off()
+        return False
+
+    def _read(self, restart: bool) -> bool:
+        self._calls = 0
+        try:
+            with _Marker(_MARKER):
+                pass
+            events = _log_off()
+        except Exception:  # the profiler was stopped, or replaced by another kind
+            events = None
+        names = [event.name() for thread in events for event in thread] if events is not None else []
+        for guard in self._guards:
+            try:
+                guard._see_operators(names)
+            except Exception:  # never into the student's code path
+                pass
+        if restart and not self._on():
+            return False
+        return events is not None and _MARKER in names
+
+
+_LOG = _OperatorLog()
 
 
 class _Mode(TorchFunctionMode):

@@ -5,6 +5,12 @@ names (``nn`` -> ``torch.nn``, ``from torch.nn import LSTMCell as L`` -> ``torch
 ``Cell = nn.LSTMCell``), then every attribute chain and ``getattr(x, "name")`` in the
 statements the class needs is resolved and compared with the forbidden prefixes.
 
+A name that calls an operator of a family the list forbids (``grader.spec.operators``) is a
+forbidden use too, reported with the entry that forbids the family: with
+``torch.nn.functional.scaled_dot_product_attention`` forbidden, ``torch._scaled_dot_product_attention_math``
+and ``torch.ops.aten._scaled_dot_product_flash_attention_for_cpu`` are; with ``torch.nn.LSTM``,
+``torch.lstm`` is.
+
 Nothing here recurses on the code's shape: attribute chains and ``getattr`` nests are
 resolved by a loop, each node once (a memo), so the walk is linear in the statements' size.
 """
@@ -14,6 +20,7 @@ import ast
 from typing import Any
 
 from grader.plan.slicing import Statement
+from grader.spec.operators import family_of, forbidden_families, operator_of
 
 #: Longest dotted name quoted in a message.
 _SHOWN = 200
@@ -29,6 +36,7 @@ def forbidden_uses(statements: tuple[Statement, ...], forbid: tuple[str, ...]) -
     for _, tree in trees:
         for node in tree.body if tree else ():
             _collect_aliases(node, aliases)
+    families = forbidden_families(forbid)
     problems: list[tuple[int, int, dict[str, Any]]] = []
     seen: set[tuple[str, int]] = set()
     unit_lines: dict[int, list[str]] = {}  # id(unit) -> its lines, split once per unit
@@ -45,6 +53,10 @@ def forbidden_uses(statements: tuple[Statement, ...], forbid: tuple[str, ...]) -
             if not dotted:
                 continue
             hit = next((f for f in forbid if dotted == f or dotted.startswith(f + ".")), None)
+            operator = operator_of(dotted) if hit is None and families else None
+            if operator is not None:
+                found = family_of(operator, families)
+                hit = found[1] if found else None
             key = (unit.label, getattr(node, "lineno", 0))
             if hit and key not in seen:
                 seen.add(key)
