@@ -124,3 +124,189 @@ def test_usage_mistakes_exit_2(source, tmp_path):
     assert p.returncode == 2 and "unknown assignment 'nope'" in p.stderr
     p = run_grade("batch", str(source), "--assignment", "mha", "--out", str(tmp_path / "o"), "--id-regex", "x+")
     assert p.returncode == 2 and "id" in p.stderr
+
+
+# -- issue 19: one out folder, one batch; only the bytes hashed are graded; identity; caps ---------
+
+SCORES = {"alice": "28", "bob": "14", "carol": "0", "dave": "7", "erin": "27"}
+
+
+def scores_of(out) -> dict[str, str]:
+    return {r.split(",")[0]: r.split(",")[2] for r in (out / "gradebook.csv").read_text().splitlines()[1:]}
+
+
+def listing(folder) -> dict[str, tuple[int, int, bytes]]:
+    """Every path under ``folder`` with its mtime, size and bytes (nothing of it changed when equal)."""
+    return {str(p.relative_to(folder)): (p.lstat().st_mtime_ns, p.lstat().st_size,
+                                         p.read_bytes() if p.is_file() and not p.is_symlink() else b"")
+            for p in sorted(folder.rglob("*"))}
+
+
+def test_a_second_batch_into_an_out_in_use_is_refused_before_it_touches_anything(source, tmp_path):
+    from grader.batch import outdir
+
+    out = tmp_path / "out"
+    archive = shutil.make_archive(str(tmp_path / "section2"), "zip", source)
+    with outdir.hold(out):                                  # a batch (this process) is using out
+        (out / "grades.sqlite").write_bytes(b"")            # its store, being created
+        before = listing(out)
+        p = run_grade("batch", archive, "--assignment", "mha", "--out", str(out))
+        assert p.returncode == 2, p.stdout + p.stderr
+        assert re.search(rf"another grade batch is using {re.escape(str(out))} \(pid {os.getpid()} since "
+                         r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\); wait for it to finish, or choose another --out", p.stderr)
+        assert "internal error" not in p.stderr and listing(out) == before  # no extracted/, nothing written
+    p = run_grade("batch", archive, "--assignment", "mha", "--out", str(out), "--student", "carol")
+    assert p.returncode == 0, p.stdout + p.stderr            # the lock went with its holder
+
+
+def test_what_is_graded_is_the_bytes_whose_hash_is_stored(source, uninterrupted, tmp_path):
+    """A file changed while the batch runs (another section's export unzipped over it, a sync) is graded
+    as it was when hashed, never stored under the hash of other bytes; the next run grades the change."""
+    import hashlib
+
+    from grader.batch.run import STORE_FILE, run_batch
+    from grader.config import GradeConfig
+
+    folder = tmp_path / "class"
+    shutil.copytree(source, folder)
+    original = {p.stem: hashlib.sha256(p.read_bytes()).hexdigest() for p in folder.iterdir() if p.suffix != ".txt"}
+    swaps = {"bob.py": "bug_softmax_dim1.py", "dave.py": "bug_sqrt_dfeat.py", "erin.py": "bug_softmax_dim1.py"}
+
+    def overwrite_the_rest(student_id, stored, done, total):
+        if done == 1:  # the first result: every other file changes under the batch
+            for name, other in swaps.items():
+                shutil.copy(SUBMISSIONS / "mha" / other, folder / name)
+
+    out = tmp_path / "out"
+    result = run_batch(folder, "mha", out, GradeConfig(root=ROOT), jobs=1, progress=overwrite_the_rest, warm=False)
+    assert result.graded == tuple(sorted(CLASS)) and not result.internal
+    assert scores_of(out) == SCORES
+    from grader.batch.run import grading_key
+    from grader.course.assignments import get_assignment
+    from grader.course.resolve import resolve_course
+
+    with Store.open(out / STORE_FILE, readonly=True) as store:
+        key = grading_key(get_assignment(resolve_course(ROOT), "mha"))
+        assert {r.student_id: r.file_sha for r in store.results(key)} == original
+    assert not list(out.glob(".grade-batch-copies-*"))      # the run's private copies are gone
+    page = next((out / "feedback").glob("dave-*.html")).read_text()
+    assert f"Feedback on {folder / 'dave.py'}" in page and "grade-batch-copies" not in page  # the student's file
+    again = run_grade("batch", str(folder), "--assignment", "mha", "--out", str(out), "--cold")
+    assert again.returncode == 0 and "3 graded now, 2 already in the store" in again.stdout
+    assert scores_of(out) == {**SCORES, "bob": "7", "dave": "14", "erin": "7"}
+
+
+def test_a_folder_batch_never_removes_an_extracted_folder_it_did_not_make(source, uninterrupted, tmp_path):
+    out = tmp_path / "out"
+    shutil.copytree(uninterrupted[0], out)
+    mine = out / "extracted" / "my notes.txt"
+    mine.parent.mkdir()
+    mine.write_text("the TA's own")
+    p = run_grade("batch", str(source), "--assignment", "mha", "--out", str(out))
+    assert p.returncode == 0 and mine.read_text() == "the TA's own"
+    archive = shutil.make_archive(str(tmp_path / "export"), "zip", source)
+    p = run_grade("batch", archive, "--assignment", "mha", "--out", str(out))
+    assert p.returncode == 2 and f"{out / 'extracted'} is in the way" in p.stderr and mine.read_text() == "the TA's own"
+    mine.unlink()
+    mine.parent.rmdir()
+    for _ in range(2):  # the folder a batch made is its own to extract afresh
+        p = run_grade("batch", archive, "--assignment", "mha", "--out", str(out))
+        assert p.returncode == 0 and "0 graded now, 5 already in the store" in p.stdout, p.stdout + p.stderr
+
+
+@pytest.mark.parametrize("kind", ["random bytes", "another program's SQLite", "another program's SQLite in WAL mode"])
+def test_a_grades_sqlite_that_is_not_ours_is_refused_untouched(source, tmp_path, kind):
+    import sqlite3
+
+    out = tmp_path / "out"
+    out.mkdir()
+    foreign = out / "grades.sqlite"
+    if kind == "random bytes":
+        foreign.write_bytes(os.urandom(8192))
+    else:
+        conn = sqlite3.connect(foreign)
+        if kind.endswith("WAL mode"):
+            conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("CREATE TABLE invoices (n INTEGER, total REAL)")
+        conn.execute("INSERT INTO invoices VALUES (1, 9.5)")
+        conn.commit()
+        conn.close()
+    before = listing(out)
+    p = run_grade("batch", str(source), "--assignment", "mha", "--out", str(out))
+    assert p.returncode == 2, p.stdout + p.stderr
+    assert f"{foreign} is not a results store of grade batch" in p.stderr and "nothing in it was changed" in p.stderr
+    after = listing(out)
+    assert after["grades.sqlite"] == before["grades.sqlite"]
+    assert not {"grades.sqlite-wal", "grades.sqlite-shm", "feedback", "gradebook.csv"} & set(after)
+
+
+def test_one_students_20001_files_hold_up_no_one_else(source, uninterrupted, tmp_path):
+    folder = tmp_path / "class"
+    shutil.copytree(source, folder)
+    crowd = folder / "mallory" / "venv"
+    crowd.mkdir(parents=True)
+    for i in range(20_001):
+        (crowd / f"f{i}.py").touch()
+    shutil.copy(SUBMISSIONS / "mha" / "filled.ipynb", folder / "mallory" / "mha.ipynb")
+    out = tmp_path / "out"
+    shutil.copytree(uninterrupted[0], out)
+    p = run_grade("batch", str(folder), "--assignment", "mha", "--out", str(out))
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "5 submissions (folder layout), 0 graded now, 5 already in the store" in p.stdout
+    assert f"skipped {folder / 'mallory'}: holds more than 2000 files and folders" in p.stdout
+    summary = (out / "class.txt").read_text()
+    assert "\nNot graded (1 student: see why, put it right, run again)\n  mallory: mallory: holds more than 2000" \
+        in summary
+    assert "Not graded (1 student)" in (out / "class.html").read_text() and scores_of(out) == SCORES
+
+
+def test_gradescope_a_students_own_metadata_cannot_take_anothers_row(tmp_path):
+    """Issue 19: Mallory hands in a submission_metadata.yml naming Bob, and a blank notebook."""
+    export = tmp_path / "export" / "assignment_7_export"
+    (export / "submission_1").mkdir(parents=True)
+    (export / "submission_2").mkdir()
+    (export / "submission_metadata.yml").write_text(
+        "submission_1:\n  :submitters:\n  - :name: Bob\n    :sid: '2001'\n"
+        "submission_2:\n  :submitters:\n  - :name: Mallory\n    :sid: '3003'\n")
+    shutil.copy(SUBMISSIONS / "mha" / "filled.ipynb", export / "submission_1" / "mha.ipynb")
+    shutil.copy(ROOT / "assignments" / "mha" / "mha.ipynb", export / "submission_2" / "mha.ipynb")
+    (export / "submission_2" / "submission_metadata.yml").write_text(":submitters:\n- :name: Bob\n  :sid: '2001'\n")
+    out = tmp_path / "out"
+    p = run_grade("batch", str(tmp_path / "export"), "--assignment", "mha", "--out", str(out), "--cold", timeout=600)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "2 submissions (gradescope layout)" in p.stdout and "the student's own submission_metadata.yml" in p.stdout
+    rows = (out / "gradebook.csv").read_text().splitlines()[1:]
+    assert [r.split(",")[:3] for r in rows] == [["2001", "Bob", "28"], ["3003", "Mallory", "0"]]
+
+
+def test_a_conflict_is_reported_where_the_ta_reads_and_graded_as_no_one(source, uninterrupted, tmp_path):
+    folder = tmp_path / "class"
+    shutil.copytree(source, folder)
+    (folder / "alice").mkdir()                                # a second entry that says it is alice
+    shutil.copy(ROOT / "assignments" / "mha" / "mha.ipynb", folder / "alice" / "mha.ipynb")
+    out = tmp_path / "out"
+    shutil.copytree(uninterrupted[0], out)
+    p = run_grade("batch", str(folder), "--assignment", "mha", "--out", str(out))
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "4 submissions (folder layout)" in p.stdout and "1 students claimed by more than one entry" in p.stdout
+    assert "conflict over student alice: 2 entries claim this student (alice, alice.ipynb): none is graded" in p.stdout
+    assert "\n  alice: 2 entries claim this student" in (out / "class.txt").read_text()
+    assert "alice" not in scores_of(out) and "alice" in (out / "class.html").read_text()
+
+
+def test_a_report_graded_elsewhere_names_the_students_file_not_the_copy(tmp_path):
+    """A Dask cluster names the path it was sent (the run's private copy): renamed before it is stored."""
+    from grader.batch.run import _naming
+    from grader.batch.store import prepare
+    from grader.batch.workers import Graded
+    from grader.batch.feedback import feedback_texts
+    from grader.report.result import CaseResult, Report
+
+    copy = tmp_path / ".grade-batch-copies-x" / "1" / "alice.ipynb"
+    report = Report(str(copy), "mha", (CaseResult("a", "SDPA: shapes", "SDPA", "passed", 1, 1),))
+    graded = Graded(prepare(report), 1.0, feedback_texts(report), 0.0)
+    named = _naming(graded, tmp_path / "class" / "alice.ipynb")
+    assert named.entry.report.submission == str(tmp_path / "class" / "alice.ipynb")
+    assert str(copy) not in named.entry.text and ".grade-batch-copies" not in "".join(t for _, t in named.feedback)
+    assert (named.entry.status, named.entry.score, named.seconds) == (graded.entry.status, 1.0, 1.0)
+    assert _naming(named, tmp_path / "class" / "alice.ipynb") is named  # already the student's: as it is

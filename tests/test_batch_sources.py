@@ -131,6 +131,43 @@ def test_depth_and_count_are_bounded(tmp_path):
         collect(tmp_path / "many", limits=SourceLimits(max_files=10))
 
 
+def test_a_folder_entry_is_its_own_student_and_two_with_one_name_are_a_conflict(tmp_path):
+    write(tmp_path / "bob" / "mha.ipynb", "bob's work")
+    write(tmp_path / "bob.ipynb", "someone else's")                     # a second entry naming itself bob
+    mallory = write(tmp_path / "mallory" / "bob.ipynb", "blank")        # what is inside never says who
+    write(tmp_path / "ada.py")
+    found = collect(tmp_path)
+    assert sorted(by_id(found)) == ["ada", "mallory"] and by_id(found)["mallory"].path == mallory
+    assert [(c.student_id, sorted(p.name for p in c.paths)) for c in found.conflicts] == [
+        ("bob", ["bob", "bob.ipynb"])]
+
+
+def test_one_students_huge_folder_is_reported_and_the_class_graded(tmp_path):
+    crowd = tmp_path / "mallory" / "venv"
+    crowd.mkdir(parents=True)
+    for i in range(20_001):                                              # the default limits, as in issue 19
+        (crowd / f"f{i}.py").touch()
+    write(tmp_path / "mallory" / "mha.ipynb")
+    write(tmp_path / "ada" / "mha.ipynb")
+    write(tmp_path / "bob.py")
+    found = collect(tmp_path)
+    assert sorted(by_id(found)) == ["ada", "bob"]
+    why = next(s for s in found.skipped if s.student_id == "mallory")
+    assert why.path == tmp_path / "mallory" and why.reason.startswith("holds more than 2000 files and folders")
+    assert len(found.skipped) == 1                                     # one line for her, not 20,001
+
+
+def test_a_students_budget_counts_every_entry_and_each_student_has_their_own(tmp_path):
+    for i in range(6):
+        write(tmp_path / "ada" / f"d{i}" / "x.py")                      # 13 entries: 6 folders, 6 files, ada/
+        write(tmp_path / "bob" / f".hidden{i}")                         # 7: hidden ones count too
+    write(tmp_path / "bob" / "mha.py")
+    found = collect(tmp_path, limits=SourceLimits(max_student_files=12))
+    assert sorted(by_id(found)) == ["bob"]
+    assert [s.student_id for s in found.skipped if "more than 12" in s.reason] == ["ada"]
+    assert sorted(by_id(collect(tmp_path, limits=SourceLimits(max_student_files=13)))) == ["ada", "bob"]
+
+
 def test_ordering_is_deterministic(tmp_path):
     for name in ["zed", "amy", "Bob", "carl"]:
         write(tmp_path / f"{name}.py")
@@ -161,6 +198,37 @@ def test_canvas_names_late_flags_and_resubmissions(tmp_path):
     assert next(s for s in found.skipped if s.path.name.endswith("notes.txt")).student_id == "222"
 
 
+def test_canvas_a_file_or_a_name_cannot_claim_another_student(tmp_path):
+    bob = write(tmp_path / "smithbob_2001_777_mha.ipynb")
+    # Mallory (3003) uploads a file named like Bob's; Canvas puts its own fields before it
+    upload = write(tmp_path / "mallory_3003_555_smithbob_2001_777_mha.ipynb")
+    # and Eve (5005) names herself "eve_2001": Canvas keeps a "_<digits>" that ends a name
+    named = write(tmp_path / "eve_2001_5005_556_mha.ipynb")
+    write(tmp_path / "byronada_4004_888_01_mha.ipynb")  # a file named "01_mha.ipynb": ids never begin with 0
+    found = collect(tmp_path)
+    subs = by_id(found)
+    assert sorted(subs) == ["2001", "3003", "4004", "5005"] and not found.conflicts
+    assert subs["2001"].path == bob and subs["2001"].others == () and subs["2001"].name == "smithbob"
+    assert subs["3003"].path == upload and subs["5005"].path == named and subs["5005"].name == "eve_2001"
+    bob.unlink()  # Bob handed nothing in: Eve's name reads two ways, and is not guessed
+    found = collect(tmp_path)
+    assert sorted(by_id(found)) == ["3003", "4004"]
+    assert reasons(found)[named.name].startswith("its name reads as more than one student's (ids 2001, 5005)")
+
+
+def test_an_identity_pattern_reading_one_id_from_two_people_is_a_conflict(tmp_path):
+    write(tmp_path / "lovelaceada_1_10_hw3-s1234567.ipynb")
+    write(tmp_path / "mallory_3003_555_hw3-s1234567.ipynb")           # Mallory uses Ada's student number
+    write(tmp_path / "byronada_4004_888_hw3-s7654321.ipynb")
+    write(tmp_path / "byronada_4004_889_notes-s7654321.py")            # one person's two files: no conflict
+    write(tmp_path / "eve_5005_556_s1111111-s2222222.ipynb")           # two ids in one name: not guessed
+    found = collect(tmp_path, identity=r"s(?P<id>\d{7})")
+    assert [s.student_id for s in found.submissions] == ["7654321"]
+    assert [c.student_id for c in found.conflicts] == ["1234567"]
+    why = reasons(found)["eve_5005_556_s1111111-s2222222.ipynb"]
+    assert "finds more than one id in its name (1111111, 2222222)" in why
+
+
 # --- Moodle ----------------------------------------------------------------------------------
 
 def test_moodle_folders(tmp_path):
@@ -174,6 +242,50 @@ def test_moodle_folders(tmp_path):
         ("101", "Jane Doe", "mha.ipynb"), ("102", "Li Wei", "attention.py")]
     r = reasons(found)
     assert r["onlinetext.html"] == "not a .ipynb or .py file" and r["stray.py"] == "does not follow Moodle's naming"
+
+
+@pytest.mark.parametrize("as_folders", [True, False], ids=["folders", "files"])
+def test_moodle_a_display_name_cannot_claim_another_student(tmp_path, as_folders):
+    # Mallory (3003) names herself "Mallory_2001_assignsubmission_file_"; Moodle appends her own fields.
+    bob = "Bob Smith_2001_assignsubmission_file_"
+    mallory = "Mallory_2001_assignsubmission_file__3003_assignsubmission_file_"
+    paths = {sid: write(tmp_path / prefix / "mha.ipynb" if as_folders else tmp_path / (prefix + "mha.ipynb"), sid)
+             for sid, prefix in (("2001", bob), ("3003", mallory))}
+    write(tmp_path / "Ada Byron_4004_assignsubmission_file_" / "mha.ipynb" if as_folders
+          else tmp_path / "Ada Byron_4004_assignsubmission_file_mha.ipynb")
+    found = collect(tmp_path)
+    assert found.layout == "moodle" and not found.conflicts
+    subs = by_id(found)
+    assert sorted(subs) == ["2001", "3003", "4004"]
+    assert subs["2001"].path == paths["2001"] and subs["2001"].name == "Bob Smith" and subs["2001"].others == ()
+    assert subs["3003"].path == paths["3003"]
+    paths["2001"].unlink()  # Bob handed nothing in: Mallory's file still never becomes his
+    if as_folders:
+        paths["2001"].parent.rmdir()
+    found = collect(tmp_path)
+    assert "2001" not in by_id(found) and not found.conflicts
+    if as_folders:   # a folder's name ends in Moodle's own fields: read from the right, it is hers
+        assert by_id(found)["3003"].path == paths["3003"]
+    else:            # a file's name has her free text on both sides: it reads two ways, and is not guessed
+        assert "3003" not in by_id(found)
+        why = reasons(found)[paths["3003"].name]
+        assert why.startswith("its name reads as more than one student's (ids 2001, 3003)")
+
+
+def test_moodle_a_file_name_cannot_claim_another_student(tmp_path):
+    write(tmp_path / "Bob Smith_2001_assignsubmission_file_mha.ipynb")
+    hers = write(tmp_path / "Mallory_3003_assignsubmission_file_x_2001_assignsubmission_file_mha.ipynb")
+    found = collect(tmp_path)
+    assert by_id(found)["3003"].path == hers and by_id(found)["2001"].others == () and not found.conflicts
+
+
+def test_moodle_one_id_under_two_names_is_a_conflict(tmp_path):
+    write(tmp_path / "Bob Smith_2001_assignsubmission_file_" / "mha.ipynb")
+    write(tmp_path / "Eve_2001_assignsubmission_file_" / "mha.ipynb")
+    write(tmp_path / "Ada Byron_4004_assignsubmission_file_" / "mha.ipynb")
+    found = collect(tmp_path)
+    assert [s.student_id for s in found.submissions] == ["4004"]
+    assert [c.student_id for c in found.conflicts] == ["2001"] and len(found.conflicts[0].paths) == 2
 
 
 # --- Gradescope ------------------------------------------------------------------------------
@@ -218,13 +330,37 @@ def test_gradescope_export_with_metadata_in_a_wrapper_folder(tmp_path):
     assert not any(s.path.name == "submission_metadata.yml" for s in found.skipped)
 
 
-def test_gradescope_metadata_in_each_folder(tmp_path):
-    write(tmp_path / "submission_5" / "submission_metadata.yml",
-          ":submitters:\n- :name: Grace Hopper\n  :sid: '77'\n")
-    write(tmp_path / "submission_5" / "mha.ipynb", "{}")
+def test_gradescope_a_students_own_metadata_never_decides_who_she_is(tmp_path):
+    # Mallory (3003) hands in her own submission_metadata.yml naming Bob (2001), and a blank notebook.
+    write(tmp_path / "submission_metadata.yml", "submission_1:\n  :submitters:\n  - :name: Bob\n    :sid: '2001'\n"
+                                                "submission_2:\n  :submitters:\n  - :name: Mallory\n"
+                                                "    :sid: '3003'\n")
+    write(tmp_path / "submission_1" / "mha.ipynb", "bob's work")
+    forged = write(tmp_path / "submission_2" / "submission_metadata.yml",
+                   ":submitters:\n- :name: Bob\n  :sid: '2001'\n")
+    write(tmp_path / "submission_2" / "mha.ipynb", "blank")
     found = collect(tmp_path)
-    assert found.layout == "gradescope"
-    assert [(s.student_id, s.name, s.path.name) for s in found.submissions] == [("77", "Grace Hopper", "mha.ipynb")]
+    subs = by_id(found)
+    assert sorted(subs) == ["2001", "3003"] and not found.conflicts
+    assert subs["2001"].path == tmp_path / "submission_1" / "mha.ipynb" and subs["2001"].others == ()
+    assert subs["3003"].path == tmp_path / "submission_2" / "mha.ipynb" and subs["3003"].name == "Mallory"
+    assert "the student's own submission_metadata.yml: not read" in reasons(found)["submission_metadata.yml"]
+    assert next(s for s in found.skipped if s.path == forged).student_id == "3003"
+    (tmp_path / "submission_metadata.yml").unlink()  # without the export's metadata: the folders' names
+    assert sorted(by_id(collect(tmp_path))) == ["submission_1", "submission_2"]
+
+
+def test_gradescope_two_submissions_with_one_first_submitter_are_a_conflict(tmp_path):
+    write(tmp_path / "submission_metadata.yml", "".join(
+        f"submission_{n}:\n  :submitters:\n  - :name: {who}\n    :sid: '{sid}'\n"
+        for n, who, sid in ((1, "Bob", 2001), (2, "Bob", 2001), (3, "Ada", 4004))))
+    for n in (1, 2, 3):
+        write(tmp_path / f"submission_{n}" / "mha.ipynb", "{}")
+    found = collect(tmp_path)
+    assert [s.student_id for s in found.submissions] == ["4004"]
+    assert [(c.student_id, [p.name for p in c.paths]) for c in found.conflicts] == [
+        ("2001", ["submission_1", "submission_2"])]
+    assert "2 entries claim this student (submission_1, submission_2): none is graded" in found.conflicts[0].reason
 
 
 def test_the_metadata_parser_is_bounded_and_plain(tmp_path):
@@ -251,7 +387,7 @@ def test_identity_regex_override(tmp_path):
 def test_identity_override_keeps_canvas_facts(tmp_path):
     write(tmp_path / "smithjohn_late_12345_67890_mha.ipynb", "{}")
     write(tmp_path / "doejane_222_333_mha.ipynb", "{}")
-    found = collect(tmp_path, identity=r"(?P<id>[a-z]+)_")
+    found = collect(tmp_path, identity=r"\A(?P<id>[a-z]+)_")
     john = by_id(found)["smithjohn"]
     assert john.late and john.name == "smithjohn"
 
@@ -347,6 +483,22 @@ def test_a_bomb_like_zip_is_refused(tmp_path):
         extract_zip(archive, tmp_path / "b", SourceLimits(max_total_bytes=2_000))
     with pytest.raises(UsageError, match="more than the 1 a batch reads"):
         extract_zip(archive, tmp_path / "c", SourceLimits(max_files=1))
+
+
+def test_one_students_huge_folder_in_a_zip_is_not_extracted_and_the_class_is(tmp_path):
+    members = {f"assignment_9_export/submission_{n}/mha.ipynb": b"{}" for n in (1, 2)}
+    members.update({f"assignment_9_export/submission_3/venv/f{i}.py": b"" for i in range(20_001)})
+    members["assignment_9_export/submission_4/big.py"] = b"0" * 3_000
+    archive = make_zip(tmp_path / "export.zip", members)
+    limits = SourceLimits(max_student_bytes=2_000)
+    found = collect(archive, extract_to=tmp_path / "out", limits=limits)
+    assert [s.student_id for s in found.submissions] == ["submission_1", "submission_2"]
+    why = {s.member: s.reason for s in found.skipped}
+    assert why["assignment_9_export/submission_3"].startswith("a folder of 20001 files and folders, more than the 2000")
+    assert why["assignment_9_export/submission_4"].startswith("a folder declaring 2.9 KB, more than the 2.0 KB")
+    assert not (tmp_path / "out" / "assignment_9_export" / "submission_3").exists()
+    with pytest.raises(UsageError, match="holds 2 entries, more than the 1 a batch"):  # the rest has its bound
+        extract_zip(archive, tmp_path / "again", SourceLimits(max_files=1, max_student_bytes=2_000))
 
 
 def test_a_zip_that_lies_about_a_size_leaves_nothing(tmp_path):

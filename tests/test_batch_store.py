@@ -18,6 +18,7 @@ import pytest
 from grader.batch import gradebook as gb
 from grader.batch import store as st
 from grader.batch.store import Store, StoreError, status_of
+from grader.errors import UsageError
 from grader.report.outcomes import Cause
 from grader.report.result import CaseResult, Report
 
@@ -192,6 +193,54 @@ def test_other_files_and_versions_are_refused(tmp_path):
     conn.close()
     with pytest.raises(StoreError, match="newer grader"):
         Store.open(newer)
+
+
+def _foreign(path: Path, kind: str) -> None:
+    if kind == "random bytes":
+        path.write_bytes(random.Random(7).randbytes(8192))
+    elif kind == "a link":
+        (path.parent / "elsewhere.sqlite").write_bytes(b"")
+        path.symlink_to(path.parent / "elsewhere.sqlite")
+    else:
+        conn = sqlite3.connect(path)
+        if kind.endswith("in WAL mode"):
+            conn.execute("PRAGMA journal_mode=WAL")
+        table = "results" if kind.startswith("a table") else "t"
+        conn.execute(f"CREATE TABLE {table} (id, student_id)")
+        conn.execute(f"INSERT INTO {table} VALUES (1, 2)")
+        conn.commit()
+        conn.close()
+
+
+def _files(folder: Path) -> dict[str, tuple[int, bytes]]:
+    return {p.name: (p.lstat().st_mtime_ns, b"" if p.is_symlink() else p.read_bytes()) for p in folder.iterdir()}
+
+
+@pytest.mark.parametrize("kind", ["random bytes", "another program's SQLite", "another program's SQLite in WAL mode",
+                                  "a table named results of other columns", "a link"])
+def test_a_file_that_is_not_a_store_is_refused_before_a_byte_is_written(tmp_path, kind):
+    path = tmp_path / st.STORE_NAME
+    _foreign(path, kind)
+    before = _files(tmp_path)
+    with pytest.raises(st.StoreRefused, match="is not a results store of grade batch .*nothing in it was changed") as e:
+        Store.open(tmp_path)
+    assert isinstance(e.value, UsageError)  # exit 2: the person chooses another --out
+    after = _files(tmp_path)
+    assert after == {**before, "grades.sqlite.lock": after["grades.sqlite.lock"]}  # only our lock beside it
+    with pytest.raises(st.StoreRefused):  # and it stays refused
+        Store.open(tmp_path)
+
+
+def test_refusals_are_usage_errors_and_an_empty_or_half_made_store_is_ours(tmp_path):
+    with Store.open(tmp_path):
+        with pytest.raises(UsageError, match="another batch is writing"):
+            Store.open(tmp_path)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / st.STORE_NAME).write_bytes(b"")
+    sqlite3.connect(empty / "x.sqlite").execute("PRAGMA journal_mode=WAL").fetchone()  # tables not written yet
+    with Store.open(empty) as s, Store.open(empty / "x.sqlite") as t:
+        assert s.count() == t.count() == 0
 
 
 # -- SIGKILL at a random moment ------------------------------------------------------------------

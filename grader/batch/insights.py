@@ -313,9 +313,11 @@ def workers_lines(used: WorkersUsed) -> list[str]:
     return [line] + [f"  why: {safe_text(r, one_line=True)}" for r in t.reasons]
 
 
-def summary_text(summary: ClassSummary, workers: WorkersUsed | None = None) -> str:
+def summary_text(summary: ClassSummary, workers: WorkersUsed | None = None,
+                 not_graded: Sequence[tuple[str, str]] = ()) -> str:
     """The class summary for a terminal: every line at most ``WIDTH`` characters (but the reasons of
-    ``workers``, this run's workers: ``workers_lines``)."""
+    ``workers``, this run's workers: ``workers_lines``, and of ``not_graded``: the students the source
+    names who have no grade, each with why, ``grader.batch.run.not_graded``)."""
     s = summary
     out: list[str | None] = [f"Class: {s.students} student{'s' if s.students != 1 else ''}, {s.scored} with a score"]
     if s.scored:
@@ -351,6 +353,9 @@ def summary_text(summary: ClassSummary, workers: WorkersUsed | None = None) -> s
             for t in tallies:
                 out.append(_fit(f"  {t.students:>4}  {t.title}"))
                 out.append(_examples_line("        ", t.examples))
+    if not_graded:
+        out += ["", f"Not graded ({_count(len(not_graded), 'student')}: see why, put it right, run again)"]
+        out += [f"  {safe_text(sid, one_line=True)}: {safe_text(why, one_line=True)}" for sid, why in not_graded]
     if workers is not None and workers.graded:
         out += ["", f"This run: {workers.graded} graded"] + workers_lines(workers)
     return "\n".join(line for line in out if line is not None) + "\n"
@@ -376,8 +381,9 @@ vertical-align:top}
 """
 
 
-def summary_html(summary: ClassSummary, assignment: str) -> str:
-    """The class page: one self-contained HTML file (inline CSS and SVG, no scripts, nothing fetched)."""
+def summary_html(summary: ClassSummary, assignment: str, not_graded: Sequence[tuple[str, str]] = ()) -> str:
+    """The class page: one self-contained HTML file (inline CSS and SVG, no scripts, nothing fetched);
+    ``not_graded``: as ``summary_text``'s."""
     e = html.escape
     s = summary
     parts = [f"<style>{_STYLE}</style><div class='grader-class'>",
@@ -391,6 +397,12 @@ def summary_html(summary: ClassSummary, assignment: str) -> str:
         ex = (f"<div class='examples'>e.g. {e(', '.join(c.examples))}</div>" if c.examples else "")
         parts.append(f"<div class='card{trouble}'><b>{c.count}</b>{e(c.status)}{ex}</div>")
     parts.append("</div>")
+    if not_graded:
+        parts.append(f"<h2>Not graded ({_count(len(not_graded), 'student')})</h2><table><thead><tr><th>Student</th>"
+                     "<th>Why (put it right and run the batch again)</th></tr></thead><tbody>")
+        parts += [f"<tr><td>{e(safe_text(sid, one_line=True))}</td><td>{e(safe_text(why, one_line=True))}</td></tr>"
+                  for sid, why in not_graded]
+        parts.append("</tbody></table>")
     if s.histogram and s.scored:
         parts += ["<h2>Scores</h2>", _histogram_svg(s.histogram)]
     if s.cases:

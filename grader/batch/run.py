@@ -1,11 +1,17 @@
 """``grade batch``: grade every submission of a source into one store, then write the outputs.
 
-    collected = collect(SOURCE)                         one submission per student (sources.py)
+    hold OUT, open its store                            before anything else under OUT is touched
+                                                        (outdir.py; a foreign grades.sqlite refused unread-only)
+    collected = collect(SOURCE)                         one submission per student (sources.py); a zip into
+                                                        OUT/extracted, removed first only if a batch made it
     reference + mistake variants, once                  before any submission runs
     -j grading processes, each with a warm slot         workers.py; torch imported once per slot
     similarity flags, beside the grading                 similarity.py
-    for each submission not done yet (store.done):      content-hashed: a changed file is regraded
-        graded in a free process (a forked worker)      pipeline.grade_submission; entry + feedback made there
+    for each submission: its bytes read once, hashed,   outdir.Copies: what is graded is what is hashed
+    and copied to a private folder
+    for each one not done yet (store.done):             content-hashed: a changed file is regraded
+        its copy graded in a free process (a forked     pipeline.grade_submission; entry + feedback made there
+        worker), its report naming the student's file
         store.put(...), its feedback written            one transaction as each finishes
     gradebook.csv, gradebook_points.csv, canvas_import.csv, feedback/<student>.{html,json,txt},
     class.html and class.txt (the class at a glance: insights.py), similarity.csv (similarity.py)
@@ -26,7 +32,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import shutil
+import zipfile
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,10 +41,10 @@ from typing import Callable
 from grader.batch.gradebook import columns_from_cases, write_gradebooks, write_whole
 from grader.batch.insights import WorkersUsed, class_summary, summary_html, summary_text
 from grader.batch.similarity import Flag, flags_for_files
-from grader.batch.sources import Collected, collect
-from grader.batch import workers
+from grader.batch.sources import Collected, SourceLimits, Skipped, collect
+from grader.batch import outdir, workers
 from grader.batch.feedback import feedback_texts, write_texts
-from grader.batch.store import Store, StoredResult
+from grader.batch.store import Store, StoredResult, renamed
 from grader.config import GradeConfig
 from grader.course.assignments import get_assignment
 from grader.course.resolve import resolve_course
@@ -81,77 +87,135 @@ Progress = Callable[[str, StoredResult, int, int], None]
 def run_batch(source: Path, assignment_name: str, out: Path, config: GradeConfig, jobs: int = 1,
               regrade: bool = False, student: str | None = None, identity: str | None = None,
               layout: str = "auto", progress: Progress | None = None, warm: bool = True,
-              scheduler: str | None = None, chunk_size: int | None = None) -> BatchResult:
+              scheduler: str | None = None, chunk_size: int | None = None,
+              allow_unsandboxed_workers: bool = False) -> BatchResult:
     """Grade ``source`` into ``out`` (see the module docstring); resumable. ``warm=False``: a cold
     worker per submission even where warm slots could run. ``scheduler``: grade on the Dask cluster
     of that scheduler (``grader.batch.cluster``; ``chunk_size`` submissions per task, default: chosen
-    from the class and the cluster's size) instead of in local processes."""
-    out.mkdir(parents=True, exist_ok=True)
+    from the class and the cluster's size) instead of in local processes; ``allow_unsandboxed_workers``:
+    let its workers without bubblewrap grade, where their submissions get no network (``cluster.refusal``).
+
+    Another batch using ``out``, a ``grades.sqlite`` there that is not a results store, an
+    ``extracted`` there that no batch made: ``UsageError``, before anything of theirs is changed."""
     course = resolve_course(config.root)
     assignment = get_assignment(course, assignment_name)
     config = dataclasses.replace(config, assignment=assignment.name, root=course.root)
-    extracted = out / "extracted"  # a zip's files, extracted afresh by every run (the store keys on content)
-    if extracted.is_dir() and not extracted.is_symlink():
-        shutil.rmtree(extracted)
-    collected = collect(source, extract_to=extracted, layout=layout, identity=identity)
-    chosen = [s for s in collected.submissions if student is None or s.student_id == student]
-    if student is not None and not chosen:
-        raise UsageError(f"no submission of student {student!r} in {source}")
-    key = grading_key(assignment)
-    reference = expected_outputs(assignment, config)  # once for the batch, before any submission runs
-    if load_mistakes(assignment.folder):
-        variant_outputs(assignment, reference, config)
-    with Store.open(out / STORE_FILE) as store:
+    with outdir.hold(out), Store.open(out / STORE_FILE) as store:
+        is_zip = source.is_file() and zipfile.is_zipfile(source)
+        collected = collect(source, extract_to=outdir.extraction_folder(out) if is_zip else None, layout=layout,
+                            identity=identity)
+        chosen = [s for s in collected.submissions if student is None or s.student_id == student]
+        if student is not None and not chosen:
+            why = dict(not_graded(collected)).get(student)
+            raise UsageError(f"no submission of student {student!r} in {source}" + (f": {why}" if why else ""))
+        key = grading_key(assignment)
+        reference = expected_outputs(assignment, config)  # once for the batch, before any submission runs
+        if load_mistakes(assignment.folder):
+            variant_outputs(assignment, reference, config)
         if regrade or student is not None:
             for s in chosen:
                 store.forget(student_id=s.student_id, grading_key=key)
-        todo, done = [], []
-        for s in chosen:
-            sha = file_sha(s.path)
-            (done if store.done(s.student_id, sha, key) else todo).append((s, sha))
-        finished = len(done)
-        flags_future = _start_flags(assignment, collected)
-        feedback_written: dict[str, list[Path]] = {}  # student -> files, written as each one finishes
-        width = max(1, min(jobs, len(todo)))
-        warm_mode = bool(warm and todo and not scheduler and resolve_mode(config.sandbox) == "bwrap")
-        worker_cpu, slots, facts, tally = 0.0, width if warm_mode else 0, (), SlotTally()
-        if todo:
-            if scheduler:
-                engine = _cluster().Cluster(scheduler, assignment, config, warm, chunk_size)
-                try:
-                    facts = engine.check()
-                except BaseException:
-                    engine.close()
-                    raise
-                slots = sum(w.threads for w in facts if w.sandbox == "bwrap") if warm else 0
-            else:
-                hide = (course.root, config.cache_dir, source.resolve(), out.resolve())
-                engine = workers.Pool(width, warm_mode, config.limits, hide)
-            with engine:
-                for (s, sha), graded in engine.grade_all([((s, sha), s.path) for s, sha in todo], config):
-                    stored = store.put(s.student_id, s.name or "", sha, key, graded.entry, graded.seconds)
-                    feedback_written[s.student_id] = write_texts(out / FEEDBACK, s.student_id, graded.feedback)
-                    worker_cpu += graded.worker_cpu
-                    if graded.slot is not None:
-                        tally += graded.slot
-                    finished += 1
-                    if progress is not None:
-                        progress(s.student_id, stored, finished, len(chosen))
-        rows = [r for r in store.results(key) if r.student_id in {s.student_id for s in collected.submissions}]
-        columns = columns_from_cases(assignment.cases)
-        outputs = write_gradebooks(out, rows, columns, assignment.name)
-        outputs += write_feedback(out / FEEDBACK, [r for r in rows if r.student_id not in feedback_written])
-        outputs += [p for r in rows for p in feedback_written.get(r.student_id, ())]
-        flags = flags_future.result() if flags_future is not None else None
-        if flags is not None:
-            outputs.append(write_whole(out / SIMILARITY, similarity_csv(flags)))
-        summary = class_summary(rows, columns)
-        used = WorkersUsed(len(todo), slots, tally, "" if slots or scheduler else _cold_why(warm, config))
-        outputs += [write_whole(out / CLASS_PAGE, summary_html(summary, assignment.name)),
-                    write_whole(out / CLASS_TEXT, summary_text(summary, used))]
-        internal = tuple(r for r in rows if r.status == "internal")
+        copies = outdir.Copies(out, SourceLimits().max_file_bytes)
+        try:
+            return _grade(collected, chosen, store, key, copies, assignment, config, course.root, source, out,
+                          jobs, progress, warm, scheduler, chunk_size)
+        finally:
+            copies.remove()
+
+
+def _grade(collected: Collected, chosen: list, store: Store, key: str, copies: outdir.Copies, assignment,
+           config: GradeConfig, course_root: Path, source: Path, out: Path, jobs: int, progress: Progress | None,
+           warm: bool, scheduler: str | None, chunk_size: int | None) -> BatchResult:
+    """The grading and the outputs of ``run_batch``, holding ``out``."""
+    todo, done, unread = [], [], []
+    for s in chosen:  # each file read once: the hash stored is the hash of the bytes graded
+        copy = copies.take(s.path)
+        if isinstance(copy, str):
+            unread.append(Skipped(s.path, copy, s.student_id))
+        elif store.done(s.student_id, copy.sha, key):
+            copies.drop(copy)
+            done.append((s, copy.sha))
+        else:
+            todo.append((s, copy))
+    if unread:
+        gone = {u.student_id for u in unread}
+        collected = dataclasses.replace(
+            collected, submissions=tuple(s for s in collected.submissions if s.student_id not in gone),
+            skipped=tuple(sorted(collected.skipped + tuple(unread), key=lambda x: (str(x.path), x.member or ""))))
+    finished = len(done)
+    total = len(done) + len(todo)
+    flags_future = _start_flags(assignment, collected)
+    feedback_written: dict[str, list[Path]] = {}  # student -> files, written as each one finishes
+    width = max(1, min(jobs, len(todo)))
+    warm_mode = bool(warm and todo and not scheduler and resolve_mode(config.sandbox) == "bwrap")
+    worker_cpu, slots, facts, tally = 0.0, width if warm_mode else 0, (), SlotTally()
+    if todo:
+        tasks = [((s, c.sha), c.path) for s, c in todo]
+        if scheduler:
+            engine = _cluster().Cluster(scheduler, assignment, config, warm, chunk_size,
+                                        allow_unsandboxed=allow_unsandboxed_workers)
+            try:
+                facts = engine.check()
+            except BaseException:
+                engine.close()
+                raise
+            slots = sum(w.threads for w in facts if w.sandbox == "bwrap") if warm else 0
+            told: tuple = ()  # a cluster names what it was sent: renamed as results come (_naming)
+        else:
+            hide = (course_root, config.cache_dir, source.resolve(), out.resolve())
+            engine = workers.Pool(width, warm_mode, config.limits, hide)
+            told = ({c.path: workers.Shown(str(s.path), str(course_root)) for s, c in todo},)
+        with engine:
+            for (s, sha), graded in engine.grade_all(tasks, config, *told):
+                graded = _naming(graded, s.path)
+                stored = store.put(s.student_id, s.name or "", sha, key, graded.entry, graded.seconds)
+                feedback_written[s.student_id] = write_texts(out / FEEDBACK, s.student_id, graded.feedback)
+                worker_cpu += graded.worker_cpu
+                if graded.slot is not None:
+                    tally += graded.slot
+                finished += 1
+                if progress is not None:
+                    progress(s.student_id, stored, finished, total)
+    rows = [r for r in store.results(key) if r.student_id in {s.student_id for s in collected.submissions}]
+    columns = columns_from_cases(assignment.cases)
+    outputs = write_gradebooks(out, rows, columns, assignment.name)
+    outputs += write_feedback(out / FEEDBACK, [r for r in rows if r.student_id not in feedback_written])
+    outputs += [p for r in rows for p in feedback_written.get(r.student_id, ())]
+    flags = flags_future.result() if flags_future is not None else None
+    if flags is not None:
+        outputs.append(write_whole(out / SIMILARITY, similarity_csv(flags)))
+    summary = class_summary(rows, columns)
+    used = WorkersUsed(len(todo), slots, tally, "" if slots or scheduler else _cold_why(warm, config))
+    missing = not_graded(collected)
+    outputs += [write_whole(out / CLASS_PAGE, summary_html(summary, assignment.name, missing)),
+                write_whole(out / CLASS_TEXT, summary_text(summary, used, missing))]
+    internal = tuple(r for r in rows if r.status == "internal")
     return BatchResult(collected, tuple(s.student_id for s, _ in todo), tuple(s.student_id for s, _ in done),
                        internal, tuple(outputs), slots, worker_cpu, facts, used)
+
+
+def _naming(graded: workers.Graded, path: Path) -> workers.Graded:
+    """``graded`` with its report naming the student's own file, not the private copy that was graded.
+    The local grading processes are told the name (``workers.Shown``); an engine that names what it was
+    sent (a Dask cluster) is renamed here, and its feedback rendered again."""
+    report = graded.entry.report
+    if report is None or report.submission == safe_text(str(path), one_line=True):
+        return graded
+    entry = renamed(graded.entry, str(path))
+    return dataclasses.replace(graded, entry=entry, feedback=feedback_texts(entry.report))
+
+
+def not_graded(collected: Collected) -> tuple[tuple[str, str], ...]:
+    """The students the source names who have no submission, and why, by student id: each one claimed by
+    several entries (``conflicts``), and each whose every entry was skipped (too many files, only empty
+    files, a file gone when its turn came, ...)."""
+    graded = {s.student_id for s in collected.submissions}
+    why: dict[str, list[str]] = {c.student_id: [c.reason] for c in collected.conflicts}
+    conflicted = set(why)
+    for k in collected.skipped:
+        if k.student_id is not None and k.student_id not in graded and k.student_id not in conflicted:
+            why.setdefault(k.student_id, []).append(f"{k.path.name}: {k.reason}")
+    return tuple((sid, "; ".join(reasons)) for sid, reasons in sorted(why.items()))
 
 
 def _cold_why(warm: bool, config: GradeConfig) -> str:
@@ -218,15 +282,6 @@ def grading_key(assignment) -> str:
     except importlib.metadata.PackageNotFoundError:
         pass
     return f"{assignment.name}:{h.hexdigest()[:20]}"
-
-
-def file_sha(path: Path) -> str:
-    """The sha256 of a submission file, read in blocks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def write_feedback(folder: Path, rows: list[StoredResult]) -> list[Path]:

@@ -39,11 +39,16 @@ MAX_TEXT = 200
 
 _SYSTEM_NAMES = frozenset({"__macosx", "thumbs.db", "desktop.ini", "__pycache__", "$recycle.bin",
                            "system volume information"})
-_CANVAS = re.compile(r"(?P<name>[^_]+)_(?:(?P<late>late)_)?(?P<id>\d+)_(?P<serial>\d+)_(?P<file>.+)\Z",
-                     re.IGNORECASE | re.DOTALL)
+#: Canvas's fields after a student's name: "_[late_]<user id>_<submission id>_<file>" (ids never begin with 0)
+_CANVAS_AT = re.compile(r"_(?:(?P<late>late)_)?(?P<id>[1-9]\d*)_(?P<serial>[1-9]\d*)_(?P<file>.+)\Z",
+                        re.IGNORECASE | re.DOTALL)
+#: what Canvas never leaves inside a student's name (it writes "-<digits>-" instead)
+_CANVAS_NOT_IN_NAME = re.compile(r"_\d+_")
 _RESUBMISSION = re.compile(r"(?P<stem>.*)-(?P<n>\d{1,6})\Z", re.DOTALL)
-_MOODLE = re.compile(r"(?P<name>.+?)_(?P<id>\d+)_assignsubmission_(?P<plugin>[A-Za-z]+)_(?P<file>.*)\Z",
-                     re.DOTALL)
+#: Moodle's folder: the name is free text, Moodle's own fields end it (greedy: read from the right)
+_MOODLE_FOLDER = re.compile(r"(?P<name>.*)_(?P<id>\d+)_assignsubmission_(?P<plugin>[A-Za-z]+)_\Z", re.DOTALL)
+#: Moodle's fields after a student's name in a file's name, the file's own name after them
+_MOODLE_AT = re.compile(r"_(?P<id>\d+)_assignsubmission_(?P<plugin>[A-Za-z]+)_(?P<file>.+)\Z", re.DOTALL)
 _GRADESCOPE = re.compile(r"submission_(?P<id>\d+)\Z")
 #: what reading a damaged or unsupported member raises
 _DAMAGED: tuple[type[BaseException], ...] = (zipfile.BadZipFile, EOFError, OSError, ValueError,
@@ -59,10 +64,17 @@ except ImportError:  # a Python built without lzma cannot open such members anyw
 class SourceLimits:
     """The bounds on what a SOURCE may hold; the defaults suit a large class."""
 
-    #: entries in a zip, or files and folders met while walking a folder
-    max_files: int = 20_000
-    #: the declared size of a zip's content, and the bytes actually written from it
+    #: entries in a zip, or files and folders met while walking a folder, in all (leaving out a
+    #: student's folder over ``max_student_files``: one student alone never reaches this)
+    max_files: int = 100_000
+    #: files and folders in one student's folders (their entries included); more: that student is
+    #: reported and not read, the rest of the class is graded
+    max_student_files: int = 2_000
+    #: the declared size of a zip's content, and the bytes actually written from it (leaving out a
+    #: student's folder over ``max_student_bytes``)
     max_total_bytes: int = 2 << 30
+    #: the declared size of one student's folder in a zip; more: it is not extracted
+    max_student_bytes: int = 512 << 20
     #: one file (a member larger than this is not extracted; a file larger is not a submission)
     max_file_bytes: int = MAX_NOTEBOOK_BYTES
     #: folders below the SOURCE's top that are walked
@@ -101,14 +113,33 @@ class Submission:
 
 
 @dataclass(frozen=True)
+class Conflict:
+    """Entries of the SOURCE that claim one student although the layout says they are different people
+    (two Gradescope submissions whose first submitter is the same, two entries of a plain folder with
+    one name, two Canvas or Moodle names with one id, an identity pattern reading one id from two
+    people's entries). None of them is graded as that student: which one is theirs is a person's call."""
+
+    student_id: str
+    paths: tuple[Path, ...]
+
+    @property
+    def reason(self) -> str:
+        """What happened and what to do, in plain words."""
+        return (f"{len(self.paths)} entries claim this student ({', '.join(p.name for p in self.paths)}): none "
+                "is graded as them; keep the one that is theirs (or rename the other) and run again")
+
+
+@dataclass(frozen=True)
 class Collected:
-    """What ``collect`` found: the layout, the folder it read, submissions by id, what it skipped."""
+    """What ``collect`` found: the layout, the folder it read, submissions by id, what it skipped, and the
+    students claimed by more than one entry (``conflicts``, by student id: none of those is graded)."""
 
     layout: str
     root: Path
     submissions: tuple[Submission, ...]
     skipped: tuple[Skipped, ...]
     notes: tuple[str, ...] = ()
+    conflicts: tuple[Conflict, ...] = ()
 
 
 def collect(source: str | os.PathLike, *, extract_to: str | os.PathLike | None = None,
@@ -168,13 +199,14 @@ def collect(source: str | os.PathLike, *, extract_to: str | os.PathLike | None =
     if not top:
         raise UsageError(f"{source} holds no files to grade")
 
-    found = _Reader(walk, pattern, root, limits).read(chosen, top, skipped)
-    if layout != "auto" and layout != "folder" and not found and not pattern:
+    reader = _Reader(walk, pattern, root, limits)
+    found = reader.read(chosen, top, skipped)
+    if layout != "auto" and layout != "folder" and not reader.followed and not pattern:
         raise UsageError(f"{source} does not look like a {layout.capitalize()} export: "
                          f"no entry follows its naming (see docs/batch.md, Sources)")
     submissions = _choose(found, exts, fits, skipped)
     skipped.sort(key=lambda s: (str(s.path), s.member or "", s.reason))
-    return Collected(chosen, root, tuple(submissions), tuple(skipped), tuple(notes))
+    return Collected(chosen, root, tuple(submissions), tuple(skipped), tuple(notes), tuple(reader.conflicts))
 
 
 def identity_pattern(identity: str | re.Pattern | None) -> re.Pattern | None:
@@ -196,8 +228,11 @@ def identity_pattern(identity: str | re.Pattern | None) -> re.Pattern | None:
 def extract_zip(archive: Path, dest: Path, limits: SourceLimits = SourceLimits()) -> list[Skipped]:
     """Extract ``archive`` into ``dest`` (absent or empty) safely; the members refused, with why.
 
-    Refuses the whole zip (``UsageError``) when it declares more than ``max_files`` entries or
-    ``max_total_bytes`` of content, or when more than that comes out of it.
+    A student's folder (a folder at the top, or below the single folders that wrap an export, as
+    Gradescope's ``assignment_N_export/`` does) with more than ``max_student_files`` entries or
+    ``max_student_bytes`` declared is not extracted at all, and listed once. The whole zip is refused
+    (``UsageError``) when the rest declares more than ``max_files`` entries or ``max_total_bytes`` of
+    content, or when more than that comes out of it.
     """
     archive, dest = Path(archive), Path(dest)
     if dest.is_symlink() or (dest.exists() and (not dest.is_dir() or any(dest.iterdir()))):
@@ -212,10 +247,20 @@ def extract_zip(archive: Path, dest: Path, limits: SourceLimits = SourceLimits()
         skipped.append(Skipped(archive, reason, member=member))
 
     with zf:
-        infos = zf.infolist()
-        if len(infos) > limits.max_files:
-            raise UsageError(f"{archive} holds {len(infos)} entries, more than the {limits.max_files} a batch reads")
-        declared = sum(i.file_size for i in infos if not i.is_dir())
+        members = []  # (info, name, parts, problem), in the zip's order
+        for info in zf.infolist():
+            name, problem = _member_name(info)
+            parts: tuple[str, ...] = ()
+            if not problem:
+                parts, problem = _member_parts(name, limits)
+            members.append((info, name, parts, problem or _member_kind(info)))
+        too_large = _oversized_folders([(i, p) for i, _, p, _ in members], limits)
+        for folder, reason in sorted(too_large.items()):
+            refuse("/".join(folder), reason)
+        members = [m for m in members if not any(m[2][:n] in too_large for n in range(1, len(m[2]) + 1))]
+        if len(members) > limits.max_files:
+            raise UsageError(f"{archive} holds {len(members)} entries, more than the {limits.max_files} a batch reads")
+        declared = sum(i.file_size for i, *_ in members if not i.is_dir())
         if declared > limits.max_total_bytes:
             raise UsageError(f"{archive} declares {_size(declared)} of content, more than the "
                              f"{_size(limits.max_total_bytes)} a batch extracts (a zip bomb?)")
@@ -223,13 +268,7 @@ def extract_zip(archive: Path, dest: Path, limits: SourceLimits = SourceLimits()
         seen: set[tuple[str, ...]] = set()
         hidden: set[tuple[str, ...]] = set()
         written = 0
-        for info in infos:
-            name, problem = _member_name(info)
-            parts: tuple[str, ...] = ()
-            if not problem:
-                parts, problem = _member_parts(name, limits)
-            if not problem:
-                problem = _member_kind(info)
+        for info, name, parts, problem in members:
             if problem:
                 refuse(name, problem)
                 continue
@@ -263,6 +302,37 @@ def extract_zip(archive: Path, dest: Path, limits: SourceLimits = SourceLimits()
                 continue
             written += outcome
     return skipped
+
+
+def _oversized_folders(members: list[tuple[zipfile.ZipInfo, tuple[str, ...]]],
+                       limits: SourceLimits) -> dict[tuple[str, ...], str]:
+    """The students' folders of a zip over their caps, with why: a folder at the level where the
+    students are (below up to three single folders that wrap the whole export, as the reader steps
+    into them) holding more than ``max_student_files`` entries or declaring more than
+    ``max_student_bytes``. Names only; nothing is read."""
+    paths = [p for _, p in members if p]
+    depth = 0
+    while depth < 3:  # the single visible folder that holds everything is a wrapper, not a student
+        tops = {p[depth] for p in paths if len(p) > depth and not any(_is_system(x) for x in p[: depth + 1])}
+        if len(tops) != 1 or not any(len(p) > depth + 1 and p[depth] in tops for p in paths):
+            break
+        depth += 1
+    count: dict[tuple[str, ...], int] = {}
+    size: dict[tuple[str, ...], int] = {}
+    for info, p in members:
+        if len(p) > depth + 1:
+            folder = p[: depth + 1]
+            count[folder] = count.get(folder, 0) + 1
+            size[folder] = size.get(folder, 0) + (0 if info.is_dir() else info.file_size)
+    out = {}
+    for folder in count:
+        if count[folder] > limits.max_student_files:
+            out[folder] = (f"a folder of {count[folder]} files and folders, more than the {limits.max_student_files} "
+                           "a student's submission may hold (not extracted)")
+        elif size[folder] > limits.max_student_bytes:
+            out[folder] = (f"a folder declaring {_size(size[folder])}, more than the "
+                           f"{_size(limits.max_student_bytes)} a student's submission may hold (not extracted)")
+    return out
 
 
 def _member_name(info: zipfile.ZipInfo) -> tuple[str, str | None]:
@@ -380,17 +450,26 @@ class _Walk:
     def __init__(self, limits: SourceLimits, exts: tuple[str, ...]):
         self.limits, self.exts, self.seen = limits, exts, 0
 
-    def entries(self, folder: Path, skipped: list[Skipped], owner: str | None = None) -> list[_Entry]:
+    def entries(self, folder: Path, skipped: list[Skipped], owner: str | None = None,
+                most: int | None = None) -> list[_Entry]:
+        """The entries of ``folder`` by name; raises ``_TooMany`` past ``most`` (a student's budget),
+        ``UsageError`` past the source's ``max_files`` in all. Never lists more than that."""
+        listing: list[os.DirEntry] = []
         try:
             with os.scandir(folder) as it:
-                listing = sorted(it, key=lambda e: e.name)
+                for e in it:
+                    listing.append(e)
+                    if most is not None and len(listing) > most:
+                        self.seen += len(listing)
+                        raise _TooMany
+                    if self.seen + len(listing) > self.limits.max_files:
+                        raise UsageError(f"the source holds more than {self.limits.max_files} files and folders; "
+                                         "a batch reads no more")
         except OSError as e:
             skipped.append(Skipped(folder, f"cannot be read ({type(e).__name__})", owner))
             return []
         self.seen += len(listing)
-        if self.seen > self.limits.max_files:
-            raise UsageError(f"the source holds more than {self.limits.max_files} files and folders; "
-                             "a batch reads no more")
+        listing.sort(key=lambda e: e.name)
         out = []
         for e in listing:
             path = Path(e.path)
@@ -406,12 +485,17 @@ class _Walk:
                 skipped.append(Skipped(path, "not a regular file", owner))
         return out
 
-    def files(self, folder: Path, skipped: list[Skipped], owner: str | None, depth: int) -> list[Path]:
-        """Every file under ``folder`` (iteratively), in name order, to the depth bound."""
-        out, stack = [], [(folder, depth)]
+    def files(self, folder: Path, skipped: list[Skipped], owner: str | None, depth: int,
+              most: int | None = None) -> tuple[list[Path], int]:
+        """Every file under ``folder`` (iteratively), in name order, to the depth bound, and how many
+        entries were listed; raises ``_TooMany`` past ``most`` entries."""
+        out, stack, used = [], [(folder, depth)], 0
         while stack:
             here, level = stack.pop()
-            for e in reversed(self.entries(here, skipped, owner)):
+            before = self.seen
+            listed = self.entries(here, skipped, owner, None if most is None else most - used)
+            used += self.seen - before  # every entry listed, hidden ones and links included
+            for e in reversed(listed):
                 if not e.is_dir:
                     out.append(e.path)
                 elif level + 1 > self.limits.max_depth:
@@ -419,7 +503,7 @@ class _Walk:
                                                    "(not read)", owner))
                 else:
                     stack.append((e.path, level + 1))
-        return sorted(out)
+        return sorted(out), used
 
     def problem(self, path: Path) -> str | None:
         """Why ``path`` is not a submission, or None: its extension, its size, its readability."""
@@ -447,6 +531,47 @@ class _Walk:
 
 
 # --- layouts ---------------------------------------------------------------------------------
+#
+# Who an entry belongs to comes only from what the LMS itself wrote: Canvas's and Moodle's fixed
+# fields in the entry's name, Gradescope's own metadata at the top of the export, the entry's
+# name in a plain folder. Never from anything a student put inside their submission. Where a
+# student's free text sits on both sides of the fixed fields (a display name on the left, a file
+# name on the right), every way of reading the name is tried: a name that reads as two students
+# is not guessed at (below, ``_Reader.settle``).
+
+def _canvas_readings(name: str) -> list[dict]:
+    """Every way ``name`` reads as Canvas's ``<name>_[late_]<user id>_<submission id>_<file>``, left to right.
+
+    Canvas writes a ``_<digits>_`` inside a student's name as ``-<digits>-`` (it reads ids back the
+    same way), and its ids never begin with 0: a reading whose name part holds one is not Canvas's.
+    """
+    out = []
+    for at in re.finditer(r"(?<=.)_(?=(?:late_)?[1-9])", name, re.IGNORECASE | re.DOTALL):
+        i = at.start()
+        m = _CANVAS_AT.match(name, i)
+        if m is None or _CANVAS_NOT_IN_NAME.search(name[:i]):
+            continue
+        resub = _RESUBMISSION.match(Path(m["file"]).stem)
+        out.append({"id": m["id"], "name": name[:i], "late": m["late"] is not None, "serial": int(m["serial"][:18]),
+                    "resubmission": int(resub["n"]) if resub else 0})
+    return out
+
+
+def _moodle_readings(name: str, is_dir: bool) -> list[dict]:
+    """Every way ``name`` reads as Moodle's: a folder ``<name>_<id>_assignsubmission_<plugin>_`` (read from
+    the right, where Moodle's own fields end it: one reading), or a file
+    ``<name>_<id>_assignsubmission_<plugin>_<file>`` (the student's name on the left and their file's
+    name on the right are both free text: every reading, left to right)."""
+    if is_dir:
+        m = _MOODLE_FOLDER.match(name)
+        return [{"id": m["id"], "name": m["name"]}] if m and m["name"] else []
+    out = []
+    for at in re.finditer(r"(?<=.)_(?=\d+_assignsubmission_)", name, re.DOTALL):
+        m = _MOODLE_AT.match(name, at.start())
+        if m is not None:
+            out.append({"id": m["id"], "name": name[:at.start()]})
+    return out
+
 
 def _detect(top: list[_Entry]) -> tuple[str, str]:
     """The layout of a folder from its top-level entries, and the reason, in ``LAYOUTS`` order."""
@@ -457,10 +582,10 @@ def _detect(top: list[_Entry]) -> tuple[str, str]:
     scope = sum(1 for e in entries if e.is_dir and _GRADESCOPE.match(e.name))
     if entries and scope > half:
         return "gradescope", f"{scope} of {len(entries)} entries are submission_<id> folders"
-    moodle = sum(1 for e in entries if _MOODLE.match(e.name))
+    moodle = sum(1 for e in entries if _moodle_readings(e.name, e.is_dir))
     if entries and moodle > half:
         return "moodle", f"{moodle} of {len(entries)} entries are named Name_<id>_assignsubmission_..."
-    canvas = sum(1 for e in entries if not e.is_dir and _CANVAS.match(e.name))
+    canvas = sum(1 for e in entries if not e.is_dir and _canvas_readings(e.name))
     if entries and canvas > half:
         return "canvas", f"{canvas} of {len(entries)} files are named name_<userid>_<submissionid>_<file>"
     return "folder", "a file or a folder per student"
@@ -483,6 +608,23 @@ class _Student:
     candidates: list[_Candidate] | None = None
 
 
+@dataclass(frozen=True)
+class _Claim:
+    """One top-level entry read as one student's: the layout's facts, the id it gives, and the *unit*:
+    who the layout itself says the entry is (the LMS's id and name for Canvas and Moodle, whose several
+    entries may be one student's; the entry itself for Gradescope and a plain folder)."""
+
+    entry: _Entry
+    facts: dict
+    student_id: str
+    name: str | None
+    unit: object
+
+
+class _TooMany(Exception):
+    """A student's folders hold more entries than ``max_student_files``."""
+
+
 def _text(value: str | None) -> str | None:
     if value is None:
         return None
@@ -496,94 +638,172 @@ class _Reader:
     def __init__(self, walk: _Walk, pattern: re.Pattern | None, root: Path, limits: SourceLimits):
         self.walk, self.pattern, self.root, self.limits = walk, pattern, root, limits
         self.students: dict[str, _Student] = {}
+        self.conflicts: list[Conflict] = []
+        #: entries that follow the layout's naming (a forced layout that none follows is a usage error)
+        self.followed = 0
 
     def read(self, layout: str, top: list[_Entry], skipped: list[Skipped]) -> dict[str, _Student]:
         metadata: dict[str, list[dict[str, str]]] = {}
         if layout == "gradescope" and any(e.name == GRADESCOPE_METADATA and not e.is_dir for e in top):
             metadata = read_gradescope_metadata(self.root / GRADESCOPE_METADATA, self.limits.max_metadata_bytes,
                                                 skipped)
+        readings: list[tuple[_Entry, list[dict]]] = []
         for entry in top:
-            if layout == "gradescope" and entry.name == GRADESCOPE_METADATA:
+            if layout == "gradescope" and entry.name == GRADESCOPE_METADATA and not entry.is_dir:
                 continue
-            facts = getattr(self, "_" + layout)(entry, metadata, skipped)
-            if facts is None:
-                continue
-            ident = self._identity(entry, facts, skipped)
-            if ident is None:
-                continue
-            student = self.students.setdefault(ident["id"], _Student(ident["id"], candidates=[]))
-            student.name = student.name or ident.get("name")
-            student.email = student.email or facts.get("email")
-            student.group = student.group or tuple(facts.get("group", ()))
-            base = _Candidate(Path(), bool(facts.get("late")), int(facts.get("resubmission", 0)),
-                              int(facts.get("serial", 0)))
-            if entry.is_dir:
-                files = self.walk.files(entry.path, skipped, ident["id"], 1)
-                files = [f for f in files if not (layout == "gradescope" and f.name == GRADESCOPE_METADATA
-                                                  and f.parent == entry.path)]
-                if not files:
-                    skipped.append(Skipped(entry.path, "holds no files", ident["id"]))
+            options = getattr(self, "_" + layout)(entry, metadata, skipped)
+            if options:
+                readings.append((entry, options))
+        claims: dict[str, list[_Claim]] = {}
+        for entry, facts in self.settle(readings, skipped, self.pattern is not None):
+            claim = self._claim(entry, facts, skipped)
+            if claim is not None:
+                claims.setdefault(claim.student_id, []).append(claim)
+        for sid in sorted(claims):
+            group = claims[sid]
+            if len({c.unit for c in group}) > 1:  # two entries the LMS says are different people claim one id
+                self.conflicts.append(Conflict(sid, tuple(sorted(c.entry.path for c in group))))
             else:
-                files = [entry.path]
-            for f in files:
-                problem = self.walk.problem(f)
-                if problem:
-                    skipped.append(Skipped(f, problem, ident["id"]))
-                else:
-                    student.candidates.append(_Candidate(f, base.late, base.resubmission, base.serial))
+                self._student(sid, layout, group, skipped)
         return self.students
 
-    def _identity(self, entry: _Entry, facts: dict, skipped: list[Skipped]) -> dict | None:
+    @staticmethod
+    def settle(readings: list[tuple[_Entry, list[dict]]], skipped: list[Skipped],
+               patterned: bool = False) -> list[tuple[_Entry, dict]]:
+        """One reading per entry. An entry whose readings give several ids keeps those not contradicted by
+        an entry that reads one way only (one LMS id, one name); if that still leaves more than one id,
+        whose it is cannot be told: it is skipped, never guessed (``patterned``: the caller's identity
+        pattern decides, and the entry counts as its own person, without the layout's facts)."""
+        certain: dict[str | None, set[str | None]] = {}
+        for _, options in readings:
+            if len({o.get("id") for o in options}) == 1:
+                certain.setdefault(options[0].get("id"), set()).add(options[0].get("name"))
+        out = []
+        for entry, options in readings:
+            every = sorted({str(o.get("id")) for o in options})
+            if len(every) > 1:
+                options = [o for o in options if o.get("id") not in certain or o.get("name") in certain[o.get("id")]]
+                if len({o.get("id") for o in options}) != 1 and patterned:
+                    out.append((entry, {}))
+                    continue
+                if len({o.get("id") for o in options}) != 1:
+                    skipped.append(Skipped(entry.path, f"its name reads as more than one student's (ids "
+                                                       f"{', '.join(every)}): whose it is cannot be told, so it is "
+                                                       "not graded"))
+                    continue
+            out.append((entry, options[0]))
+        return out
+
+    def _claim(self, entry: _Entry, facts: dict, skipped: list[Skipped]) -> _Claim | None:
+        """The student ``entry`` is, by the layout's rule or the caller's identity pattern."""
+        unit = facts.get("unit", entry.path)
         if self.pattern is not None:
-            m = self.pattern.search(entry.name)
-            if not m or not _text(m.group("id")):
+            found = [m for m in self.pattern.finditer(entry.name) if _text(m.group("id"))]
+            ids = sorted({_text(m.group("id")) for m in found})
+            if not ids:
                 skipped.append(Skipped(entry.path, "its name does not match the identity pattern"))
                 return None
+            if len(ids) > 1:
+                skipped.append(Skipped(entry.path, f"the identity pattern finds more than one id in its name "
+                                                   f"({', '.join(ids)}): whose it is cannot be told, so it is "
+                                                   "not graded"))
+                return None
+            m = found[0]
             name = m.group("name") if "name" in self.pattern.groupindex else None
-            return {"id": _text(m.group("id")), "name": _text(name) or _text(facts.get("name"))}
+            return _Claim(entry, facts, ids[0], _text(name) or _text(facts.get("name")), unit)
         student_id = _text(facts.get("id"))
         if student_id is None:
             skipped.append(Skipped(entry.path, "no student id in its name"))
             return None
-        return {"id": student_id, "name": _text(facts.get("name"))}
+        return _Claim(entry, facts, student_id, _text(facts.get("name")), unit)
 
-    def _not_layout(self, entry: _Entry, layout: str, skipped: list[Skipped]) -> dict | None:
+    def _student(self, sid: str, layout: str, claims: list[_Claim], skipped: list[Skipped]) -> None:
+        """The student ``sid`` from their entries, their folders walked within ``max_student_files``
+        (more: the student is reported, not read; the rest of the class is not held up)."""
+        mine: list[Skipped] = []
+        found: list[tuple[Path, _Claim]] = []
+        budget = self.limits.max_student_files
+        try:
+            for claim in claims:
+                budget -= 1
+                if budget < 0:
+                    raise _TooMany
+                entry = claim.entry
+                if not entry.is_dir:
+                    found.append((entry.path, claim))
+                    continue
+                files, used = self.walk.files(entry.path, mine, sid, 1, budget)
+                budget -= used
+                own = [f for f in files if layout == "gradescope" and f.name == GRADESCOPE_METADATA
+                       and f.parent == entry.path]
+                for f in own:
+                    mine.append(Skipped(f, "the student's own submission_metadata.yml: not read (who handed in a "
+                                           "submission comes only from the export's metadata, at its top)", sid))
+                files = [f for f in files if f not in own]
+                if not files and not own:
+                    mine.append(Skipped(entry.path, "holds no files", sid))
+                found += [(f, claim) for f in files]
+        except _TooMany:
+            cap = self.limits.max_student_files
+            skipped.append(Skipped(claims[0].entry.path, f"holds more than {cap} files and folders, more than a "
+                                   "student's submission may: not read, not graded (take out what is not the "
+                                   "submission, such as a virtual environment or a data set, or grade the notebook "
+                                   "alone with `grade FILE`)", sid))
+            return
+        skipped += mine
+        student = _Student(sid, candidates=[])
+        for claim in claims:
+            student.name = student.name or claim.name
+            student.email = student.email or _text(claim.facts.get("email"))
+            student.group = student.group or tuple(claim.facts.get("group", ()))
+        for path, claim in found:
+            problem = self.walk.problem(path)
+            if problem:
+                skipped.append(Skipped(path, problem, sid))
+            else:
+                f = claim.facts
+                student.candidates.append(_Candidate(path, bool(f.get("late")), int(f.get("resubmission", 0)),
+                                                     int(f.get("serial", 0))))
+        self.students[sid] = student
+
+    def _not_layout(self, entry: _Entry, layout: str, skipped: list[Skipped]) -> list[dict]:
         if self.pattern is not None:  # the caller's pattern decides who it is
-            return {}
+            return [{}]
         skipped.append(Skipped(entry.path, f"does not follow {layout}'s naming"))
-        return None
+        return []
 
-    def _canvas(self, entry: _Entry, metadata, skipped) -> dict | None:
-        m = None if entry.is_dir else _CANVAS.match(entry.name)
-        if not m:
+    def _canvas(self, entry: _Entry, metadata, skipped) -> list[dict]:
+        readings = [] if entry.is_dir else _canvas_readings(entry.name)
+        if not readings:
             return self._not_layout(entry, "Canvas", skipped)
-        resub = _RESUBMISSION.match(Path(m["file"]).stem)
-        return {"id": m["id"], "name": m["name"], "late": m["late"] is not None,
-                "serial": int(m["serial"][:18]), "resubmission": int(resub["n"]) if resub else 0}
+        self.followed += 1
+        return [{**r, "unit": ("canvas", r["id"], r["name"])} for r in readings]
 
-    def _moodle(self, entry: _Entry, metadata, skipped) -> dict | None:
-        m = _MOODLE.match(entry.name)
-        if not m or (entry.is_dir and m["file"]) or (not entry.is_dir and not m["file"]):
+    def _moodle(self, entry: _Entry, metadata, skipped) -> list[dict]:
+        readings = _moodle_readings(entry.name, entry.is_dir)
+        if not readings:
             return self._not_layout(entry, "Moodle", skipped)
-        return {"id": m["id"], "name": m["name"]}
+        self.followed += 1
+        return [{**r, "unit": ("moodle", r["id"], r["name"])} for r in readings]
 
-    def _gradescope(self, entry: _Entry, metadata, skipped) -> dict | None:
+    def _gradescope(self, entry: _Entry, metadata, skipped) -> list[dict]:
         m = _GRADESCOPE.match(entry.name) if entry.is_dir else None
         if not m:
             return self._not_layout(entry, "Gradescope", skipped)
-        people = metadata.get(entry.name, [])
-        own = entry.path / GRADESCOPE_METADATA
-        if os.path.isfile(own) and not os.path.islink(own):
-            mine = read_gradescope_metadata(own, self.limits.max_metadata_bytes, skipped)
-            people = mine.get(entry.name) or mine.get("", []) or people
+        self.followed += 1
+        people = metadata.get(entry.name, [])  # the export's own metadata; never a file the student handed in
         ids = [_text(p.get("sid")) or _text(p.get("email")) or _text(p.get("name")) for p in people]
         ids = [i for i in ids if i]
         first = people[0] if people else {}
-        return {"id": _text(first.get("sid")) or _text(first.get("email")) or entry.name,
-                "name": first.get("name"), "email": _text(first.get("email")), "group": ids[1:]}
+        return [{"id": _text(first.get("sid")) or _text(first.get("email")) or entry.name,
+                 "name": first.get("name"), "email": _text(first.get("email")), "group": ids[1:]}]
 
-    def _folder(self, entry: _Entry, metadata, skipped) -> dict | None:
-        return {"id": entry.name if entry.is_dir else Path(entry.name).stem}
+    def _folder(self, entry: _Entry, metadata, skipped) -> list[dict]:
+        self.followed += 1
+        if not entry.is_dir and entry.path.suffix.lower() not in self.walk.exts and self.pattern is None:
+            skipped.append(Skipped(entry.path, f"not a {' or '.join(self.walk.exts)} file"))  # a README: no one's
+            return []
+        return [{"id": entry.name if entry.is_dir else Path(entry.name).stem}]
 
 
 def _choose(students: dict[str, _Student], exts: tuple[str, ...], fits: Callable[[Path], bool] | None,

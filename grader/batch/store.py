@@ -29,13 +29,14 @@ import json
 import os
 import re
 import sqlite3
+import stat
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal
 
-from grader.errors import GraderError
+from grader.errors import GraderError, UsageError
 from grader.report.result import Report
 from grader.report.text import safe_text, shortened
 
@@ -79,6 +80,12 @@ CREATE INDEX results_latest ON results (grading_key, student_id, id);
 
 class StoreError(GraderError):
     """The store cannot be used: another batch writes it, it is of another version, or it is damaged."""
+
+
+class StoreRefused(StoreError, UsageError):
+    """The file at the store's path is not one this batch may write, and nothing of it was changed:
+    another batch holds it, it is not a results store (random bytes, another program's SQLite file,
+    a link), or a store of another version. The person chooses another ``--out`` (exit 2)."""
 
 
 def status_of(report: Report) -> Status:
@@ -174,6 +181,15 @@ def prepare(report: Report | None, status: Status | None = None, message: str = 
     return Entry(status, score, max_score, text, trimmed, message, stored)
 
 
+def renamed(entry: Entry, submission: str) -> Entry:
+    """``entry`` with its report calling its submission ``submission`` (a batch grades a private copy of
+    each student's file, and shows the student's own path); status, scores and trimming untouched."""
+    if entry.report is None:
+        return entry
+    report = dataclasses.replace(entry.report, submission=submission)
+    return dataclasses.replace(entry, text=None if entry.text is None else _json(report), report=report)
+
+
 class Store:
     """A batch's results. Use ``Store.open(path)``, as a context manager, from one process only.
 
@@ -195,8 +211,10 @@ class Store:
         """Open (creating it, and its folder, when missing) the store at ``path``.
 
         A folder is taken to be a batch's out folder: the store is ``STORE_NAME`` inside it.
-        Raises ``StoreError`` when another process holds the store for writing, when the file is
-        not a store of this version, or when SQLite cannot keep it in WAL mode.
+        Raises ``StoreRefused`` (a usage error; the file is left exactly as it was) when another
+        process holds the store for writing, or when the file is not a store of this version (its
+        header and tables are read, read-only, before anything is written); ``StoreError`` when
+        SQLite cannot keep it in WAL mode.
         """
         p = Path(path)
         if p.is_dir():
@@ -209,6 +227,7 @@ class Store:
         p.parent.mkdir(parents=True, exist_ok=True)
         lock_fd = _lock(p.with_name(p.name + ".lock"))
         try:
+            _vet(p)  # read-only: a file that is not ours is refused before a byte of it is written
             conn = _connect(str(p))
             # WAL: a commit appends to the write-ahead log and readers never block the writer. A
             # crash of the process at any moment (SIGKILL included) leaves every committed
@@ -252,13 +271,13 @@ class Store:
             if version == 0:
                 tables = self._conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
                 if tables:
-                    raise StoreError(f"{self.path}: an SQLite file that is not a results store")
+                    raise StoreRefused(_not_ours(self.path, "another program's SQLite file"))
                 for statement in _SCHEMA.split(";"):
                     if statement.strip():
                         self._conn.execute(statement)
                 self._conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
             elif version != SCHEMA_VERSION:
-                raise StoreError(_version_message(self.path, version))
+                raise StoreRefused(_version_message(self.path, version))
 
     def _checked_version(self) -> Store:
         version = self._conn.execute("PRAGMA user_version").fetchone()[0]
@@ -468,19 +487,85 @@ def _version_message(path: Path, version: int) -> str:
             f"{SCHEMA_VERSION}); use another --out, or delete the file to grade everything again")
 
 
+#: The first bytes of every SQLite database file.
+SQLITE_HEADER = b"SQLite format 3\x00"
+#: The columns of a results store's table, in order.
+_RESULT_COLUMNS = ("id", "student_id", "name", "file_sha", "grading_key", "status", "score", "max_score", "seconds",
+                   "report", "trimmed", "message", "recorded_at")
+
+
+def _vet(path: Path) -> None:
+    """Refuse (``StoreRefused``) a file at ``path`` that is not a results store of this grader's version,
+    reading it only: its header, then SQLite opened read-only. No file, an empty one, or an SQLite file
+    without tables (a batch killed while creating its store) is accepted: it becomes the store."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if stat.S_ISLNK(st.st_mode) or not stat.S_ISREG(st.st_mode):
+        raise StoreRefused(_not_ours(path, "a symbolic link" if stat.S_ISLNK(st.st_mode) else "not a regular file"))
+    if st.st_size == 0:
+        return
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        with os.fdopen(fd, "rb") as f:
+            header = f.read(len(SQLITE_HEADER))
+    except OSError as e:
+        raise StoreRefused(_not_ours(path, f"a file that cannot be read ({e.strerror or type(e).__name__})")) from None
+    if header != SQLITE_HEADER:
+        raise StoreRefused(_not_ours(path, "not an SQLite file"))
+    # immutable: SQLite reads the main file alone and makes no -wal or -shm beside it (read-only
+    # still would, for a file in WAL mode). Only when that shows nothing and a write-ahead log
+    # already lies beside it (a batch killed before its first checkpoint) is the log read too.
+    version, tables, columns = _schema(path, "mode=ro&immutable=1")
+    wal = Path(f"{path}-wal")
+    if version == 0 and not tables and wal.is_file() and not wal.is_symlink() and wal.stat().st_size:
+        version, tables, columns = _schema(path, "mode=ro")
+    if version == 0 and not tables:
+        return
+    if version == 0 or columns != _RESULT_COLUMNS:
+        raise StoreRefused(_not_ours(path, "another program's SQLite file"))
+    if version != SCHEMA_VERSION:
+        raise StoreRefused(_version_message(path, version))
+
+
+def _schema(path: Path, params: str) -> tuple[int, set[str], tuple[str, ...]]:
+    """An SQLite file's user_version, table names and the results table's columns, read-only."""
+    try:
+        conn = sqlite3.connect(f"{path.resolve().as_uri()}?{params}", uri=True, isolation_level=None, timeout=30)
+        try:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+            columns = tuple(r[1] for r in conn.execute("PRAGMA table_info(results)"))
+        finally:
+            conn.close()
+    except sqlite3.Error as e:
+        raise StoreRefused(_not_ours(path, f"an SQLite file that cannot be read ({e})")) from None
+    return version, tables, columns
+
+
+def _not_ours(path: Path, what: str) -> str:
+    return (f"{path} is not a results store of grade batch ({what}); nothing in it was changed. Choose another "
+            "--out, or move the file away")
+
+
 def _lock(path: Path) -> int | None:
     """An exclusive, non-blocking ``flock`` on ``path`` (None where there is no ``fcntl``)."""
     try:
         import fcntl
     except ImportError:  # not POSIX: one writer is the caller's promise
         return None
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
+    except OSError as e:
+        raise StoreRefused(f"{path}: cannot be opened to lock the results store ({e.strerror or e}); "
+                           "use another --out") from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
         os.close(fd)
-        raise StoreError(f"{path.with_suffix('')}: another batch is writing this results store; wait for it "
-                         "to finish, or use another --out") from None
+        raise StoreRefused(f"{path.with_suffix('')}: another batch is writing this results store; wait for it "
+                           "to finish, or use another --out") from None
     return fd
 
 
