@@ -184,35 +184,68 @@ _ROOT_OPTION = click.option("--root", type=click.Path(path_type=Path, file_okay=
               "processes. The store and every output stay here.")
 @click.option("--chunk-size", type=click.IntRange(min=1), metavar="N", help="With --scheduler: submissions per "
               "Dask task [default: chosen from the class and the cluster's size, at most 16].")
+@click.option("--allow-unsandboxed-workers", is_flag=True, help="With --scheduler: let Dask workers without a "
+              "working bubblewrap grade, where their submissions can be given no network (the worker runs as "
+              "root); otherwise such workers are never given work. See docs/dask.md.")
 @_ROOT_OPTION
 def batch_cmd(source: Path, assignment: str, out: Path, jobs: int | None, regrade: bool, student: str | None,
               id_regex: str | None, layout: str, timeout: float | None, cold: bool, scheduler: str | None,
-              chunk_size: int | None, root: Path | None) -> None:
+              chunk_size: int | None, allow_unsandboxed_workers: bool, root: Path | None) -> None:
     """Grade every submission in SOURCE (a folder, a zip, an LMS export) into OUT, resumably."""
     from grader.batch.progress import progress_reporter
     from grader.batch.run import run_batch
+    from grader.batch.store import StoredResult
     from grader.config import GradeConfig
     from grader.report.text import safe_text
 
+    if allow_unsandboxed_workers:
+        if not scheduler:
+            raise click.UsageError("--allow-unsandboxed-workers is for Dask workers: use it with --scheduler")
+    saved = {"now": 0, "done": 0, "total": 0}  # what this run stored so far, for the words after Ctrl-C
+
     def work() -> int:
         config = GradeConfig(root=root.resolve() if root else None, **({"timeout": timeout} if timeout else {}))
-        with progress_reporter(sys.stdout.isatty()) as progress:
-            result = run_batch(source, assignment, out, config, jobs or os.cpu_count() or 1, regrade, student,
-                               id_regex, layout, progress, warm=not cold, scheduler=scheduler, chunk_size=chunk_size)
+        try:
+            with progress_reporter(sys.stdout.isatty()) as progress:
+                def counted(student_id: str, stored: StoredResult, done: int, total: int) -> None:
+                    saved.update(now=saved["now"] + 1, done=done, total=total)
+                    progress(student_id, stored, done, total)
+
+                result = run_batch(source, assignment, out, config, jobs or os.cpu_count() or 1, regrade, student,
+                                   id_regex, layout, counted, warm=not cold, scheduler=scheduler,
+                                   chunk_size=chunk_size, allow_unsandboxed_workers=allow_unsandboxed_workers)
+        except KeyboardInterrupt:
+            where = safe_text(str(out / "grades.sqlite"), one_line=True)
+            tally = f" ({saved['done']} of {saved['total']} in the store)" if saved["now"] else ""
+            n = saved["now"]
+            click.echo(f"grade: interrupted: {n} submission{'' if n == 1 else 's'} graded by this run "
+                       f"{'is' if n == 1 else 'are'} saved in {where}{tally}; run the same command again to grade "
+                       "the rest", err=True)
+            return ExitCode.INTERRUPTED
         c = result.collected
         click.echo(f"{len(c.submissions)} submissions ({c.layout} layout), {len(result.graded)} graded now, "
-                   f"{len(result.already_done)} already in the store; {len(c.skipped)} files skipped")
+                   f"{len(result.already_done)} already in the store; {len(c.skipped)} files skipped"
+                   + (f"; {len(c.conflicts)} students claimed by more than one entry (not graded)" if c.conflicts
+                      else ""))
         if result.graded and result.cluster:
-            threads = sum(w.threads for w in result.cluster)
-            click.echo(f"cluster: {len(result.cluster)} Dask workers at {safe_text(scheduler or '', one_line=True)}, "
+            grading = [w for w in result.cluster if not w.refused]
+            threads = sum(w.threads for w in grading)
+            click.echo(f"cluster: {len(grading)} Dask workers at {safe_text(scheduler or '', one_line=True)}, "
                        f"{threads} grading processes, " + (f"{result.slots} with warm slots" if result.slots
                                                            else "a cold worker per submission"))
             for w in result.cluster:
-                if w.sandbox != "bwrap":
+                if w.refused:
+                    click.echo(f"  {safe_text(w.address, one_line=True)}: never given work: "
+                               f"{safe_text(w.refused, one_line=True)}")
+                elif w.sandbox != "bwrap":
                     click.echo(f"  {safe_text(w.address, one_line=True)}: no working bubblewrap there: its submissions "
-                               "ran in a plain subprocess with resource limits, NOT sandboxed (their reports say so)")
+                               "ran in a plain subprocess with resource limits and no network, NOT sandboxed "
+                               "(their reports say so)")
         for s in c.skipped:
-            click.echo(f"  skipped {safe_text(str(s.path), one_line=True)}: {s.reason}")
+            click.echo(f"  skipped {safe_text(str(s.path), one_line=True)}: {safe_text(s.reason, one_line=True)}")
+        for k in c.conflicts:
+            click.echo(f"  conflict over student {safe_text(k.student_id, one_line=True)}: "
+                       f"{safe_text(k.reason, one_line=True)}")
         for r in result.internal:
             click.echo(f"  grader error on {safe_text(r.student_id, one_line=True)}: "
                        f"{safe_text(r.message, one_line=True)} (graded again by the next run)", err=True)

@@ -15,3 +15,5 @@ class ExitCode(enum.IntEnum):
     USAGE_ERROR = 2
     #: A bug or broken installation of the grader itself; never a student's zero.
     INTERNAL_ERROR = 3
+    #: Stopped by Ctrl-C (``grade batch``: what was graded is saved, and the same command resumes).
+    INTERRUPTED = 130

@@ -3,7 +3,10 @@
 The class is graded on the cluster into the same gradebook as the local pool gives; resume,
 and --regrade work as locally; a worker killed mid-run costs nothing; a submission that
 takes its worker down every time is found (the chunk split down to it) and recorded as an error;
-workers that differ from this machine are refused.
+workers that differ from this machine are refused; a worker without a working bubblewrap is never
+given work unless allowed, and then its submissions reach nothing on the network; Ctrl-C on the
+client leaves no grading process on the workers and the same command resumes; a scheduler that
+dies mid-batch is exit 2, with what was graded kept.
 """
 from __future__ import annotations
 
@@ -11,9 +14,11 @@ import json
 import os
 import shutil
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -49,11 +54,12 @@ def _own_session_ending_with_us() -> None:
 
 
 class Cluster:
-    """A scheduler and workers, each `dask` process in its own session; every process this test
-    started (and all they started) carries GRADER_RUN_TAG=tag, so only those are counted."""
+    """A scheduler and ``workers`` sandboxed workers, each `dask` process in its own session; every process
+    this test started (and all they started) carries GRADER_RUN_TAG=tag, so only those are counted."""
 
-    def __init__(self, folder: Path):
+    def __init__(self, folder: Path, workers: int = 2, death_timeout: int = 20):
         self.folder = folder
+        self.death_timeout = death_timeout
         self.tag = f"dask-{uuid.uuid4().hex[:8]}"
         self.graded_log = folder / "graded.log"
         self.env = {**os.environ, "GRADER_RUN_TAG": self.tag, "PYTHONPATH": str(ROOT),
@@ -67,21 +73,32 @@ class Cluster:
         while not info.is_file() and time.monotonic() < deadline:
             time.sleep(0.1)
         self.address = json.loads(info.read_text())["address"]
-        self.workers = [self.add_worker(f"w{i}", KILL_SWITCH) for i in (1, 2)]
-        self.wait_for(2)
+        self.workers = [self.add_worker(f"w{i}", KILL_SWITCH) for i in range(1, workers + 1)]
+        if workers:
+            self.wait_for(workers)
 
-    def _start(self, args: list[str], name: str) -> subprocess.Popen:
+    def _start(self, args: list[str], name: str, env: dict[str, str] | None = None) -> subprocess.Popen:
         log = open(self.folder / f"{name}.log", "ab")
-        p = subprocess.Popen([sys.executable, "-m", "dask", *args], cwd=self.folder, env=self.env, stdout=log,
-                             stderr=subprocess.STDOUT, preexec_fn=_own_session_ending_with_us)
+        p = subprocess.Popen([sys.executable, "-m", "dask", *args], cwd=self.folder, env={**self.env, **(env or {})},
+                             stdout=log, stderr=subprocess.STDOUT, preexec_fn=_own_session_ending_with_us)
         self.processes.append(p)
         return p
 
-    def add_worker(self, name: str, preload: Path) -> subprocess.Popen:
+    def add_worker(self, name: str, preload: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
         return self._start(["worker", self.address, "--host", "127.0.0.1", "--nthreads", "1", "--no-dashboard",
-                            "--death-timeout", "20",  # a worker whose scheduler is gone ends by itself
+                            "--death-timeout", str(self.death_timeout),  # its scheduler gone, it ends by itself
                             "--name", name, "--local-directory", str(self.folder / name), "--preload", str(preload)],
-                           name)
+                           name, env)
+
+    def add_bare_worker(self, name: str) -> subprocess.Popen:
+        """A worker where bubblewrap cannot make its namespaces (a `bwrap` first on PATH that fails as it does
+        where user namespaces are not allowed); what it starts to grade is logged to ``<name>.graded.log``."""
+        fake = self.folder / "no-namespaces"
+        fake.mkdir(exist_ok=True)
+        (fake / "bwrap").write_text("#!/bin/sh\necho 'bwrap: setting up uid map: Permission denied' >&2\nexit 1\n")
+        (fake / "bwrap").chmod(0o755)
+        return self.add_worker(name, KILL_SWITCH, {"PATH": f"{fake}:{os.environ['PATH']}",
+                                                   "GRADER_TEST_GRADED_LOG": str(self.folder / f"{name}.graded.log")})
 
     def stop(self, process: subprocess.Popen) -> None:
         try:
@@ -299,3 +316,201 @@ def test_an_unreachable_scheduler_is_a_usage_error(source, tmp_path):
     p = run_grade("batch", str(source), "--assignment", "mha", "--out", str(tmp_path / "out"),
                   "--scheduler", "tcp://127.0.0.1:9", env={"DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT": "2s"})
     assert p.returncode == 2 and "cannot reach the Dask scheduler at tcp://127.0.0.1:9" in p.stderr, p.stderr
+
+
+def _stored(out: Path) -> int:
+    """How many results the batch's store holds now (read-only: never creates the file)."""
+    path = out / "grades.sqlite"
+    if not path.is_file():
+        return 0
+    try:
+        db = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)
+        try:
+            return db.execute("SELECT count(*) FROM results").fetchone()[0]
+        finally:
+            db.close()
+    except sqlite3.Error:
+        return 0
+
+
+def test_ctrl_c_on_the_client_leaves_no_grading_process_and_the_same_command_resumes(cluster, source, local,
+                                                                                       tmp_path):
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "grader", "batch", str(source), "--assignment", "mha", "--out", str(out),
+               "--scheduler", cluster.address, "--chunk-size", "2"]
+    batch = subprocess.Popen(command, cwd=ROOT, env={**os.environ, "COLUMNS": "160"}, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 180
+        while (_stored(out) == 0 or _busy_worker(cluster) is None) and batch.poll() is None:
+            assert time.monotonic() < deadline, "the batch never had a result stored and a chunk in flight"
+            time.sleep(0.02)
+        batch.send_signal(signal.SIGINT)  # Ctrl-C, with chunks in flight on the workers
+        stdout, stderr = batch.communicate(timeout=120)
+    finally:
+        if batch.poll() is None:
+            batch.kill()
+            batch.wait()
+    assert batch.returncode == 130, stdout + stderr
+    assert "Traceback" not in stderr, stderr
+    saved = _stored(out)
+    assert 0 < saved < len(list(source.iterdir()))
+    assert (f"saved in {out / 'grades.sqlite'} ({saved} of 7 in the store); run the same command again to grade "
+            "the rest") in stderr
+    _nothing_grading(cluster)  # the workers' pools closed, the chunks in flight dropped, nothing started again
+    again = run_grade("batch", str(source), "--assignment", "mha", "--out", str(out), "--scheduler", cluster.address,
+                      "--chunk-size", "2", timeout=600)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert f"{7 - saved} graded now, {saved} already in the store" in again.stdout
+    _same_outputs(out, local)
+    _nothing_grading(cluster)
+
+
+def test_a_worker_without_bubblewrap_is_never_given_work(cluster, tmp_path):
+    bare = cluster.add_bare_worker("bare")
+    try:
+        cluster.wait_for(3)
+        folder = _class(tmp_path / "class")
+        for extra in list(folder.iterdir())[2:]:
+            extra.unlink()
+        out = tmp_path / "out"
+        p = run_grade("batch", str(folder), "--assignment", "mha", "--out", str(out), "--scheduler", cluster.address,
+                      "--chunk-size", "1", timeout=600)
+        assert p.returncode == 0, p.stdout + p.stderr
+        assert f"cluster: 2 Dask workers at {cluster.address}, 2 grading processes, 2 with warm slots" in p.stdout
+        refused = [line for line in p.stdout.splitlines() if "never given work" in line]
+        assert len(refused) == 1 and refused[0].startswith("  tcp://127.0.0.1:"), p.stdout
+        assert ("never given work: no working bubblewrap (bubblewrap is installed but cannot create its namespaces "
+                "here (bwrap: setting up uid map: Permission denied)): install it there (docs/dask.md), or pass "
+                "--allow-unsandboxed-workers to grade there without it") in refused[0]
+        assert not (cluster.folder / "bare.graded.log").exists()  # it graded nothing
+        assert "graded now" in p.stdout and ",graded" in (out / "gradebook.csv").read_text()
+    finally:
+        cluster.stop(bare)
+        cluster.processes.remove(bare)
+    cluster.wait_for(2)
+
+
+class Listener:
+    """A TCP server on 127.0.0.1 that counts connections and records what it receives."""
+
+    def __init__(self):
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.sock.settimeout(0.2)
+        self.port = self.sock.getsockname()[1]
+        self.received: list[bytes] = []
+        self.connections = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self):
+        while not self._stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                continue
+            self.connections += 1
+            with conn:
+                conn.settimeout(1)
+                try:
+                    self.received.append(conn.recv(4096))
+                except OSError:
+                    pass
+
+    def close(self):
+        self._stop.set()
+        self._thread.join()
+        self.sock.close()
+
+
+@pytest.fixture
+def bare_cluster(tmp_path_factory):
+    """A scheduler whose only worker has no working bubblewrap."""
+    c = Cluster(tmp_path_factory.mktemp("bare"), workers=0)
+    c.workers = [c.add_bare_worker("bare")]
+    c.wait_for(1)
+    yield c
+    c.close()
+    deadline = time.monotonic() + 20
+    while c.ours() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert c.ours() == [], "processes of the test's cluster were left behind"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="without bubblewrap, only a grader running as root takes the "
+                    "network away from a submission (as such a worker is then refused even when allowed)")
+def test_an_unsandboxed_worker_is_refused_unless_allowed_and_then_reaches_nothing(bare_cluster, tmp_path):
+    listener = Listener()
+    folder = tmp_path / "class"
+    folder.mkdir()
+    (folder / "mallory.py").write_text((ROOT / "tests" / "hostile" / "tcp_connect.py").read_text()
+                                       .replace("PORT", str(listener.port)))
+    shutil.copy(ROOT / "tests" / "cross" / "victim.py", folder / "victor.py")
+    course = ROOT / "tests" / "fixtures" / "course"
+    args = ["batch", str(folder), "--root", str(course), "--assignment", "toy", "--scheduler", bare_cluster.address]
+    try:
+        refused = run_grade(*args, "--out", str(tmp_path / "refused"), timeout=300)
+        assert refused.returncode == 2, refused.stdout + refused.stderr
+        assert f"no Dask worker at {bare_cluster.address} may grade, so the batch is refused" in refused.stderr
+        assert "tcp://127.0.0.1:" in refused.stderr and "--allow-unsandboxed-workers" in refused.stderr
+        assert not (tmp_path / "refused" / "gradebook.csv").exists()
+
+        out = tmp_path / "out"
+        p = run_grade(*args, "--out", str(out), "--allow-unsandboxed-workers", timeout=300)
+        assert p.returncode == 0, p.stdout + p.stderr
+    finally:
+        listener.close()
+    assert listener.connections == 0 and listener.received == [], "a submission reached 127.0.0.1"
+    assert "no working bubblewrap there: its submissions ran in a plain subprocess with resource limits and no " \
+           "network, NOT sandboxed" in p.stdout
+    rows = {r.split(",")[0]: r.split(",")[2:5] for r in (out / "gradebook.csv").read_text().splitlines()[1:]}
+    assert rows == {"mallory": ["4", "4", "graded"], "victor": ["3", "4", "graded"]}
+    with sqlite3.connect(out / "grades.sqlite") as db:
+        isolation = {json.loads(r)["isolation"] for (r,) in db.execute("SELECT report FROM results")}
+    assert len(isolation) == 1
+    line = isolation.pop()
+    assert "NOT sandboxed (bubblewrap is installed but cannot create its namespaces here" in line
+    assert ("but not the course's files or the cache (closed to its user), and could not use the network "
+            "(a network namespace of its own)") in line
+    assert sorted((bare_cluster.folder / "bare.graded.log").read_text().split()) == ["mallory.py", "victor.py"]
+
+
+def test_the_scheduler_dying_mid_batch_is_exit_2_and_keeps_what_was_graded(tmp_path_factory, tmp_path):
+    c = Cluster(tmp_path_factory.mktemp("doomed"), workers=1, death_timeout=5)
+    try:
+        folder = tmp_path / "class"
+        folder.mkdir()
+        shutil.copy(SUBMISSIONS / "mha" / "filled.ipynb", folder / "alice.ipynb")
+        (folder / "zed.py").write_text(_slow().replace("_t.sleep(1)", "_t.sleep(25)"))
+        out = tmp_path / "out"
+        command = [sys.executable, "-m", "grader", "batch", str(folder), "--assignment", "mha", "--out", str(out),
+                   "--scheduler", c.address, "--chunk-size", "1"]
+        batch = subprocess.Popen(command, cwd=ROOT, env={**os.environ, "COLUMNS": "160"}, stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, text=True)
+        try:
+            deadline = time.monotonic() + 180
+            while not (_stored(out) and "zed.py" in (c.graded_log.read_text() if c.graded_log.exists() else "")):
+                assert batch.poll() is None and time.monotonic() < deadline, "zed was never caught in flight"
+                time.sleep(0.05)
+            os.killpg(c.scheduler.pid, signal.SIGKILL)  # the scheduler dies, zed in flight
+            started = time.monotonic()
+            stdout, stderr = batch.communicate(timeout=120)
+            took = time.monotonic() - started
+        finally:
+            if batch.poll() is None:
+                batch.kill()
+                batch.wait()
+        assert batch.returncode == 2, stdout + stderr
+        assert (f"grade: error: the Dask scheduler at {c.address} went away; what was graded is kept: start it again "
+                "and run the same command") in stderr
+        assert "Traceback" not in stderr, stderr
+        assert took < 30, f"the batch took {took:.0f} s to stop"
+        with sqlite3.connect(out / "grades.sqlite") as db:
+            assert [r for (r,) in db.execute("SELECT student_id FROM results")] == ["alice"]
+        deadline = time.monotonic() + 60  # the worker ends by itself (--death-timeout), its pool with it
+        while c.ours() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert [p for p in c.ours() if p.pid != c.scheduler.pid] == [], "the lost batch left processes behind"
+    finally:
+        c.close()

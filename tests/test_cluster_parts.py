@@ -1,10 +1,17 @@
 """grade batch --scheduler, its parts without a cluster: Dask imported only for --scheduler, the worker
-check in words, a mismatched worker's plugin never offering work, the chunks, and what a worker sends back."""
+check in words, a mismatched or unsandboxed worker's plugin never offering work, the chunks, what a worker
+sends back, a lost scheduler in words; and the grading pool a worker runs (the local one), closed
+mid-grade, whether by Pool.close or by Ctrl-C on a local batch, leaves no process behind."""
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import subprocess
 import sys
+import threading
+import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -14,8 +21,11 @@ from conftest import ROOT, SUBMISSIONS
 pytest.importorskip("distributed")
 
 from grader.batch import cluster  # noqa: E402
-from grader.batch.workers import Graded, failed  # noqa: E402
-from grader.config import GradeConfig  # noqa: E402
+from grader.batch.workers import STOP_SECONDS, Graded, Pool, failed  # noqa: E402
+from grader.config import GradeConfig, Limits  # noqa: E402
+
+COURSE = ROOT / "tests" / "fixtures" / "course"
+VICTIM = ROOT / "tests" / "cross" / "victim.py"  # the toy assignment's 3/4 submission
 
 
 def test_without_scheduler_nothing_of_dask_is_imported(tmp_path):
@@ -53,7 +63,7 @@ OURS = {"python": "3.11", "torch": "2.13.0", "grader": "0.1.0 (abc)", "sandbox":
 
 def test_mismatches_in_words():
     assert cluster.mismatches(OURS, OURS) == []
-    assert cluster.mismatches(OURS, {**OURS, "sandbox": "none"}) == []  # the fallback is stated, not refused
+    assert cluster.mismatches(OURS, {**OURS, "sandbox": "none"}) == []  # not a mismatch: see refusal
     assert cluster.mismatches(OURS, {**OURS, "torch": "2.12.0", "grader": "0.1.0 (def)"}) == [
         "torch 2.12.0 (this machine: 2.13.0)", "grader 0.1.0 (def) (this machine: 0.1.0 (abc))"]
     refused = cluster.mismatches(OURS, {**OURS, "sandbox": "refused (bubblewrap is missing)"})
@@ -141,3 +151,162 @@ def test_what_a_worker_sends_back_is_checked():
     assert got[0] == (4, ok) and got[1][0] == 5 and isinstance(got[1][1], Graded)
     assert got[1][1].entry.status == "internal" and "no result" in got[1][1].entry.message
     assert all(g.entry.status == "internal" for _, g in cluster._checked(None, chunk))
+
+
+BARE = {**OURS, "sandbox": "none", "unsandboxed": "bubblewrap is not installed", "network": ""}
+
+
+def test_a_worker_without_bubblewrap_is_refused_unless_allowed_and_offline():
+    assert cluster.refusal(OURS, False) == "" and cluster.refusal(OURS, True) == ""
+    refused = cluster.refusal(BARE, False)
+    assert refused.startswith("no working bubblewrap (bubblewrap is not installed)")
+    assert "--allow-unsandboxed-workers" in refused
+    assert cluster.refusal(BARE, True) == ""  # allowed, and its submissions get no network
+    online = {**BARE, "network": "the grader does not run as root"}
+    assert "would keep the network (the grader does not run as root)" in cluster.refusal(online, True)
+    assert "--allow-unsandboxed-workers" in cluster.refusal(online, False)
+
+
+def test_an_unsandboxed_worker_never_offers_work_unless_allowed(tmp_path, monkeypatch):
+    monkeypatch.setattr(cluster, "environment", lambda requested: dict(BARE, network="not root"))
+    for allowed in (False, True):  # allowed or not: its submissions would keep the network
+        plugin = cluster.CoursePlugin("grader-batch-x", b"", GradeConfig(), True, OURS, "/course", allowed)
+        worker = _FakeWorker(tmp_path)
+        asyncio.run(plugin.setup(worker))
+        assert plugin.pool is None and worker.offered == [] and not (tmp_path / "grader-batch-x").exists()
+
+
+class _LostClient:
+    status = "connecting"  # what a Dask client is once its scheduler's connection is lost
+
+
+def test_a_lost_scheduler_is_said_in_one_way():
+    from distributed.client import CancelledFuturesGroup, FutureCancelledError, FuturesCancelledError
+
+    c = cluster.Cluster.__new__(cluster.Cluster)
+    c.address, c.client, c._gone = "tcp://10.0.0.1:8786", _LostClient(), False
+    lost = FuturesCancelledError([CancelledFuturesGroup([FutureCancelledError("k", "scheduler-connection-lost")],
+                                                        "scheduler-connection-lost")])
+    for error in (lost, OSError("Timed out trying to connect"), RuntimeError("ConnectionPool is closed")):
+        with pytest.raises(cluster.ClusterError) as caught:
+            with c._talking():
+                raise error
+        assert str(caught.value) == cluster.SCHEDULER_GONE.format(address="tcp://10.0.0.1:8786")
+        assert str(caught.value).startswith("the Dask scheduler at tcp://10.0.0.1:8786 went away; what was graded "
+                                            "is kept: start it again and run the same command")
+    assert c._gone
+    _LostClient.status = "running"
+    try:
+        with pytest.raises(ValueError):  # anything else is not the scheduler's going
+            with c._talking():
+                raise ValueError("a bug")
+    finally:
+        _LostClient.status = "connecting"
+
+
+# --------------------------------------------------------------------------- the pool, closed mid-grade
+
+
+def _slow_toy(folder: Path, seconds: int = 60) -> Path:
+    """The toy submission whose class body sleeps: mid-run long enough to be caught there."""
+    path = folder / "slow.py"
+    sleeping = f"class Doubler(nn.Module):\n    import time as _t\n    _t.sleep({seconds})\n"
+    path.write_text(VICTIM.read_text().replace("class Doubler(nn.Module):", sleeping, 1))
+    return path
+
+
+def _tagged(tag: str) -> list[int]:
+    """Live processes of this test: GRADER_RUN_TAG=tag in their environment (the grading processes), or a
+    worker token led by it (the sandboxed workers, whose environment is otherwise clean)."""
+    needles = (f"GRADER_RUN_TAG={tag}\0".encode(), f"GRADER_WORKER_TOKEN={tag}.".encode())
+    found = []
+    for pid in (p for p in os.listdir("/proc") if p.isdigit()):
+        try:
+            with open(f"/proc/{pid}/environ", "rb") as f:
+                env = f.read() + b"\0"
+            with open(f"/proc/{pid}/stat", "rb") as f:
+                state = f.read().rsplit(b")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if state != b"Z" and any(n in env for n in needles):
+            found.append(int(pid))
+    return found
+
+
+def _none_left(tag: str, seconds: float = 15) -> list[int]:
+    deadline = time.monotonic() + seconds
+    while _tagged(tag) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return _tagged(tag)
+
+
+def _wait_for_a_worker(tag: str, seconds: float = 60) -> None:
+    needle = f"GRADER_WORKER_TOKEN={tag}.".encode()
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        for pid in _tagged(tag):
+            try:
+                with open(f"/proc/{pid}/environ", "rb") as f:
+                    if needle in f.read():
+                        return
+            except OSError:
+                pass
+        time.sleep(0.05)
+    raise AssertionError("no submission was ever caught running")
+
+
+def test_closing_the_pool_mid_grade_ends_every_process_it_started(tmp_path, monkeypatch):
+    """As a Dask worker's plugin does when its batch ends or is interrupted: one grade in flight, another
+    waiting for the process. No replacement is started, the grade in flight is dropped, nothing is left."""
+    tag = f"pool{uuid.uuid4().hex[:10]}"
+    monkeypatch.setenv("GRADER_RUN_TAG", tag)
+    slow = _slow_toy(tmp_path)
+    config = GradeConfig(root=COURSE, assignment="toy", sandbox="none", timeout=120, case_timeout=90)
+    pool = Pool(1, False, Limits(), ())
+    results: dict[str, Graded] = {}
+    threads = [threading.Thread(target=lambda k=k: results.__setitem__(k, pool.grade_one(slow, config)))
+               for k in ("first", "second")]
+    for t in threads:
+        t.start()
+    try:
+        _wait_for_a_worker(tag)
+        start = time.monotonic()
+        pool.close()
+        closing = time.monotonic() - start
+        for t in threads:
+            t.join(timeout=30)
+        assert not any(t.is_alive() for t in threads)
+        assert closing < STOP_SECONDS, f"close took {closing:.1f} s: it waited for the grade in flight"
+        assert {k: g.entry.status for k, g in results.items()} == {"first": "internal", "second": "internal"}
+        assert _none_left(tag) == [], "the pool left processes behind"
+        assert pool.grade_one(slow, config).entry.status == "internal"  # closed: nothing is started again
+        assert _tagged(tag) == []
+    finally:
+        pool.close()
+
+
+def test_ctrl_c_on_a_local_batch_saves_what_was_graded_and_leaves_nothing(tmp_path):
+    folder = tmp_path / "class"
+    folder.mkdir()
+    (folder / "alice.py").write_text(VICTIM.read_text())
+    _slow_toy(folder).rename(folder / "zed.py")
+    out, tag = tmp_path / "out", f"ctrlc{uuid.uuid4().hex[:10]}"
+    batch = subprocess.Popen([sys.executable, "-m", "grader", "batch", str(folder), "--root", str(COURSE), "-a", "toy",
+                              "--out", str(out), "-j", "1"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True, env={**os.environ, "GRADER_RUN_TAG": tag, "GRADER_SANDBOX": "none"})
+    try:
+        deadline = time.monotonic() + 120
+        while not (out / "feedback").is_dir() and batch.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)  # alice's feedback is written: zed is next
+        _wait_for_a_worker(tag)
+        batch.send_signal(signal.SIGINT)
+        stdout, stderr = batch.communicate(timeout=60)
+    finally:
+        if batch.poll() is None:
+            batch.kill()
+            batch.wait()
+    assert batch.returncode == 130, stdout + stderr
+    assert "Traceback" not in stderr, stderr
+    assert (f"grade: interrupted: 1 submission graded by this run is saved in {out / 'grades.sqlite'} "
+            "(1 of 2 in the store); run the same command again to grade the rest") in stderr
+    assert _none_left(tag) == [], "the interrupted batch left processes behind"

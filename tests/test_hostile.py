@@ -117,6 +117,8 @@ def test_hostile(tmp_path, digest, name, mode):
     if mode == "bwrap":
         require_bwrap()
     spec = expectation(name, mode)
+    if spec.get("needs_root") and os.geteuid() != 0:
+        pytest.skip(f"{name} in {mode} mode holds only where the grader runs as root")
     listener = Listener()
     tag = f"hostile{uuid.uuid4().hex[:12]}"
     scratch = tmp_path / "scratch"  # the grader's TMPDIR: its workers' folders live here

@@ -18,6 +18,14 @@ against the client's and started its pool (its resource NAME), so a worker that 
 with another torch or grader never grades. ``Cluster.check`` refuses the batch when any worker
 connected at the start differs.
 
+No submission may reach the scheduler, the client or another worker (whoever reaches the
+scheduler runs code on every worker). So a worker without a working bubblewrap is never given
+work (``refusal``) unless the instructor allows it (``--allow-unsandboxed-workers``), and even
+then only where its submissions get an empty network namespace and a uid of their own (the
+grader runs as root there: ``grader.execute.sandbox.none_network``); the batch stops (exit 2)
+when no worker is left. A scheduler that goes away mid-batch stops it too (exit 2,
+``SCHEDULER_GONE``): what was graded is in the store, and the same command resumes.
+
 What is retried and what is not: a student's timeout, crash or memory blow-up is a result
 (``grade_chunk`` returns it) and is never run again. A worker that dies mid-task (its machine
 lost, its process killed) is Dask's to retry, up to ``distributed.scheduler.allowed-failures``
@@ -30,10 +38,12 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import functools
 import hashlib
 import io
 import logging
+import os
 import platform
 import shutil
 import tarfile
@@ -41,12 +51,14 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import CancelledError
 from dataclasses import dataclass, replace
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from distributed import Client, Future, WorkerPlugin, get_worker, wait
+from distributed.comm import CommClosedError
 from distributed.scheduler import KilledWorker
 
 from grader.batch.feedback import feedback_texts
@@ -55,7 +67,7 @@ from grader.batch.workers import Graded, Pool, Shown, failed
 from grader.config import GradeConfig
 from grader.course.bundle import write_bundle
 from grader.errors import UsageError
-from grader.execute.sandbox import resolve_mode
+from grader.execute.sandbox import none_network, not_requested_reason, resolve_mode
 from grader.pipeline import machine_lost_report
 from grader.plan.submission import size_cap
 from grader.spec.cases import Assignment
@@ -76,6 +88,13 @@ POLL_SECONDS = 2.0
 STALL_SECONDS = 600.0
 #: How long fetching a finished chunk's results may take before the chunk is submitted again.
 FETCH_SECONDS = 60.0
+#: How long a worker's plugin waits for the scheduler when it is removed (after its pool is stopped).
+TEARDOWN_SECONDS = 10.0
+#: The client's environment variable that ``--allow-unsandboxed-workers`` sets: "1" allows workers without
+#: bubblewrap whose submissions get no network (``refusal``).
+#: What the batch says when its scheduler goes away (the one wording, for every place that finds it out).
+SCHEDULER_GONE = ("the Dask scheduler at {address} went away; what was graded is kept: start it again and run "
+                  "the same command")
 
 
 class ClusterError(UsageError):
@@ -84,11 +103,13 @@ class ClusterError(UsageError):
 
 @dataclass(frozen=True)
 class WorkerFacts:
-    """One Dask worker, as checked at the start: its address, threads and sandbox mode ('bwrap' or 'none')."""
+    """One Dask worker, as checked at the start: its address, threads and sandbox mode ('bwrap' or 'none');
+    ``refused``: why it is never given work (empty: it grades)."""
 
     address: str
     threads: int
     sandbox: str
+    refused: str = ""
 
 
 @dataclass(frozen=True)
@@ -124,7 +145,9 @@ def grader_identity() -> str:
 
 def environment(requested: str) -> dict[str, str]:
     """What this machine would grade with: Python, torch, the grader, and the sandbox ``requested``
-    resolves to here ('bwrap', 'none', or why it is refused). Runs on every worker (``Client.run``)."""
+    resolves to here ('bwrap', 'none', or why it is refused); with 'none', why there is no bubblewrap
+    ('unsandboxed') and why its submissions would keep the network ('network', empty: they would not).
+    Runs on every worker (``Client.run``)."""
     try:
         sandbox = resolve_mode(requested)
     except UsageError as e:
@@ -133,8 +156,12 @@ def environment(requested: str) -> dict[str, str]:
         torch = metadata.version("torch")
     except metadata.PackageNotFoundError:
         torch = "not installed"
-    return {"python": ".".join(platform.python_version_tuple()[:2]), "torch": torch, "grader": grader_identity(),
-            "sandbox": sandbox}
+    found = {"python": ".".join(platform.python_version_tuple()[:2]), "torch": torch, "grader": grader_identity(),
+             "sandbox": sandbox}
+    if sandbox == "none":
+        found["unsandboxed"] = not_requested_reason() or "a sandbox of 'none' was asked for"
+        found["network"] = none_network() or ""
+    return found
 
 
 def mismatches(ours: dict[str, str], theirs: dict[str, str]) -> list[str]:
@@ -146,6 +173,27 @@ def mismatches(ours: dict[str, str], theirs: dict[str, str]) -> list[str]:
     return found
 
 
+def refusal(theirs: dict[str, str], allow_unsandboxed: bool) -> str:
+    """Why a worker like this machine is still never given work, in words; empty when it may grade.
+
+    Without bubblewrap a submission runs as a plain process on the worker's machine: with the
+    network, it could reach the scheduler (whose address is on its Dask worker's command line) and
+    through it run code on every worker and forge any result. So such a worker grades only when the
+    instructor allows it, and only where its submissions get no network and a uid of their own (the
+    grader runs as root there); never otherwise, even when allowed: a submission running as the Dask
+    worker's own user could also take over the worker's process or its Python files."""
+    if theirs.get("sandbox") != "none":
+        return ""
+    why = theirs.get("unsandboxed") or "no working bubblewrap"
+    if not allow_unsandboxed:
+        return (f"no working bubblewrap ({why}): install it there (docs/dask.md), or pass "
+                "--allow-unsandboxed-workers to grade there without it")
+    if theirs.get("network"):
+        return (f"no working bubblewrap ({why}), and without it its submissions would keep the network "
+                f"({theirs['network']}): install bubblewrap there, or run the worker as root")
+    return ""
+
+
 # --------------------------------------------------------------------------- the worker's side
 
 
@@ -154,13 +202,14 @@ class CoursePlugin(WorkerPlugin):
     restarted one), removed at the batch's end."""
 
     def __init__(self, name: str, bundle: bytes, config: GradeConfig, warm: bool, expected: dict[str, str],
-                 course_shown: str):
+                 course_shown: str, allow_unsandboxed: bool = False):
         self.name = name
         self.bundle = bundle
         self.client_config = config
         self.warm = warm
         self.expected = expected
         self.course_shown = course_shown
+        self.allow_unsandboxed = allow_unsandboxed
         self.pool: Pool | None = None
         self.config: GradeConfig | None = None
         self.folder: Path | None = None
@@ -170,7 +219,7 @@ class CoursePlugin(WorkerPlugin):
 
     async def setup(self, worker: Any) -> None:
         env = environment(self.client_config.sandbox or "auto")
-        problems = mismatches(self.expected, env)
+        problems = mismatches(self.expected, env) or [p for p in [refusal(env, self.allow_unsandboxed)] if p]
         if problems:
             logger.warning("%s will not grade on this worker: %s", self.name, "; ".join(problems))
             return
@@ -181,22 +230,31 @@ class CoursePlugin(WorkerPlugin):
 
     def _start(self, folder: Path, threads: int, mode: str, local: Path) -> None:
         shutil.rmtree(folder, ignore_errors=True)
-        (folder / "work").mkdir(parents=True)
+        folder.mkdir(parents=True)
+        folder.chmod(0o700)  # closed to the submissions' own uid, where they run without bubblewrap as root
+        (folder / "work").mkdir()
         with tarfile.open(fileobj=io.BytesIO(self.bundle), mode="r:gz") as tar:
             if hasattr(tarfile, "data_filter"):
                 tar.extractall(folder / "bundle", filter="data")
             else:  # Python < 3.10.12: our own archive, made by ``Cluster``
                 tar.extractall(folder / "bundle")  # noqa: S202
-        self.config = replace(self.client_config, root=folder / "bundle" / "course", cache_dir=folder / "bundle" / "cache")
+        # the mode checked here, pinned: a grading process never resolves to another one by itself
+        self.config = replace(self.client_config, root=folder / "bundle" / "course",
+                              cache_dir=folder / "bundle" / "cache", sandbox=mode)
         self.folder = folder
         # hidden from the sandbox: the course, the submissions, and the rest of the worker's directory
         self.pool = Pool(threads, self.warm and mode == "bwrap", self.config.limits, (folder, local))
 
     async def teardown(self, worker: Any) -> None:
+        """Stop the pool (a grade in flight is dropped, nothing is started again), then stop offering the
+        resource; the pool first, so that a scheduler gone (which the second asks) leaves no process."""
         if self.pool is None:
             return
-        await worker.set_resources(**{self.name: 0})
         await asyncio.to_thread(self._stop)
+        try:
+            await asyncio.wait_for(worker.set_resources(**{self.name: 0}), TEARDOWN_SECONDS)
+        except (OSError, asyncio.TimeoutError) as e:  # the scheduler is gone or unreachable: nothing to tell it
+            logger.info("%s: could not withdraw the resource from the scheduler: %s", self.name, e)
 
     def _stop(self) -> None:
         pool, self.pool = self.pool, None
@@ -246,16 +304,21 @@ def _grade_item(plugin: CoursePlugin, folder: Path, item: Item) -> Graded:
 
 class Cluster:
     """The batch's grading on the Dask scheduler at ``address``: ``check`` the workers, then
-    ``grade_all`` (the local ``Pool``'s interface). Use as a context manager."""
+    ``grade_all`` (the local ``Pool``'s interface). Use as a context manager.
+
+    ``allow_unsandboxed``: let workers without bubblewrap grade where their submissions get no network
+    (``refusal``; ``grade batch --allow-unsandboxed-workers``)."""
 
     def __init__(self, address: str, assignment: Assignment, config: GradeConfig, warm: bool = True,
-                 chunk_size: int | None = None, wait_seconds: float = WAIT_SECONDS):
+                 chunk_size: int | None = None, wait_seconds: float = WAIT_SECONDS,
+                 allow_unsandboxed: bool = False):
         self.address = address
         self.assignment = assignment
         self.config = replace(config, sandbox=config.sandbox or _requested_sandbox())
         self.warm = warm
         self.chunk_size = chunk_size
         self.wait_seconds = wait_seconds
+        self.allow_unsandboxed = allow_unsandboxed
         self.ours = environment(self.config.sandbox or "auto")
         self.workers: tuple[WorkerFacts, ...] = ()
         try:
@@ -265,6 +328,27 @@ class Cluster:
                                "there, and can this machine reach its port?") from None
         self.name = f"{PLUGIN_PREFIX}{self.client.id}"
         self._registered = False
+        self._gone = False  # the scheduler went away: nothing more to ask it
+
+    @contextlib.contextmanager
+    def _talking(self) -> Iterator[None]:
+        """Dask's ways of saying that the scheduler went away (a connection lost or closed, the client's
+        futures cancelled with it), as the batch's ``ClusterError`` (exit 2, ``SCHEDULER_GONE``)."""
+        try:
+            yield
+        except ClusterError:
+            raise
+        except (CancelledError, OSError, RuntimeError) as e:
+            lost = (isinstance(e, CommClosedError) or self.client.status != "running"
+                    or "scheduler-connection-lost" in str(e))
+            if not lost and isinstance(e, CancelledError):
+                raise ClusterError(f"the Dask scheduler at {self.address} cancelled the batch's work (was it "
+                                   "restarted?); what was graded is kept: run the same command again for the "
+                                   "rest") from None
+            if not lost:
+                raise
+            self._gone = True
+            raise ClusterError(SCHEDULER_GONE.format(address=self.address)) from None
 
     def __enter__(self) -> "Cluster":
         return self
@@ -274,10 +358,18 @@ class Cluster:
 
     def check(self) -> tuple[WorkerFacts, ...]:
         """Wait for a first worker, then check every connected worker's environment against this
-        machine's; a mismatch refuses the batch (``ClusterError``, one line per worker)."""
+        machine's; a mismatch refuses the batch (``ClusterError``, one line per worker). A worker
+        without bubblewrap is never given work unless allowed (``refusal``: its ``refused`` says why);
+        when no worker is left, the batch is refused too."""
+        with self._talking():
+            return self._check()
+
+    def _check(self) -> tuple[WorkerFacts, ...]:
         try:
             self.client.wait_for_workers(1, timeout=self.wait_seconds)
         except TimeoutError:
+            if self.client.status != "running":
+                raise
             raise ClusterError(f"no Dask worker joined the scheduler at {self.address} within "
                                f"{self.wait_seconds:g} s; start one with `dask worker {self.address}`") from None
         found = self.client.run(environment, self.config.sandbox or "auto", on_error="return")
@@ -292,7 +384,8 @@ class Cluster:
             differs = mismatches(self.ours, env)
             if differs:
                 problems.append(f"{address}: {', '.join(differs)}")
-            workers.append(WorkerFacts(address, int(info.get(address, {}).get("nthreads", 1)), env["sandbox"]))
+            workers.append(WorkerFacts(address, int(info.get(address, {}).get("nthreads", 1)), env["sandbox"],
+                                       refusal(env, self.allow_unsandboxed)))
         if problems:
             ours = self.ours
             raise ClusterError("these Dask workers cannot grade like this machine, so the batch is refused:\n"
@@ -300,6 +393,11 @@ class Cluster:
                                + f"Each worker needs Python {ours['python']}, torch=={ours['torch']} and this same "
                                f"grader, {ours['grader']} (install it from the same checkout or release, then "
                                "restart the worker): see docs/dask.md")
+        if workers and all(w.refused for w in workers):
+            raise ClusterError(f"no Dask worker at {self.address} may grade, so the batch is refused:\n"
+                               + "".join(f"  {w.address}: {w.refused}\n" for w in workers)
+                               + "A submission that runs without a sandbox could reach the scheduler and, "
+                               "through it, every worker: see docs/dask.md")
         self.workers = tuple(workers)
         return self.workers
 
@@ -314,20 +412,26 @@ class Cluster:
             with tarfile.open(fileobj=buf, mode="w:gz") as tar:
                 tar.add(tmp, arcname=".")
         plugin = CoursePlugin(self.name, buf.getvalue(), self.config, self.warm, self.ours,
-                              str(self.config.root) if self.config.root else "")
+                              str(self.config.root) if self.config.root else "", self.allow_unsandboxed)
         self.client.register_plugin(plugin, name=self.name)
         self._registered = True
 
     @property
     def slots(self) -> int:
-        return sum(w.threads for w in self.workers)
+        """The grading processes of the workers that grade (checked at the start)."""
+        return sum(w.threads for w in self.workers if not w.refused)
 
     def grade_all(self, tasks: list[tuple[Any, Path]], config: GradeConfig) -> Iterator[tuple[Any, Graded]]:
-        """Grade each (key, path) on the cluster; yield (key, Graded) as chunks finish (see the module docstring)."""
+        """Grade each (key, path) on the cluster; yield (key, Graded) as chunks finish (see the module docstring).
+        The scheduler going away is a ``ClusterError`` (``SCHEDULER_GONE``)."""
         if not self.workers:
             self.check()
-        if not self._registered:
-            self._register()
+        with self._talking():
+            if not self._registered:
+                self._register()
+            yield from self._grade_all(tasks)
+
+    def _grade_all(self, tasks: list[tuple[Any, Path]]) -> Iterator[tuple[Any, Graded]]:
         keys = [key for key, _ in tasks]
         chunks = _chunks([(i, path) for i, (_, path) in enumerate(tasks)], self.slots, self.chunk_size)
         size = max(len(c) for c in chunks) if chunks else 1
@@ -426,18 +530,29 @@ class Cluster:
             future.cancel()
 
     def close(self) -> None:
+        """Remove the batch's plugin from the workers (they stop its grading processes), then disconnect.
+        With the scheduler gone there is no one to ask: Dask's own complaints about it are not shown."""
+        gone = self._gone or self.client.status != "running"
         try:
-            if self._registered:
+            if self._registered and not gone:
                 self.client.unregister_worker_plugin(self.name)
         except Exception as e:  # noqa: BLE001 - the scheduler may be gone; its workers end the plugin with it
             logger.warning("could not remove %s from the workers: %s", self.name, e)
         finally:
+            if gone:
+                _quiet_dask()  # the batch says why, once
             self.client.close()
 
 
-def _requested_sandbox() -> str:
-    import os
+def _quiet_dask() -> None:
+    """Silence Dask's loggers (each may have a level of its own): its complaints while its client gives up
+    a scheduler that went away are tracebacks, and the batch has said what happened."""
+    names = [n for n in logging.root.manager.loggerDict if n == "distributed" or n.startswith("distributed.")]
+    for name in ["distributed", *names]:
+        logging.getLogger(name).setLevel(logging.CRITICAL + 1)
 
+
+def _requested_sandbox() -> str:
     return os.environ.get("GRADER_SANDBOX") or "auto"
 
 

@@ -13,7 +13,10 @@ The wire is ours and trusted on both sides (these processes run the grader's cod
 submissions run in their sandboxed workers): length-prefixed pickles, requests on the
 process's stdin, results on a dedicated pipe. A grading process that dies takes only its
 current submission with it (an ``internal`` result, graded again by the next run); a new
-one takes its place.
+one takes its place, unless the pool is closing. Closing (the batch's end, Ctrl-C, a Dask
+worker's plugin removed) ends every process the pool started: an idle one at the end of its
+requests, a busy one told to drop its submission (SIGINT: its sandboxed worker is killed and
+its slot closed, as on Ctrl-C in a terminal), each killed if it does not end in time.
 """
 from __future__ import annotations
 
@@ -100,16 +103,34 @@ class _Process:
 
     def stop(self) -> None:
         """Let it finish: end of requests, so it closes its slot and exits; killed if it does not."""
-        for f in (self.requests, self.results):
-            try:
-                f.close()
-            except OSError:
-                pass
+        self.end_requests()
+        self.reap(time.monotonic() + STOP_SECONDS)
+
+    def end_requests(self) -> None:
+        """No more requests: an idle process closes its slot and exits."""
         try:
-            self.proc.wait(timeout=STOP_SECONDS)
+            self.requests.close()
+        except (OSError, ValueError):
+            pass
+
+    def interrupt(self) -> None:
+        """Drop the submission in hand (SIGINT: a KeyboardInterrupt in the process, which then exits)."""
+        try:
+            self.proc.send_signal(signal.SIGINT)
+        except OSError:
+            pass
+
+    def reap(self, deadline: float) -> None:
+        """Wait for it to end until ``deadline`` (``time.monotonic``), then kill it; close its results pipe."""
+        try:
+            self.proc.wait(timeout=max(0.0, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
+        try:  # after its end: a thread still reading it has had its end of file
+            self.results.close()
+        except (OSError, ValueError):
+            pass
 
     def describe_end(self) -> str:
         code = self.proc.poll()
@@ -129,16 +150,24 @@ class Pool:
     ``warm``: each process holds a warm slot (bubblewrap mode); else every submission gets a
     cold worker. ``limits`` and ``hide`` are what the slots' workers get. Thread-safe: each
     ``grade_one`` takes an idle process for itself (waiting for one), so up to ``width``
-    threads grade at once. Use as a context manager; ``close`` stops the processes (and their
-    slots).
+    threads grade at once. Use as a context manager; ``close`` (from any thread, also while
+    grades are in flight) ends every process the pool started, and the pool starts no other.
     """
 
     def __init__(self, width: int, warm: bool, limits: Limits, hide: tuple[Path, ...]):
         self._setup = (warm, limits, tuple(hide))
         self.width = max(1, width)
-        self._idle: queue.SimpleQueue[_Process] = queue.SimpleQueue()
-        self._all = [_Process(self._setup) for _ in range(self.width)]
+        self._idle: queue.SimpleQueue[_Process | None] = queue.SimpleQueue()  # None: the pool is closed
         self._lock = threading.Lock()
+        self._closed = False
+        self._busy: set[_Process] = set()
+        self._all: list[_Process] = []
+        try:
+            for _ in range(self.width):
+                self._all.append(_Process(self._setup))
+        except BaseException:
+            self.close()
+            raise
         for process in self._all:
             self._idle.put(process)
 
@@ -150,24 +179,56 @@ class Pool:
 
     def grade_one(self, path: Path, config: GradeConfig, shown: Shown | None = None) -> Graded:
         """Grade ``path`` in an idle process. A process that fails is replaced; the submission's
-        result is then the grader's own failure (``internal``), graded again by the next run."""
-        process = self._idle.get()
+        result is then the grader's own failure (``internal``), graded again by the next run. Once
+        the pool is closed, every submission is that failure at once."""
+        process = self._take()
+        if process is None:
+            return failed("the batch stopped before this submission was graded")
         start = time.perf_counter()
         try:
-            return process.grade(path, config, shown)
+            graded = process.grade(path, config, shown)
         except Exception as e:  # noqa: BLE001 - EOF, a broken pipe, a result that cannot be read
             graded = failed(f"the grading process failed on this submission: {process.describe_end()} "
                             f"({type(e).__name__})", time.perf_counter() - start)
             process.stop()
-            process = _Process(self._setup)
-            with self._lock:
-                self._all.append(process)
+            self._give_back(process, self._replacement(process))
             return graded
-        finally:
-            self._idle.put(process)
+        self._give_back(process, process)
+        return graded
 
-    def grade_all(self, tasks: list[tuple[Any, Path]], config: GradeConfig) -> Iterator[tuple[Any, Graded]]:
-        """Grade each (key, path) with ``width`` threads; yield (key, Graded) in the order they finish."""
+    def _take(self) -> _Process | None:
+        """An idle process, now busy; None once the pool is closed (waiting until one is idle)."""
+        process = self._idle.get()
+        with self._lock:
+            if process is None or self._closed:
+                self._idle.put(None)  # for the next one waiting
+                return None
+            self._busy.add(process)
+        return process
+
+    def _replacement(self, failed_process: _Process) -> _Process | None:
+        """A new process in place of one that failed; none once the pool is closed (decided under the
+        lock that ``close`` takes, so that ``close`` ends every process started)."""
+        with self._lock:
+            if failed_process in self._all:
+                self._all.remove(failed_process)
+            if self._closed:
+                return None
+            process = _Process(self._setup)
+            self._all.append(process)
+            return process
+
+    def _give_back(self, taken: _Process, process: _Process | None) -> None:
+        with self._lock:
+            self._busy.discard(taken)
+            if process is not None and not self._closed:
+                self._idle.put(process)
+
+    def grade_all(self, tasks: list[tuple[Any, Path]], config: GradeConfig,
+                  shown: dict[Path, Shown] | None = None) -> Iterator[tuple[Any, Graded]]:
+        """Grade each (key, path) with ``width`` threads; yield (key, Graded) in the order they finish.
+        ``shown``: what the report of a path calls its submission and course (``grade batch`` grades a
+        private copy of each student's file and names the student's own)."""
         todo: queue.SimpleQueue[tuple[Any, Path]] = queue.SimpleQueue()
         for task in tasks:
             todo.put(task)
@@ -179,7 +240,7 @@ class Pool:
                     key, path = todo.get_nowait()
                 except queue.Empty:
                     return
-                done.put((key, self.grade_one(path, config)))
+                done.put((key, self.grade_one(path, config, (shown or {}).get(path))))
 
         threads = [threading.Thread(target=serve, daemon=True) for _ in range(self.width)]
         for t in threads:
@@ -190,10 +251,20 @@ class Pool:
             t.join()
 
     def close(self) -> None:
+        """End every process (idle ones at the end of their requests, busy ones told to drop their
+        submission, any left after ``STOP_SECONDS`` killed); start no other. Safe to call again."""
         with self._lock:
+            self._closed = True
             processes, self._all = self._all, []
+            busy = [p for p in processes if p in self._busy]
+        self._idle.put(None)  # wakes a grade_one waiting for an idle process
         for process in processes:
-            process.stop()
+            process.end_requests()
+        for process in busy:
+            process.interrupt()
+        deadline = time.monotonic() + STOP_SECONDS
+        for process in processes:
+            process.reap(deadline)
 
 
 def _send(stream: BinaryIO, value: Any) -> None:
@@ -218,42 +289,58 @@ def _receive(stream: BinaryIO) -> Any:
 
 def main(argv: list[str]) -> int:
     """A grading process: its setup, then one path at a time until its stdin ends (the batch is over,
-    or its process died: then the current submission is finished first, and the slot closed)."""
+    or its process died: then the current submission is finished first, and the slot closed). A
+    KeyboardInterrupt (Ctrl-C in a terminal, or ``Pool.close`` with a submission in hand) drops the
+    submission: its worker is killed on the way out, the slot closed, and the process exits 130."""
     from grader.execute.slots import WarmSlot
-    from grader.pipeline import grade_submission
 
     results = os.fdopen(int(argv[1]), "wb")
     requests = sys.stdin.buffer
-    warm, limits, hide = _receive(requests)
-    slot = WarmSlot("bwrap", limits, hide) if warm else None
-    told = SlotTally()  # what the batch was told of the slot so far
+    slot = None
     try:
-        while True:
-            try:
-                path, config, shown = _receive(requests)
-            except EOFError:
-                return 0
-            cpu_before = slot.worker_cpu if slot is not None else 0.0
-            start = time.perf_counter()
-            try:
-                report = grade_submission(Path(path), config, slot)
-                if shown is not None:
-                    report = dataclasses.replace(report, submission=shown.submission, course=shown.course)
-                entry = prepare(report)
-            except Exception as e:  # noqa: BLE001 - the grader's own failure: listed, graded again next run
-                entry = prepare(None, "internal", f"{type(e).__name__}: {e}")
-            seconds = time.perf_counter() - start
-            feedback = feedback_texts(entry.report) if entry.report is not None else ()
-            tally = None
-            if slot is not None:
-                slot.settle()  # the zygote cleaned up while the grade was judged and rendered
-                now = slot.tally()
-                tally, told = now - told, now
-            _send(results, Graded(entry, seconds, feedback,
-                                  (slot.worker_cpu - cpu_before) if slot is not None else 0.0, tally))
+        warm, limits, hide = _receive(requests)
+        slot = WarmSlot("bwrap", limits, hide) if warm else None
+        _serve(requests, results, slot)
+        return 0
+    except KeyboardInterrupt:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # the clean-up below is not interrupted again
+        return 130
     finally:
         if slot is not None:
             slot.close()
+
+
+def _serve(requests: BinaryIO, results: BinaryIO, slot: Any) -> None:
+    """Grade one path at a time, each result sent back, until the requests end."""
+    from grader.pipeline import grade_submission
+
+    told = SlotTally()  # what the batch was told of the slot so far
+    while True:
+        try:
+            path, config, shown = _receive(requests)
+        except EOFError:
+            return
+        cpu_before = slot.worker_cpu if slot is not None else 0.0
+        start = time.perf_counter()
+        try:
+            report = grade_submission(Path(path), config, slot)
+            if shown is not None:
+                report = dataclasses.replace(report, submission=shown.submission, course=shown.course)
+            entry = prepare(report)
+        except Exception as e:  # noqa: BLE001 - the grader's own failure: listed, graded again next run
+            entry = prepare(None, "internal", f"{type(e).__name__}: {e}")
+        seconds = time.perf_counter() - start
+        feedback = feedback_texts(entry.report) if entry.report is not None else ()
+        tally = None
+        if slot is not None:
+            slot.settle()  # the zygote cleaned up while the grade was judged and rendered
+            now = slot.tally()
+            tally, told = now - told, now
+        try:
+            _send(results, Graded(entry, seconds, feedback,
+                                  (slot.worker_cpu - cpu_before) if slot is not None else 0.0, tally))
+        except BrokenPipeError:  # the batch (or the Dask worker) that asked is gone: nothing to answer
+            return
 
 
 if __name__ == "__main__":

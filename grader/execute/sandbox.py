@@ -9,8 +9,10 @@ its imports are done, before the job, so the process limit counts only its proce
 
 ``none`` mode (bwrap missing or unusable: macOS, some containers): a plain subprocess in
 its own session with the same resource limits, in a host scratch folder (watched for size
-by the runner). As root it also runs as a uid of its own. The file system and the network
-stay reachable; docs/security.md says what that means.
+by the runner). As root it also runs as a uid of its own, in an empty network namespace of
+its own (``unshare(CLONE_NEWNET)`` before exec: no interface but a loopback that is down, so
+nothing, not even 127.0.0.1, can be reached). The file system stays reachable, and so does
+the network where the grader is not root (``none_network``); docs/security.md says what that means.
 
 Resource limits are ``setrlimit`` values set just before exec (inherited by anything the
 submission starts): address space, CPU seconds, file size, open files, processes. The
@@ -18,6 +20,8 @@ total memory of all the worker's processes is watched by ``grader.execute.runner
 """
 from __future__ import annotations
 
+import ctypes
+import errno
 import functools
 import os
 import resource
@@ -34,6 +38,8 @@ from grader.config import Limits
 from grader.errors import UsageError
 
 MODES = ("auto", "bwrap", "none")
+#: ``unshare``'s flag for a new network namespace (Linux, ``<sched.h>``).
+CLONE_NEWNET = 0x40000000
 #: Where the grader package appears inside the sandbox, and the worker's working folder.
 SANDBOX_ROOT = "/grader"
 WORK_DIR = "/tmp/work"
@@ -137,7 +143,8 @@ def launch(mode: str, run_dir: Path, channel_fd: int, limits: Limits, hide: list
         if uid is not None:
             os.chown(run_dir, uid, uid)
         argv = [sys.executable, "-m", module, str(channel_fd)]
-        return Launch(argv, env, str(run_dir), _child_setup(limits, uid, join_group, zygote))
+        offline = none_network() is None  # as root: no network at all; else it stays (the report says so)
+        return Launch(argv, env, str(run_dir), _child_setup(limits, uid, join_group, zygote, offline))
     env.update({"PYTHONPATH": f"{SANDBOX_ROOT}/pkg", "HOME": WORK_DIR, "TMPDIR": "/tmp"})
     bwrap = shutil.which("bwrap") or "bwrap"
     argv = [bwrap, *_namespaces(uid is not None), "--die-with-parent", "--new-session"]
@@ -168,9 +175,15 @@ def describe(mode: str, course_readable: bool = True) -> str:
         return ("bubblewrap sandbox (no network, read-only system, private sized /tmp, "
                 "course files not mounted) with resource limits")
     why = not_requested_reason() or "--sandbox none was asked for"
+    offline = none_network() is None
     if course_readable:
         return (f"plain subprocess with resource limits, NOT sandboxed ({why}): the submission could read "
-                "files, the course's reference and cached answers among them, and use the network")
+                "files, the course's reference and cached answers among them, "
+                + ("but not use the network (a network namespace of its own)" if offline else "and use the network"))
+    if offline:
+        return (f"plain subprocess with resource limits, NOT sandboxed ({why}): the submission could read other "
+                "files, but not the course's files or the cache (closed to its user), and could not use the "
+                "network (a network namespace of its own)")
     return (f"plain subprocess with resource limits, NOT sandboxed ({why}): the submission could read other "
             "files and use the network, but not the course's files or the cache (closed to its user)")
 
@@ -218,6 +231,40 @@ def _others_may(path: Path, bits: int) -> bool:
         return bool(os.stat(path).st_mode & bits)
     except OSError:
         return False
+
+
+@functools.lru_cache(maxsize=1)
+def none_network() -> str | None:
+    """Why a ``none``-mode worker keeps the network here; None when it gets an empty network namespace of
+    its own (the grader runs as root, and the kernel lets it make one: probed once, in a child)."""
+    if not sys.platform.startswith("linux"):
+        return "only Linux has network namespaces"
+    if os.geteuid() != 0:
+        return "the grader does not run as root, which making a network namespace without bubblewrap needs"
+    code = ("import ctypes, sys\n"
+            "libc = ctypes.CDLL(None, use_errno=True)\n"
+            f"sys.exit(0 if libc.unshare({CLONE_NEWNET}) == 0 else ctypes.get_errno() or 255)\n")
+    try:
+        probe = subprocess.run([sys.executable, "-I", "-S", "-c", code], capture_output=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return f"the probe for a network namespace failed ({e})"
+    if probe.returncode == 0:
+        return None
+    why = os.strerror(probe.returncode) if 0 < probe.returncode < 255 else f"exit status {probe.returncode}"
+    return f"the kernel refused a network namespace ({why})"
+
+
+def _leave_network() -> None:
+    """In the child, before exec: an empty network namespace of its own (fails loudly, never silently)."""
+    if hasattr(os, "unshare"):  # Python 3.12+
+        os.unshare(CLONE_NEWNET)
+        return
+    if _LIBC.unshare(CLONE_NEWNET) != 0:
+        code = ctypes.get_errno() or errno.EPERM
+        raise OSError(code, f"unshare(CLONE_NEWNET): {os.strerror(code)}")
+
+
+_LIBC = ctypes.CDLL(None, use_errno=True)
 
 
 def not_requested_reason() -> str | None:
@@ -354,8 +401,9 @@ def apply_rlimits(settings: list[tuple[str, int]]) -> None:
 
 
 def _child_setup(limits: Limits, uid: int | None, join_group: Callable[[], None],
-                 zygote: bool = False) -> Callable[[], None]:
-    """What the child does between fork and exec: join the process group, set the limits.
+                 zygote: bool = False, offline: bool = False) -> Callable[[], None]:
+    """What the child does between fork and exec: join the process group, leave the network (``offline``:
+    ``none`` mode as root; a failure stops the start), set the limits.
 
     Computed now; the child only makes system calls (no imports, no allocation to speak of).
     A zygote keeps no CPU or process limit: each of its children sets its own (it may only lower them).
@@ -366,6 +414,8 @@ def _child_setup(limits: Limits, uid: int | None, join_group: Callable[[], None]
 
     def apply() -> None:
         join_group()
+        if offline:
+            _leave_network()
         apply_rlimits(settings)
 
     return apply

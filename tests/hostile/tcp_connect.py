@@ -1,4 +1,6 @@
-# Opens a TCP connection to a listener on 127.0.0.1 (the test starts it) to send data out.
+# Opens a TCP connection to a listener on 127.0.0.1 (the test starts it) to send data out. A plain
+# connect to an address (no name lookup: nothing the interpreter would have to import first), so
+# that only the network can stop it.
 import socket
 
 import torch.nn as nn
@@ -6,7 +8,9 @@ import torch.nn as nn
 
 def phone_home():
     try:
-        with socket.create_connection(("127.0.0.1", PORT), timeout=2) as s:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.settimeout(2)
+            s.connect(("127.0.0.1", PORT))
             s.sendall(b"exfiltrated")
         return True
     except OSError:
