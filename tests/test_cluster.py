@@ -471,7 +471,7 @@ def test_an_unsandboxed_worker_is_refused_unless_allowed_and_then_reaches_nothin
     assert len(isolation) == 1
     line = isolation.pop()
     assert "NOT sandboxed (bubblewrap is installed but cannot create its namespaces here" in line
-    assert ("but not the course's files or the cache (closed to its user), and could not use the network "
+    assert ("but not the course's files or the cache (closed to its user); it had no network "
             "(a network namespace of its own)") in line
     assert sorted((bare_cluster.folder / "bare.graded.log").read_text().split()) == ["mallory.py", "victor.py"]
 

@@ -118,14 +118,15 @@ def run_batch(source: Path, assignment_name: str, out: Path, config: GradeConfig
         copies = outdir.Copies(out, SourceLimits().max_file_bytes)
         try:
             return _grade(collected, chosen, store, key, copies, assignment, config, course.root, source, out,
-                          jobs, progress, warm, scheduler, chunk_size)
+                          jobs, progress, warm, scheduler, chunk_size, allow_unsandboxed_workers)
         finally:
             copies.remove()
 
 
 def _grade(collected: Collected, chosen: list, store: Store, key: str, copies: outdir.Copies, assignment,
            config: GradeConfig, course_root: Path, source: Path, out: Path, jobs: int, progress: Progress | None,
-           warm: bool, scheduler: str | None, chunk_size: int | None) -> BatchResult:
+           warm: bool, scheduler: str | None, chunk_size: int | None,
+           allow_unsandboxed_workers: bool = False) -> BatchResult:
     """The grading and the outputs of ``run_batch``, holding ``out``."""
     todo, done, unread = [], [], []
     for s in chosen:  # each file read once: the hash stored is the hash of the bytes graded

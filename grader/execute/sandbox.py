@@ -175,17 +175,12 @@ def describe(mode: str, course_readable: bool = True) -> str:
         return ("bubblewrap sandbox (no network, read-only system, private sized /tmp, "
                 "course files not mounted) with resource limits")
     why = not_requested_reason() or "--sandbox none was asked for"
-    offline = none_network() is None
-    if course_readable:
-        return (f"plain subprocess with resource limits, NOT sandboxed ({why}): the submission could read "
-                "files, the course's reference and cached answers among them, "
-                + ("but not use the network (a network namespace of its own)" if offline else "and use the network"))
-    if offline:
-        return (f"plain subprocess with resource limits, NOT sandboxed ({why}): the submission could read other "
-                "files, but not the course's files or the cache (closed to its user), and could not use the "
-                "network (a network namespace of its own)")
-    return (f"plain subprocess with resource limits, NOT sandboxed ({why}): the submission could read other "
-            "files and use the network, but not the course's files or the cache (closed to its user)")
+    reads = ("files, the course's reference and cached answers among them" if course_readable
+             else "other files, but not the course's files or the cache (closed to its user)")
+    network = ("no network (a network namespace of its own)" if none_network() is None
+               else "the network")
+    return f"plain subprocess with resource limits, NOT sandboxed ({why}): the submission could read {reads}; " \
+           f"it had {network}"
 
 
 def readable_unsandboxed(folders: list[Path], own_uid: bool, limit: int = 10_000) -> bool:
