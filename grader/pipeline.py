@@ -2,11 +2,15 @@
 
     course  = resolve_course(...)                     which course, trusted or not
     plan    = make_plan(parsed, assignment, ...)      pure: what to run, what the source shows
-    outcome = run_cases(worker, ...)                  processes: observations, or why not
+    outcome = run_cases(workers, ..., parts, ...)     processes: observations, or why not
     results = judge(plan, expected, outcome)          pure: case results, known mistakes named
 
 A submission that cannot be read still gets a report (score 0 and the reason). Only grader
 bugs (``InternalError``) and usage mistakes (``UsageError``) raise.
+
+The public cases run first in a worker of their own, the hidden ones after in a fresh one
+(``Plan.runs``): a public case never runs in a process that was given a hidden case's inputs, and
+what the hidden cases' workers showed is for instructors (``Report.instructor_notes``).
 """
 from __future__ import annotations
 
@@ -25,7 +29,7 @@ from grader.errors import InternalError, SubmissionUnreadable, UsageError
 from grader.execute.jobs import call_spec, make_job
 from grader.execute.runner import Worker
 from grader.execute.sandbox import describe, readable_unsandboxed, resolve_mode
-from grader.execute.session import Execution, run_cases
+from grader.execute.session import Execution, Part, run_cases
 from grader.execute.slots import WarmSlot
 from grader.judge.causes import group_causes
 from grader.judge.judge import judge, name_mistakes, not_run
@@ -91,10 +95,14 @@ def _grade(path: Path, read: Callable[[], Submission], config: GradeConfig, lead
         reference = expected_outputs(assignment, config)
         expected = reference.observations
         plan = make_plan(parsed, assignment, set(expected))
-        job = make_job("run", plan.sliced.statements, "student",
-                       [call_spec(c, assignment, watch_forbidden=True) for c in plan.to_run])
-        inputs = reference.inputs({c.id for c in plan.to_run})
-        execution = run_cases(worker, new_worker, job, inputs, assignment.timeout or config.timeout,
+        parts = [Part(make_job("run", plan.sliced.statements, "student",
+                               [call_spec(c, assignment, watch_forbidden=True) for c in cases]),
+                      reference.inputs({c.id for c in cases}), private=any(c.hidden for c in cases))
+                 for cases in plan.runs]
+        # A cold worker for the hidden part starts now, its import overlapping the public part's run;
+        # a warm slot holds one child at a time, so its fork comes after the public part's clean-up.
+        started = [worker, *(new_worker() for _ in parts[1:] if slot is None)]
+        execution = run_cases(started, new_worker, parts, assignment.timeout or config.timeout,
                               config.case_timeout)
         stack.close()  # the workers are done: a warm slot's zygote cleans up while we judge
         results = judge(plan, expected, execution)
@@ -105,11 +113,9 @@ def _grade(path: Path, read: Callable[[], Submission], config: GradeConfig, lead
                 variants = variant_outputs(assignment, reference, config)
                 results = name_mistakes(results, plan, expected, execution, variants, mistakes)
     results, causes = group_causes(results, {c.id: c for c in assignment.cases}, {m.id: m for m in mistakes})
-    notes = [*lead, *_notes(plan, execution, course)]
-    # The code's own output may show what a hidden case fed it: instructors only.
-    private = {"output_tail"} if any(c.hidden for c in plan.to_run) else set()
-    shown = tuple(messages.note_text(n) for n in notes if n.kind not in private)
-    kept_back = tuple(messages.note_text(n) for n in notes if n.kind in private)
+    shown = tuple(messages.note_text(n) for n in (*lead, *_notes(plan, execution, course)))
+    # What the hidden cases' workers showed (their output, stops, top-level errors) may carry their inputs.
+    kept_back = tuple(messages.note_text(n) for n in execution.private_notes)
     return Report(str(path), assignment.name, results, None, shown, _isolation(mode, worker, secrets),
                   round(time.perf_counter() - start, 3), local=plan.local, course=str(course.root), causes=causes,
                   instructor_notes=kept_back)
@@ -142,7 +148,6 @@ def _assignment_for(course: Course, submission: Submission, parsed: ParsedSource
 def _notes(plan: Plan, execution: Execution, course: Course) -> list[Note]:
     graded = {c.target for c in plan.runnable}  # a class missing with cases to run is a cause, said there
     notes = [n for n in plan.notes if n.kind != "missing_target" or n.data["data"].get("target") not in graded]
-    notes += [Note("skipped_statement", {"error": dataclasses.asdict(e)}) for e in execution.exec_errors]
     notes += list(execution.notes)
     if plan.local:
         hidden = sum(c.points for c in plan.assignment.cases if c not in plan.runnable)

@@ -54,7 +54,8 @@ def test_the_student_view_keeps_name_points_result_and_says_why_not_more(graded)
     report = for_audience(graded, "student")
     [case] = [c for c in report.cases if c.case_id == "sdpa-match-4d"]
     assert (case.status, case.score, case.max_score) == ("failed", 0, 1)
-    assert case.details == "" and case.problems == () and case.figures == () and case.cause.data == {}
+    assert case.details == "" and case.problems == () and case.figures == () and case.cause is None
+    assert case.duration == 0.0 and case.hint == "" and case.mistakes == ()
     [cause] = report.causes
     assert cause.hidden_only and cause.evidence == "" and "hidden case" in cause.title
     assert report.score == graded.score and report.audience == "student"

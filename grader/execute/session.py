@@ -1,9 +1,17 @@
 """The execute stage: run a submission's cases in workers, restarting after a crash or a hang.
 
+A submission's cases run in parts (``Part``), each in workers of its own: the public cases
+first, then the hidden ones in a fresh worker (``grader.plan.plan.Plan.runs``). A worker is
+given only its own part's calls and inputs, so no public case runs in a process that ever held
+a hidden case's inputs, and what a private part's workers show (the top-level statements'
+errors, what the code printed, how it stopped) is kept apart for instructors
+(``Execution.private_notes``).
+
 One bad case never stops the others: when the submission's code crashes, hangs or breaks
 its worker in a case, that case is lost (with the ``Stop`` that says why) and the remaining
-cases run again in a fresh worker, at most ``MAX_RESTARTS`` times and within the
-submission's time limit. A worker that cannot even start is the grader's fault
+cases of its part run again in a fresh worker, at most ``MAX_RESTARTS`` times for the whole
+submission and within the submission's time limit. A stop in the top-level statements loses
+every case left, of every part. A worker that cannot even start is the grader's fault
 (``InternalError``): nothing of the submission had run.
 """
 from __future__ import annotations
@@ -11,17 +19,29 @@ from __future__ import annotations
 import dataclasses
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Callable
 
 from grader.errors import InternalError
 from grader.execute.observation import Observation
 from grader.execute.protocol import ErrorInfo, Job
-from grader.execute.runner import Worker, WorkerRun
+from grader.execute.runner import STARTUP_TIMEOUT, Worker, WorkerRun
 from grader.report.outcomes import Cause, Note
 
-#: How many fresh workers may replace one that crashed or hung, per submission.
+#: How many fresh workers may replace one that crashed or hung, per submission (all parts together).
 MAX_RESTARTS = 3
+
+
+@dataclass(frozen=True)
+class Part:
+    """One job of a submission, run in workers of their own that never run another part's cases."""
+
+    job: Job
+    #: its calls' inputs (safetensors bytes), and nothing of another part's
+    inputs: bytes
+    #: what its workers show may carry hidden cases' inputs: its notes are for instructors only
+    private: bool = False
 
 
 @dataclass(frozen=True)
@@ -31,54 +51,117 @@ class Execution:
     observations: dict[str, Observation]
     #: case id -> why it has no observation (its code stopped in it, or no time or restarts were left)
     lost: dict[str, Cause]
-    #: errors of top-level statements (each one was skipped)
+    #: errors of top-level statements (each one was skipped), as the first part's first worker saw them
+    #: (none when that part is private: they are among ``private_notes``)
     exec_errors: tuple[ErrorInfo, ...]
+    #: what the runs show (skipped statements, stops, what the code printed before one)
     notes: tuple[Note, ...]
+    #: the same of private parts (hidden cases): for instructors only
+    private_notes: tuple[Note, ...] = ()
 
 
-def run_cases(first: Worker, new_worker: Callable[[], Worker], job: Job, inputs: bytes, timeout: float,
+@dataclass
+class _PartRun:
+    """What one part's workers produced."""
+
+    observations: dict[str, Observation] = dataclasses.field(default_factory=dict)
+    lost: dict[str, Cause] = dataclasses.field(default_factory=dict)
+    exec_errors: tuple[ErrorInfo, ...] = ()
+    notes: list[Note] = dataclasses.field(default_factory=list)
+    restarts: int = 0
+    stops: int = 0
+    #: the stop in top-level code that ended it (every case left would hit it again)
+    top_level: dict | None = None
+
+
+def run_cases(started: Sequence[Worker], new_worker: Callable[[], Worker], parts: Sequence[Part], timeout: float,
               case_timeout: float) -> Execution:
-    """Run every call of ``job``; after a crash or hang, continue the rest in a fresh worker."""
+    """Run every call of every part, in order, each part in fresh workers; after a crash or a hang, continue
+    the part's rest in a fresh worker.
+
+    ``started``: workers already started for the first parts (a cold one for the next part can start
+    while the last part runs), just before this call; the other parts, and every restart, get
+    ``new_worker()``. A started worker must get its job within ``STARTUP_TIMEOUT`` of its start: after
+    a long part, the next part's is replaced by a fresh one.
+    """
+    began = time.perf_counter()
+    deadline = began + timeout
     observations: dict[str, Observation] = {}
     lost: dict[str, Cause] = {}
     notes: list[Note] = []
+    private: list[Note] = []
     exec_errors: tuple[ErrorInfo, ...] = ()
+    restarts = stops = 0
+    for i, part in enumerate(parts):
+        if i and time.perf_counter() >= deadline:  # the earlier parts took the submission's time
+            lost.update({c.id: Cause("not_run", {"why": "time"}) for later in parts[i:] for c in later.job.calls})
+            break
+        worker = started[i] if i < len(started) else None
+        if worker is not None and i and time.perf_counter() - began > STARTUP_TIMEOUT / 2:
+            worker.close()  # it waited too long for its job: it would count as a worker that never started
+            worker = None
+        worker = worker or new_worker()
+        run = _run_part(worker, new_worker, part, deadline, case_timeout, MAX_RESTARTS - restarts, stops)
+        observations.update(run.observations)
+        lost.update(run.lost)
+        restarts += run.restarts
+        stops += run.stops
+        shown = private if part.private else notes
+        if i == 0:  # the top-level statements' errors once: later workers run the same statements
+            exec_errors = () if part.private else run.exec_errors
+            shown += [Note("skipped_statement", {"error": dataclasses.asdict(e)}) for e in run.exec_errors]
+        shown += run.notes
+        if run.top_level is not None:
+            lost.update({c.id: Cause("stopped", {"stop": run.top_level, "scope": "top-level"})
+                         for later in parts[i + 1:] for c in later.job.calls})
+            break
+    return Execution(observations, lost, exec_errors, tuple(notes), tuple(private))
+
+
+def _run_part(first: Worker, new_worker: Callable[[], Worker], part: Part, deadline: float, case_timeout: float,
+              restarts_left: int, stops_before: int) -> _PartRun:
+    """One part: its calls in ``first``, then the rest in fresh workers after each crash or hang (at most
+    ``restarts_left``; ``stops_before``: the submission's stops in earlier parts)."""
+    out = _PartRun()
     ignored = 0
-    deadline = time.perf_counter() + timeout
+    job = part.job
     calls = list(job.calls)
     worker = first
-    for attempt in range(MAX_RESTARTS + 1):
-        run = worker.run(dataclasses.replace(job, calls=calls, nonce=uuid.uuid4().hex), inputs,
+    while True:
+        run = worker.run(dataclasses.replace(job, calls=calls, nonce=uuid.uuid4().hex), part.inputs,
                          max(deadline - time.perf_counter(), 0.1), case_timeout)
         _check_started(run)
-        if attempt == 0:
-            exec_errors = run.exec_errors
-        observations.update(run.observations)
+        if worker is first:
+            out.exec_errors = run.exec_errors
+        out.observations.update(run.observations)
         ignored += run.ignored
         if run.finished or run.stop is None:
             break
         stop = dataclasses.asdict(run.stop)
+        out.stops += 1
         if run.stderr.strip():
-            notes.append(Note("output_tail", {"text": " ".join(run.stderr.strip().splitlines()[-3:])[-300:]}))
+            out.notes.append(Note("output_tail", {"text": " ".join(run.stderr.strip().splitlines()[-3:])[-300:]}))
         if run.running == "":  # stopped in top-level code: every case would hit it again
-            notes.append(Note("top_level_stop", {"stop": stop}))
-            lost.update({c.id: Cause("stopped", {"stop": stop, "scope": "top-level"}) for c in calls})
+            out.notes.append(Note("top_level_stop", {"stop": stop}))
+            out.lost.update({c.id: Cause("stopped", {"stop": stop, "scope": "top-level"}) for c in calls})
+            out.top_level = stop
             break
         if run.running:
-            lost[run.running] = Cause("stopped", {"stop": stop, "scope": "case"})
-            notes.append(Note("case_stop", {"stop": stop, "case": run.running}))
-        calls = [c for c in calls if c.id not in observations and c.id not in lost]
+            out.lost[run.running] = Cause("stopped", {"stop": stop, "scope": "case"})
+            out.notes.append(Note("case_stop", {"stop": stop, "case": run.running}))
+        calls = [c for c in calls if c.id not in out.observations and c.id not in out.lost]
         if not calls:
             break
         out_of_time = deadline - time.perf_counter() <= 0
-        if out_of_time or attempt == MAX_RESTARTS:
-            why = {"why": "time"} if out_of_time else {"why": "restarts", "stops": MAX_RESTARTS + 1}
-            lost.update({c.id: Cause("not_run", why) for c in calls})
+        if out_of_time or out.restarts >= restarts_left:
+            why = {"why": "time"} if out_of_time else {"why": "restarts", "stops": stops_before + out.stops}
+            out.lost.update({c.id: Cause("not_run", why) for c in calls})
             break
+        out.restarts += 1
         worker = new_worker()
     if ignored:
-        notes.append(Note("channel_noise", {"lines": ignored}))
-    return Execution(observations, lost, exec_errors, tuple(notes))
+        out.notes.append(Note("channel_noise", {"lines": ignored}))
+    return out
 
 
 def _check_started(run: WorkerRun) -> None:

@@ -13,8 +13,12 @@ by their wording:
   wrong forward gives wrong gradients too).
 
 Causes are numbered in the order of the first case they explain, so the numbers in the
-table's rows run down the page; each case's ``cause_ref`` points to its entry. An entry's
-words come from its first public case, if it has one.
+table's rows run down the page; each case's ``cause_ref`` points to its entry.
+
+A student's report shows a cause's public cases only (``grader.report.audience``), so what
+it shows of them never depends on a hidden case: which public cases share a cause is decided
+by the public cases alone, and an entry's words (title, where, fix, evidence) come from its
+public cases when it has any. Hidden cases join an entry for instructors only.
 """
 from __future__ import annotations
 
@@ -35,7 +39,8 @@ _NOT_LOST = ("pending", "unavailable")
 def group_causes(results: tuple[CaseResult, ...], cases: dict[str, Case],
                  mistakes: dict[str, Mistake]) -> tuple[tuple[CaseResult, ...], tuple[CauseSummary, ...]]:
     """The results with ``cause_ref`` set, and one ``CauseSummary`` per distinct cause."""
-    keys = _merged({r.case_id: cause_key(r) for r in results})
+    hidden = {r.case_id for r in results if r.visibility == "hidden"}
+    keys = _merged({r.case_id: cause_key(r) for r in results}, hidden)
     groups: dict[Hashable, list[CaseResult]] = {}
     for r in results:
         if keys[r.case_id] is not None:
@@ -47,11 +52,17 @@ def group_causes(results: tuple[CaseResult, ...], cases: dict[str, Case],
     return out, summaries
 
 
-def _merged(keys: dict[str, Hashable | None]) -> dict[str, Hashable | None]:
-    """A class's wrong gradients are the same cause as its wrong values, when both are seen."""
-    with_values = {k[1] for k in keys.values() if isinstance(k, tuple) and k[0] == "wrong_answer" and k[2] == "values"}
+def _merged(keys: dict[str, Hashable | None], hidden: set[str]) -> dict[str, Hashable | None]:
+    """A class's wrong gradients are the same cause as its wrong values, when both are seen; a public
+    case's wrong gradients join only wrong values that public cases show."""
+    def with_values(cases: set[str]) -> set[Hashable]:
+        return {k[1] for cid, k in keys.items() if cid in cases and isinstance(k, tuple) and k[0] == "wrong_answer"
+                and k[2] == "values"}
+
+    public, every = with_values(set(keys) - hidden), with_values(set(keys))
     return {cid: ("wrong_answer", k[1], "values") if (isinstance(k, tuple) and k[0] == "wrong_answer"
-                                                      and k[2] == "gradient" and k[1] in with_values) else k
+                                                      and k[2] == "gradient"
+                                                      and k[1] in (every if cid in hidden else public)) else k
             for cid, k in keys.items()}
 
 
@@ -84,22 +95,24 @@ def category(p: Problem) -> str:
 
 def _summary(number: int, members: list[CaseResult], cases: dict[str, Case],
              mistakes: dict[str, Mistake]) -> CauseSummary:
-    # What the entry says comes from its first public case where it has one: a student's report may
-    # show it whole (``grader.report.audience`` keeps hidden cases' facts back).
-    first = next((r for r in members if r.visibility != "hidden"), members[0])
+    # What the entry says comes from its public cases where it has any: a student's report shows it
+    # with them alone (``grader.report.audience`` keeps hidden cases' facts back).
+    told = [r for r in members if r.visibility != "hidden"] or members
+    first = told[0]
     case = cases[first.case_id]
     cause = first.cause or Cause("wrong_answer")
     found = [(m.name, m.hint, m.credit) for mid in first.mistakes
              if (m := mistakes.get(mid)) is not None]
-    grouped = len(members) > 1
-    firsts = {(r.problems[0].kind, str(r.problems[0].data.get("name"))) for r in members if r.problems}
+    grouped = len(told) > 1
+    firsts = {r.first_problem for r in told if r.first_problem}
     title = messages.summary_title(cause, case, first.problems, found, grouped,
                                    category(first.problems[0]) if len(firsts) > 1 and first.problems else "")
     shown = messages.summary_evidence(cause, case, first.problems, grouped or bool(found))
+    varied = len({r.first_problem for r in members if r.first_problem}) > 1 and not found
     return CauseSummary(
         number=number, kind="mistake" if found else cause.kind, title=title,
         cases=tuple(r.case_id for r in members),
         points_lost=round(sum(r.max_score - r.score for r in members), 6),
         where=messages.summary_where(cause, first.problems), fix=messages.summary_fix(cause, first.hint, found),
-        evidence=shown, seen_in=first.name if shown and grouped else "", varied=len(firsts) > 1 and not found,
+        evidence=shown, seen_in=first.name if shown and grouped else "", varied=varied,
         hidden_only=all(r.visibility == "hidden" for r in members))

@@ -87,6 +87,11 @@ def policy_result(case: Case, plan: Plan, execution: Execution) -> CaseResult:
 
     Passing needs evidence: the source uses no forbidden API, and at least one of the
     target's cases ran to completion under the run-time guard without calling one.
+
+    A public verdict says what the public cases' runs showed. A use seen only while hidden cases
+    ran still fails it, told without its facts: what a hidden case's worker reports is the code's
+    own word, written with the hidden inputs at hand (which API, which case), and a public case's
+    words reach students. Its evidence of a completed run is then a public case's as well.
     """
     target = case.target
     if target in plan.missing:
@@ -94,19 +99,28 @@ def policy_result(case: Case, plan: Plan, execution: Execution) -> CaseResult:
     static = plan.forbidden.get(target, ())
     if static:
         return _result(case, "failed", Cause("forbidden"), static, hint=True)
-    observed = [o for c in plan.to_run if c.target == target and (o := execution.observations.get(c.id))]
-    seen: dict[tuple[str, str], tuple[str, Any]] = {}
-    for o in observed:  # each forbidden use once, with the first case that made it
-        for u in o.forbidden:
-            seen.setdefault((u.forbidden, u.called), (o.case_id, u))
-    if seen:
-        problems = tuple(Problem("forbidden_runtime", {"forbidden": u.forbidden, "called": u.called, "case": cid})
-                         for cid, u in seen.values())
+    ran = [c for c in plan.to_run if c.target == target]
+    told = [c for c in ran if case.hidden or not c.hidden] or ran  # whose facts this verdict may show
+    observed = [o for c in told if (o := execution.observations.get(c.id))]
+    problems = _forbidden_uses(observed)
+    if not problems and any(o.forbidden for c in ran if (o := execution.observations.get(c.id)) is not None):
+        problems = (Problem("forbidden_runtime", {"hidden": True}),)  # seen only while hidden cases ran
+    if problems:
         return _result(case, "failed", Cause("forbidden"), problems, hint=True)
-    needs_run = [c for c in plan.to_run if c.target == target and "policy" not in c.checks]
+    needs_run = [c for c in ran if "policy" not in c.checks]
     if needs_run and not any(o.status == "ok" for o in observed):
         return _result(case, "error", Cause("unverified", {"target": target}))
     return _result(case, "passed", None)
+
+
+def _forbidden_uses(observed: list[Observation]) -> tuple[Problem, ...]:
+    """Each forbidden use once, with the first case that made it."""
+    seen: dict[tuple[str, str], tuple[str, Any]] = {}
+    for o in observed:
+        for u in o.forbidden:
+            seen.setdefault((u.forbidden, u.called), (o.case_id, u))
+    return tuple(Problem("forbidden_runtime", {"forbidden": u.forbidden, "called": u.called, "case": cid})
+                 for cid, u in seen.values())
 
 
 def name_mistakes(results: tuple[CaseResult, ...], plan: Plan, expected: dict[str, Observation],

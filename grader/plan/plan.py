@@ -41,6 +41,16 @@ class Plan:
     notes: tuple[Note, ...]
 
     @property
+    def runs(self) -> tuple[tuple[Case, ...], ...]:
+        """``to_run`` as separate workers run it: the public cases first, then the hidden ones in a
+        worker of their own, so that no public case ever runs in a process that was given a hidden
+        case's inputs (what a student sees of the public cases cannot carry them). One group when the
+        cases are all of one kind; one empty group (the top-level statements alone) when none can run."""
+        public = tuple(c for c in self.to_run if not c.hidden)
+        hidden = tuple(c for c in self.to_run if c.hidden)
+        return tuple(g for g in (public, hidden) if g) or ((),)
+
+    @property
     def local(self) -> bool:
         """True when only some cases can run here: a student's local check against released fixtures."""
         return len(self.runnable) < len(self.assignment.cases)

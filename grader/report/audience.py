@@ -1,12 +1,20 @@
-"""Who reads the report: an instructor sees everything, a student nothing of the hidden cases' data.
+"""Who reads the report: an instructor sees everything, a student nothing a hidden case produced.
 
 ``grade --audience student`` and every piece of feedback written for a student go through
-``for_audience``. In the student audience a hidden case keeps its name, its points and
-whether it passed; its reason, details, hint, attention maps, problems and the facts of its
-cause are dropped, and a cause that only hidden cases show is named as such, without its
-words (an exception's message can quote a hidden input's shape). A cause shared with
-public cases keeps its words, which ``grader.judge.causes`` takes from a public case. Notes
-that may carry the code's own output from a hidden case are for instructors only.
+``for_audience``. The public cases ran in a worker of their own, before the hidden ones and
+without their inputs (``grader.pipeline``), so what they show is theirs alone. What a hidden
+case produced is the submission's code speaking with the hidden inputs at hand: an exception's
+message, the values, the output, the time it took, even which cause it shares. So in the
+student audience a hidden case keeps its name, its points, its score and its result, and
+nothing else: no reason, details, hint, attention maps, problems, cause or duration.
+
+The causes are the public cases' only: each entry lists its public cases, costs what they
+lost, and says what they show (``grader.judge.causes`` words an entry from its public cases,
+and groups public cases by their own facts); every hidden case that lost points is counted in
+one entry of its own, whatever its cause, after the public cases' (which may explain them).
+The report's notes that came from the hidden cases' workers
+(``Report.instructor_notes``) are dropped, and so is the grading's duration when hidden cases
+ran (the code could spend it to say something).
 
 In the instructor audience nothing is removed; the views label every hidden case.
 """
@@ -15,7 +23,6 @@ from __future__ import annotations
 import dataclasses
 
 from grader.report import messages
-from grader.report.outcomes import Cause
 from grader.report.result import CaseResult, CauseSummary, Report
 
 AUDIENCES = ("instructor", "student")
@@ -27,20 +34,42 @@ def for_audience(report: Report, audience: str) -> Report:
         raise ValueError(f"invalid audience {audience!r}, expected one of {', '.join(AUDIENCES)}")
     if audience == "instructor":
         return dataclasses.replace(report, audience="instructor")
-    cases = tuple(_hidden_view(c) if c.visibility == "hidden" else c for c in report.cases)
-    causes = tuple(_hidden_cause(c) if c.hidden_only else c for c in report.causes)
-    return dataclasses.replace(report, cases=cases, causes=causes, instructor_notes=(), audience="student")
+    causes = _students_causes(report)
+    number = {cid: cause.number for cause in causes for cid in cause.cases}
+    cases = tuple(_hidden_view(c, number.get(c.case_id, 0)) if c.visibility == "hidden"
+                  else dataclasses.replace(c, cause_ref=number.get(c.case_id, 0)) for c in report.cases)
+    ran_hidden = any(c.visibility == "hidden" and c.status != "pending" for c in report.cases)
+    return dataclasses.replace(report, cases=cases, causes=causes, instructor_notes=(), audience="student",
+                               execution_time=0.0 if ran_hidden else report.execution_time)
 
 
-def _hidden_view(c: CaseResult) -> CaseResult:
+def _hidden_view(c: CaseResult, cause_ref: int) -> CaseResult:
     """A hidden case as a student sees it: name, points and result."""
     if c.status == "pending":
         return c
     return CaseResult(c.case_id, c.name, c.target, c.status, c.score, c.max_score,
-                      messages.hidden_case_reason(c.status), "", "hidden", c.duration,
-                      cause=Cause(c.cause.kind) if c.cause is not None else None, cause_ref=c.cause_ref)
+                      messages.hidden_case_reason(c.status), "", "hidden", cause_ref=cause_ref)
 
 
-def _hidden_cause(c: CauseSummary) -> CauseSummary:
-    return CauseSummary(c.number, "hidden", messages.hidden_cause_title(len(c.cases)), c.cases, c.points_lost,
-                        hidden_only=True)
+def _students_causes(report: Report) -> tuple[CauseSummary, ...]:
+    """The causes of the public cases, each with its public cases only, numbered in the order of the first
+    case each explains; then one entry for every hidden case that lost points."""
+    by_id = {c.case_id: c for c in report.cases}
+    order = {c.case_id: i for i, c in enumerate(report.cases)}
+    entries = []
+    for cause in report.causes:
+        public = [by_id[cid] for cid in cause.cases if cid in by_id and by_id[cid].visibility != "hidden"]
+        if not public:
+            continue
+        shows = {c.first_problem for c in public if c.first_problem}
+        entries.append(dataclasses.replace(
+            cause, cases=tuple(c.case_id for c in public), hidden_only=False,
+            points_lost=round(sum(c.max_score - c.score for c in public), 6),
+            seen_in=cause.seen_in if len(public) > 1 else "", varied=len(shows) > 1 and cause.kind != "mistake"))
+    entries.sort(key=lambda e: order.get(e.cases[0], len(order)))
+    hidden = [c for c in report.cases if c.visibility == "hidden" and c.cause_ref and c.status != "pending"]
+    if hidden:
+        entries.append(CauseSummary(0, "hidden", messages.hidden_cause_title(len(hidden)),
+                                    tuple(c.case_id for c in hidden),
+                                    round(sum(c.max_score - c.score for c in hidden), 6), hidden_only=True))
+    return tuple(dataclasses.replace(e, number=i) for i, e in enumerate(entries, start=1))

@@ -187,6 +187,8 @@ def problem_text(p: Problem, case: Any = None) -> str:
         rule = "" if d["used"] == d["forbidden"] else f" (it forbids {d['forbidden']})"
         return (f"{d['label']}, line {d['line']}: `{d['code']}` uses {d['used']}, which this exercise "
                 f"forbids{rule}; write the computation yourself")
+    if k == "forbidden_runtime" and d.get("hidden"):  # seen only while hidden cases ran: no more is told
+        return "while a hidden case ran, your code called an API this exercise forbids; write the computation yourself"
     if k == "forbidden_runtime":
         rule = "" if d["called"] == d["forbidden"] else f" (that is {d['forbidden']})"
         return (f"while case {d['case']!r} ran, your code called {d['called']}{rule}, which this exercise "
@@ -404,6 +406,8 @@ def summary_title(cause: Cause, case: Any, problems: tuple[Problem, ...], mistak
         return problem_headline(problems[0])
     if cause.kind == "forbidden" and problems:
         d = problems[0].data
+        if d.get("hidden"):
+            return f"{case.target} calls an API this exercise forbids"
         return f"{case.target} uses {d.get('used') or d.get('called')}, which this exercise forbids"
     d = cause.data
     if cause.kind == "not_implemented":
@@ -428,7 +432,8 @@ def summary_where(cause: Cause, problems: tuple[Problem, ...] = ()) -> str:
         d = problems[0].data
         return f"{d['label']}, line {d['line']}: `{d['code']}`"
     if cause.kind == "forbidden" and problems:
-        return f"called while case {problems[0].data.get('case')!r} ran"
+        case_id = problems[0].data.get("case")
+        return f"called while case {case_id!r} ran" if case_id else "called while a hidden case ran"
     if cause.kind == "missing_target" and cause.data.get("suggestion"):
         sug = cause.data["suggestion"]
         return f"{sug['label']}, line {sug['line']}: `class {sug['name']}`"
@@ -555,9 +560,10 @@ def hidden_case_reason(status: str) -> str:
 
 
 def hidden_cause_title(n_cases: int) -> str:
-    """A cause only hidden cases show, as a student's report names it."""
-    return (f"{n_cases} hidden case{'' if n_cases == 1 else 's'} fail{'s' if n_cases == 1 else ''} for a reason "
-            "the public cases do not show (hidden cases' details are not shown)")
+    """The entry of a student's report that counts the hidden cases that lost points (whatever their cause)."""
+    one = n_cases == 1
+    return (f"{n_cases} hidden case{'' if one else 's'} fail{'s' if one else ''} (hidden cases' details are not "
+            f"shown; a cause of the public cases may explain {'it' if one else 'them'})")
 
 
 def hidden_label() -> str:

@@ -62,6 +62,12 @@ class CaseResult:
         object.__setattr__(self, "details", safe_text(self.details))
         object.__setattr__(self, "hint", safe_text(self.hint))
 
+    @property
+    def first_problem(self) -> tuple[str, str] | None:
+        """What its first problem shows (its kind and the output it names): cases that lost points for one
+        cause but show different things are told apart by it."""
+        return (self.problems[0].kind, str(self.problems[0].data.get("name"))) if self.problems else None
+
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "CaseResult":
         """Inverse of ``dataclasses.asdict``."""
