@@ -4,7 +4,8 @@ From the bottom: the shared ground (errors, exit codes, config, memo), report (t
 its vocabulary and its views), spec (the case files' model), plan, execute, judge, course
 (which course, the reference store), the pipeline, and the front ends (cli, local, authoring).
 A module may import its own layer and those below it, never one above. The worker, which
-runs in the sandbox, imports only the standard library, torch and two modules of its own layer.
+runs in the sandbox, imports only the standard library, torch, two modules of its own layer and
+the pure data of the forbidden operator families (``grader.spec.operators``).
 """
 from __future__ import annotations
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from grader.execute.guard import MAX_USES, ForbiddenCallGuard
+from grader.execute.guard import MAX_USES, PROFILER_STOPPED, ForbiddenCallGuard
 from grader.spec.operators import FAMILIES
 from conftest import ROOT
 
@@ -581,11 +581,28 @@ def test_switching_the_check_off_is_recorded(switch, called):
     assert [u["forbidden"] for u in guard.take()] == [SDPA[0]]
 
 
-def test_a_profiler_left_running_by_the_code_is_replaced():
+def test_a_profiler_left_running_by_the_code_switches_the_check_off_and_that_is_recorded():
+    """Top-level code that starts its own profiler and leaves it running keeps ours from logging: that
+    is recorded as switching the check off (the policy case fails), and theirs is never stopped by us
+    (stopping torch's Kineto profiler from under its owner can hang)."""
     guard = ForbiddenCallGuard(SDPA)
     model = _build(_attention("        return _TS.f(q, k, v)", _TS_SDPA))
     theirs = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU])
     theirs.__enter__()  # top-level code started it and never stopped it
+    try:
+        with guard.watching():
+            model(*_inputs(SDPA))
+        assert [u["forbidden"] for u in guard.take()] == [PROFILER_STOPPED[0]]
+    finally:
+        theirs.__exit__(None, None, None)
+
+
+def test_a_legacy_log_left_running_by_the_code_is_replaced():
+    guard = ForbiddenCallGuard(SDPA)
+    model = _build(_attention("        return _TS.f(q, k, v)", _TS_SDPA))
+    torch._C._autograd._enable_profiler_legacy(torch._C._profiler.ProfilerConfig(
+        torch._C._profiler.ProfilerState.CPU, False, False, False, False, False,
+        torch._C._profiler._ExperimentalConfig()))  # the legacy log the guard uses, left running
     with guard.watching():
         model(*_inputs(SDPA))
     assert [u["forbidden"] for u in guard.take()] == [SDPA[0]]

@@ -130,7 +130,8 @@ _OpOverload = torch._ops.OpOverload
 _OpPacket = torch._ops.OpOverloadPacket
 _log_on = torch._C._autograd._enable_profiler_legacy
 _log_off = torch._C._autograd._disable_profiler_legacy
-_kineto_off = torch._C._autograd._disable_profiler
+_profiler_type = torch._C._autograd._profiler_type
+_LEGACY, _NO_PROFILER = torch._C._profiler.ActiveProfilerType.LEGACY, torch._C._profiler.ActiveProfilerType.NONE
 _record_functions = torch._C._autograd._enable_record_function
 _Marker = torch._C._profiler._RecordFunctionFast
 _LOG_CONFIG = torch._C._profiler.ProfilerConfig(torch._C._profiler.ProfilerState.CPU, False, False, False, False,
@@ -390,24 +391,30 @@ class _OperatorLog:
                     guard._record(PROFILER_STOPPED)
 
     def _on(self) -> bool:
+        """Start logging; False when another profiler holds the thread (the code started one and left it
+        running: that is switching our check off). Only a log of our own kind is stopped to make room:
+        stopping the code's own (Kineto) profiler can hang in torch, so it is never tried."""
         _record_functions(True)  # the code before this case may have switched operator logging off
-        for _ in range(2):
-            try:
-                _log_on(_LOG_CONFIG)
-                return True
-            except Exception:  # a profiler left running by the code before this case: ours replaces it
-                for off in (_log_off, _kineto_off):
-                    with contextlib.suppress(Exception):
-                        off()
-        return False
+        try:
+            running = _profiler_type()
+            if running == _LEGACY:  # a log of our kind left running (by the code, before this case): replaced
+                with contextlib.suppress(Exception):
+                    _log_off()
+            elif running != _NO_PROFILER:
+                return False  # the code's own profiler: never touched (mixing kinds can abort or hang torch)
+            _log_on(_LOG_CONFIG)
+            return True
+        except Exception:
+            return False
 
     def _read(self, restart: bool) -> bool:
         self._calls = 0
         try:
             with _Marker(_MARKER):
                 pass
-            events = _log_off()
-        except Exception:  # the profiler was stopped, or replaced by another kind
+            # stopped, or replaced by another kind: not ours to stop (mixing kinds can abort or hang torch)
+            events = _log_off() if _profiler_type() == _LEGACY else None
+        except Exception:
             events = None
         names = [event.name() for thread in events for event in thread] if events is not None else []
         for guard in self._guards:

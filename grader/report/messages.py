@@ -190,7 +190,9 @@ def problem_text(p: Problem, case: Any = None) -> str:
     if k == "forbidden_runtime" and d.get("hidden"):  # seen only while hidden cases ran: no more is told
         return "while a hidden case ran, your code called an API this exercise forbids; write the computation yourself"
     if k == "forbidden_runtime":
-        rule = "" if d["called"] == d["forbidden"] else f" (that is {d['forbidden']})"
+        # "torch.lstm (aten::lstm)" already names the family its entry forbids: no "(that is …)" again
+        rule = "" if d["called"] in (d["forbidden"],) or d["called"].startswith(d["forbidden"] + " (") \
+            else f" (that is {d['forbidden']})"
         return (f"while case {d['case']!r} ran, your code called {d['called']}{rule}, which this exercise "
                 "forbids; write the computation yourself")
     if k == "did_not_raise":
