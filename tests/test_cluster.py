@@ -14,11 +14,9 @@ import json
 import os
 import shutil
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from pathlib import Path
@@ -29,6 +27,7 @@ pytest.importorskip("distributed")
 psutil = pytest.importorskip("psutil")
 
 from conftest import ROOT, SUBMISSIONS, run_grade  # noqa: E402
+from test_hostile import Listener  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 KILL_SWITCH = HERE / "cluster" / "preload_kill_switch.py"
@@ -389,39 +388,6 @@ def test_a_worker_without_bubblewrap_is_never_given_work(cluster, tmp_path):
         cluster.stop(bare)
         cluster.processes.remove(bare)
     cluster.wait_for(2)
-
-
-class Listener:
-    """A TCP server on 127.0.0.1 that counts connections and records what it receives."""
-
-    def __init__(self):
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.sock.settimeout(0.2)
-        self.port = self.sock.getsockname()[1]
-        self.received: list[bytes] = []
-        self.connections = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-        self._thread.start()
-
-    def _serve(self):
-        while not self._stop.is_set():
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                continue
-            self.connections += 1
-            with conn:
-                conn.settimeout(1)
-                try:
-                    self.received.append(conn.recv(4096))
-                except OSError:
-                    pass
-
-    def close(self):
-        self._stop.set()
-        self._thread.join()
-        self.sock.close()
 
 
 @pytest.fixture
