@@ -193,7 +193,7 @@ def batch_cmd(source: Path, assignment: str, out: Path, jobs: int | None, regrad
               chunk_size: int | None, allow_unsandboxed_workers: bool, root: Path | None) -> None:
     """Grade every submission in SOURCE (a folder, a zip, an LMS export) into OUT, resumably."""
     from grader.batch.progress import progress_reporter
-    from grader.batch.run import run_batch
+    from grader.batch.run import Interrupted, run_batch
     from grader.batch.store import StoredResult
     from grader.config import GradeConfig
     from grader.report.text import safe_text
@@ -214,7 +214,9 @@ def batch_cmd(source: Path, assignment: str, out: Path, jobs: int | None, regrad
                 result = run_batch(source, assignment, out, config, jobs or os.cpu_count() or 1, regrade, student,
                                    id_regex, layout, counted, warm=not cold, scheduler=scheduler,
                                    chunk_size=chunk_size, allow_unsandboxed_workers=allow_unsandboxed_workers)
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as stop:
+            if isinstance(stop, Interrupted):  # counted from the store once the grading stopped
+                saved.update(now=stop.graded_now, done=stop.in_store, total=stop.total)
             where = safe_text(str(out / "grades.sqlite"), one_line=True)
             tally = f" ({saved['done']} of {saved['total']} in the store)" if saved["now"] else ""
             n = saved["now"]

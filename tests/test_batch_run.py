@@ -196,6 +196,28 @@ def test_what_is_graded_is_the_bytes_whose_hash_is_stored(source, uninterrupted,
     assert scores_of(out) == {**SCORES, "bob": "7", "dave": "14", "erin": "7"}
 
 
+def test_ctrl_c_just_after_a_result_is_stored_counts_it(source, uninterrupted, tmp_path):
+    """The signal can come between the store's commit and anything the caller counts: the words after
+    Ctrl-C are read from the store once the grading stopped, so they match what the next run finds."""
+    from grader.batch.run import Interrupted, run_batch
+    from grader.config import GradeConfig
+
+    out = tmp_path / "out"
+    shutil.copytree(uninterrupted[0], out)
+    with Store.open(out / "grades.sqlite") as store:
+        store.forget(student_id="bob")
+        store.forget(student_id="dave")
+
+    def ctrl_c(student_id, stored, done, total):
+        raise KeyboardInterrupt  # the first result is committed; nothing after it has run
+
+    with pytest.raises(Interrupted) as stop:
+        run_batch(source, "mha", out, GradeConfig(root=ROOT), jobs=1, progress=ctrl_c, warm=False)
+    assert (stop.value.graded_now, stop.value.in_store, stop.value.total) == (1, 4, 5)
+    again = run_grade("batch", str(source), "--assignment", "mha", "--out", str(out), "--cold")
+    assert again.returncode == 0 and "1 graded now, 4 already in the store" in again.stdout, again.stdout
+
+
 def test_a_folder_batch_never_removes_an_extracted_folder_it_did_not_make(source, uninterrupted, tmp_path):
     out = tmp_path / "out"
     shutil.copytree(uninterrupted[0], out)

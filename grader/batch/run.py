@@ -80,6 +80,16 @@ class BatchResult:
     workers: WorkersUsed = WorkersUsed(0, 0)
 
 
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C while grading, with what the store holds once the grading stopped (read from the
+    store itself, so a result stored just as the signal came is counted)."""
+
+    def __init__(self, graded_now: int, in_store: int, total: int) -> None:
+        super().__init__(graded_now, in_store, total)
+        #: results this run stored; of the submissions chosen, how many are done; how many were chosen
+        self.graded_now, self.in_store, self.total = graded_now, in_store, total
+
+
 #: Called as each submission finishes: (student id, its stored result, how many are done, total).
 Progress = Callable[[str, StoredResult, int, int], None]
 
@@ -166,17 +176,23 @@ def _grade(collected: Collected, chosen: list, store: Store, key: str, copies: o
             hide = (course_root, config.cache_dir, source.resolve(), out.resolve())
             engine = workers.Pool(width, warm_mode, config.limits, hide)
             told = ({c.path: workers.Shown(str(s.path), str(course_root)) for s, c in todo},)
-        with engine:
-            for (s, sha), graded in engine.grade_all(tasks, config, *told):
-                graded = _naming(graded, s.path)
-                stored = store.put(s.student_id, s.name or "", sha, key, graded.entry, graded.seconds)
-                feedback_written[s.student_id] = write_texts(out / FEEDBACK, s.student_id, graded.feedback)
-                worker_cpu += graded.worker_cpu
-                if graded.slot is not None:
-                    tally += graded.slot
-                finished += 1
-                if progress is not None:
-                    progress(s.student_id, stored, finished, total)
+        mark = store.last_id()
+        try:
+            with engine:
+                for (s, sha), graded in engine.grade_all(tasks, config, *told):
+                    graded = _naming(graded, s.path)
+                    stored = store.put(s.student_id, s.name or "", sha, key, graded.entry, graded.seconds)
+                    feedback_written[s.student_id] = write_texts(out / FEEDBACK, s.student_id, graded.feedback)
+                    worker_cpu += graded.worker_cpu
+                    if graded.slot is not None:
+                        tally += graded.slot
+                    finished += 1
+                    if progress is not None:
+                        progress(s.student_id, stored, finished, total)
+        except KeyboardInterrupt:  # the engine is closed: nothing more reaches the store
+            chosen_now = [(s.student_id, sha) for s, sha in done] + [(s.student_id, c.sha) for s, c in todo]
+            raise Interrupted(store.recorded_since(mark), sum(store.done(i, sha, key) for i, sha in chosen_now),
+                              total) from None
     rows = [r for r in store.results(key) if r.student_id in {s.student_id for s in collected.submissions}]
     columns = columns_from_cases(assignment.cases)
     outputs = write_gradebooks(out, rows, columns, assignment.name)

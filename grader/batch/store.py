@@ -367,6 +367,14 @@ class Store:
         """How many results are stored (every student, file and key)."""
         return self._conn.execute("SELECT count(*) FROM results").fetchone()[0]
 
+    def last_id(self) -> int:
+        """The id of the latest result recorded (0 when none): ``recorded_since`` counts from it."""
+        return self._conn.execute("SELECT coalesce(max(id), 0) FROM results").fetchone()[0]
+
+    def recorded_since(self, last_id: int) -> int:
+        """How many of the results stored now were recorded after the one with id ``last_id``."""
+        return self._conn.execute("SELECT count(*) FROM results WHERE id > ?", (last_id,)).fetchone()[0]
+
     def check(self) -> list[str]:
         """SQLite's ``integrity_check``: ``["ok"]`` for a sound file, else what is wrong."""
         return [r[0] for r in self._conn.execute("PRAGMA integrity_check")]
