@@ -236,6 +236,10 @@ def test_the_workers_line_says_what_happened_not_what_was_planned():
     assert workers_lines(WorkersUsed(8, 2, fell)) == [
         "workers: 2 warm slots; 1 worker forked warm, 7 started cold instead (torch imported for each: slower)",
         "  why: it never started: no answer within 120 s: ModuleNotFoundError: torch"]
+    split = SlotTally(zygotes_started=2, forks=16)  # hidden cases run in a worker of their own
+    assert workers_lines(WorkersUsed(8, 2, split)) == [
+        "workers: 2 warm slots, 2 zygotes started (torch imported once in each), 16 workers forked from them "
+        "for 8 submissions"]
     replaced = SlotTally(3, 8, 0, 1, ("1 processes of the last run survived its clean-up",))
     assert workers_lines(WorkersUsed(8, 2, replaced))[0].endswith("; 1 zygote replaced after a run (3 started)")
     assert workers_lines(WorkersUsed(3, 0, cold_why="--cold was asked for")) == [

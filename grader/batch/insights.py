@@ -304,7 +304,8 @@ def workers_lines(used: WorkersUsed) -> list[str]:
         return [f"workers: a cold one per submission (torch imported for each){f': {used.cold_why}' if used.cold_why else ''}"]
     if not t.cold and not t.replaced:
         return [f"workers: {_count(used.slots, 'warm slot')}, {_count(t.zygotes_started, 'zygote')} started "
-                f"(torch imported once in each), {_count(t.forks, 'worker')} forked from them"]
+                f"(torch imported once in each), {_count(t.forks, 'worker')} forked from them"
+                + (f" for {_count(used.graded, 'submission')}" if t.forks != used.graded else "")]
     line = f"workers: {_count(used.slots, 'warm slot')}; {_count(t.forks, 'worker')} forked warm"
     if t.cold:
         line += f", {t.cold} started cold instead (torch imported for each: slower)"
