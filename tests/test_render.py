@@ -17,6 +17,23 @@ def test_unreadable_gradescope():
     assert data["output"].startswith("Could not grade this submission: x.ipynb is empty")
 
 
+def test_to_dict_is_asdict_without_the_copies():
+    """``Report.to_dict`` builds its plain values itself (``dataclasses.asdict`` deep-copied every number of
+    every figure): the same values and types, and nothing shared with the report that could be changed."""
+    import dataclasses
+
+    figure = {"kind": "attention", "weights": [[[0.25, 0.75], [1.0, 0.0]]], "mask": [[1, 0]], "title": "x"}
+    case = dataclasses.replace(REPORT.cases[1], figures=(figure,))
+    report = dataclasses.replace(REPORT, cases=(case, *REPORT.cases[2:]))
+    d = report.to_dict()
+    expected = {**dataclasses.asdict(report), "notes": list(report.notes),
+                "instructor_notes": list(report.instructor_notes)}
+    assert {k: d[k] for k in expected} == expected
+    assert type(d["cases"]) is type(expected["cases"]) and type(d["cases"][0]["figures"]) is tuple
+    d["cases"][0]["figures"][0]["weights"][0][0][0] = 9.0
+    assert figure["weights"][0][0][0] == 0.25
+
+
 def test_json_round_trips():
     data = json.loads(render(REPORT, "json"))
     assert data["score"] == 2.5 and data["max_score"] == 8 and data["pending_points"] == 2

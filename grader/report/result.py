@@ -7,6 +7,7 @@ boundary every student-derived string crosses on its way to a report.
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -183,7 +184,7 @@ class Report:
 
     def to_dict(self) -> dict[str, Any]:
         """A plain dict (the ``--format json`` output)."""
-        d = dataclasses.asdict(self)
+        d = _plain(self)
         d["notes"] = list(self.notes)
         d["instructor_notes"] = list(self.instructor_notes)
         d["score"] = self.score
@@ -201,3 +202,25 @@ class Report:
         kw["instructor_notes"] = tuple(d.get("instructor_notes", ()))
         kw["causes"] = tuple(CauseSummary(**c) for c in d.get("causes", ()))
         return cls(**kw)
+
+
+_SCALARS = (str, int, float, bool, type(None))
+
+
+def _plain(value: Any) -> Any:
+    """``dataclasses.asdict`` for the report's own values (dataclasses, tuples, lists, dicts and scalars),
+    without its deep copies: a report's figures hold thousands of numbers, and this runs for every
+    submission a batch stores."""
+    if type(value) in _SCALARS:
+        return value
+    if isinstance(value, (list, tuple)):
+        if hasattr(value, "_fields"):  # a named tuple
+            return type(value)(*(_plain(x) for x in value))
+        if all(type(x) in _SCALARS for x in value):
+            return type(value)(value)
+        return type(value)(_plain(x) for x in value)
+    if isinstance(value, dict):
+        return {_plain(k): _plain(v) for k, v in value.items()}
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    return copy.deepcopy(value)
