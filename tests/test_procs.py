@@ -491,6 +491,22 @@ def test_fresh_uid():
         assert str(uid) not in {line.split(":")[2] for line in f if line.count(":") >= 2}
 
 
+def test_fresh_uid_never_picks_the_uid_of_a_running_process(monkeypatch):
+    if not hasattr(os, "geteuid") or os.geteuid() != 0 or fresh_uid() is None:
+        pytest.skip("uids are handed out only as root")
+    taken = fresh_uid()
+    proc = subprocess.Popen(["sleep", "30"], user=taken, group=taken)
+    try:
+        picks = iter([taken - procs.UID_RANGE[0], 7])  # the random pick lands on the running process's uid first
+        monkeypatch.setattr(procs.secrets, "randbelow", lambda n: next(picks))
+        monkeypatch.setattr(procs, "_issued_uids", set())  # as another grading process would see it
+        monkeypatch.setattr(procs, "_running_seen", (-procs.RUNNING_IDS_SECONDS, set()))  # a fresh look
+        assert fresh_uid() == procs.UID_RANGE[0] + 7
+    finally:
+        proc.kill()
+        proc.wait()
+
+
 # ------------------------------------------------------------------ remove_tree
 
 

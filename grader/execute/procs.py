@@ -679,8 +679,9 @@ def _pick_uid() -> int | None:
     total = sum(hi - lo for lo, hi in ranges)
     if total <= 0:
         return None
-    used = _listed_ids("/etc/passwd") | _listed_ids("/etc/group") | _running_ids()
+    listed = _listed_ids("/etc/passwd") | _listed_ids("/etc/group")
     with _uid_lock:
+        used = listed | _recent_running_ids()
         for _ in range(100):
             pick, uid = secrets.randbelow(total), -1
             for lo, hi in ranges:
@@ -726,6 +727,23 @@ def _listed_ids(path: str) -> set[int]:
     except OSError:
         pass
     return ids
+
+
+#: How long one look at the running processes' ids serves ``fresh_uid`` (a batch forks two workers a
+#: submission; reading every /proc/N/status each time cost about 4 ms a fork). A uid that a process took
+#: since is missed only if a random pick out of ~2e9 lands on it, which the look never excluded either
+#: (two processes picking at once); this process never hands out a uid twice.
+RUNNING_IDS_SECONDS = 1.0
+_running_seen: tuple[float, set[int]] = (-RUNNING_IDS_SECONDS, set())
+
+
+def _recent_running_ids() -> set[int]:
+    """``_running_ids``, looked at again once ``RUNNING_IDS_SECONDS`` have passed (call under ``_uid_lock``)."""
+    global _running_seen
+    now = time.monotonic()
+    if now - _running_seen[0] >= RUNNING_IDS_SECONDS:
+        _running_seen = (now, _running_ids())
+    return _running_seen[1]
 
 
 def _running_ids() -> set[int]:
