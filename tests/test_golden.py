@@ -349,12 +349,12 @@ def _cache_files(folder: Path) -> dict[str, bytes]:
 
 
 def test_goldens_hold_when_a_warm_slot_fills_the_cache_and_grades(slot, tmp_path):
-    """The reference's outputs and the known mistakes', computed by a warm slot's forked workers into an empty
-    cache (the grader computes them in cold workers), are the cold workers' bit for bit; and every submission
+    """The reference's outputs and the known mistakes', computed by warm slots' forked workers into an empty
+    cache (as the grader computes the mistakes in bubblewrap mode), are cold workers' bit for bit; and every submission
     graded in the slot against that cache matches the goldens, as the cold workers' reports do."""
     if UPDATE:
         pytest.skip("the goldens are being written")
-    cold, warm = GradeConfig(), GradeConfig(cache_dir=tmp_path / "cache", sandbox="bwrap")
+    cold, warm = GradeConfig(cache_dir=tmp_path / "cold"), GradeConfig(cache_dir=tmp_path / "cache", sandbox="bwrap")
     lock = threading.Lock()
 
     @contextmanager
@@ -362,17 +362,31 @@ def test_goldens_hold_when_a_warm_slot_fills_the_cache_and_grades(slot, tmp_path
         with lock, slot.new_worker() as worker:
             yield worker
 
+    @contextmanager
+    def cold_workers(config: GradeConfig):  # the mistakes as a grader without warm slots computes them
+        yield lambda: store._worker(config)
+
+    variant_forks = []
+
+    class CountedSlot(store.WarmSlot):  # the slots the store starts for the mistakes
+        def close(self) -> None:
+            variant_forks.append(self.forks)
+            super().close()
+
     for name in ("mha", "lstm"):
         assignment = get_assignment(course(), name)
-        store.variant_outputs(assignment, store.expected_outputs(assignment, cold), cold)  # there already, or cold
-        forks = slot.forks
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(store, "_variant_workers", cold_workers)
+            store.variant_outputs(assignment, store.expected_outputs(assignment, cold), cold)
+        forks, variant_forks[:] = slot.forks, []
         with pytest.MonkeyPatch.context() as mp:
             mp.setattr(store, "_worker", forked)
+            mp.setattr(store, "WarmSlot", CountedSlot)
             store.variant_outputs(assignment, store.expected_outputs(assignment, warm), warm)
-        assert slot.forks - forks == 1 + len(load_mistakes(assignment.folder)), "not all computed in the slot"
+        assert slot.forks - forks == 1, "the reference's outputs not computed in the slot"
+        assert sum(variant_forks) == len(load_mistakes(assignment.folder)), "not every mistake forked from a slot"
         by_cold, by_slot = (_cache_files(store.cache_folder(assignment, c)) for c in (cold, warm))
-        # the session's shared cache may hold more (other tests' mistakes files): what the slot wrote is there, alike
-        assert by_slot and set(by_slot) <= set(by_cold), (name, sorted(set(by_slot) - set(by_cold)))
+        assert by_slot and set(by_slot) == set(by_cold), (name, sorted(set(by_slot) ^ set(by_cold)))
         assert [f for f in by_slot if by_cold[f] != by_slot[f]] == [], name
     for name, path in GRADED.items():
         report = normalised(grade_submission(ROOT / path, warm, slot), path)

@@ -9,11 +9,13 @@ the reference file, the cases file, the worker's code and the torch version.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import importlib.metadata
 import json
 import os
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +31,7 @@ from grader.execute.observation import Observation, Tensors, from_saved
 from grader.execute.protocol import INPUT_PREFIXES, ProtocolViolation, split_key
 from grader.execute.runner import Worker
 from grader.execute.sandbox import resolve_mode
+from grader.execute.slots import WarmSlot
 from grader.judge.diagnose import Variants
 from grader.plan.slicing import Statement, parse_units, slice_for
 from grader.plan.submission import SourceUnit, read_submission
@@ -156,7 +159,9 @@ def reference_statements(assignment: Assignment) -> tuple[Statement, ...]:
 
 
 def variant_outputs(assignment: Assignment, expected: ReferenceOutputs, config: GradeConfig) -> Variants:
-    """Every known mistake's observations, from the cache or computed (two workers at a time)."""
+    """Every known mistake's observations, from the cache or computed: two at a time, each of the two shares
+    forked from a warm slot of its own in bubblewrap mode (torch imported twice, not once per mistake),
+    else a cold worker per mistake."""
     mistakes = load_mistakes(assignment.folder)
     if not mistakes or not assignment.trusted or not assignment.reference.is_file():
         return {}
@@ -176,11 +181,16 @@ def variant_outputs(assignment: Assignment, expected: ReferenceOutputs, config: 
         folder.mkdir(parents=True, exist_ok=True)
         units = _reference_units(assignment)
         inputs = expected.inputs()
-        with ThreadPoolExecutor(max_workers=2) as pool:
-            for m, observations in zip(todo, pool.map(lambda m: _run_variant(assignment, units, m, inputs, config),
-                                                      todo)):
-                _write(folder / f"{m.id}.safetensors", folder / f"{m.id}.json", observations, atomic=True)
-                runs[m.id] = observations
+
+        def run_share(share: list[Mistake]) -> list[tuple[Mistake, dict[str, Observation]]]:
+            with _variant_workers(config) as new_worker:
+                return [(m, _run_variant(assignment, units, m, inputs, config, new_worker)) for m in share]
+
+        with ThreadPoolExecutor(max_workers=2) as pool:  # two shares, two at a time
+            for share in pool.map(run_share, [todo[0::2], todo[1::2]]):
+                for m, observations in share:
+                    _write(folder / f"{m.id}.safetensors", folder / f"{m.id}.json", observations, atomic=True)
+                    runs[m.id] = observations
     return runs
 
 
@@ -197,15 +207,26 @@ def apply_edits(units: tuple[SourceUnit, ...], mistake: Mistake, where: str) -> 
 
 
 def _run_variant(assignment: Assignment, units: tuple[SourceUnit, ...], mistake: Mistake, inputs: bytes,
-                 config: GradeConfig) -> dict[str, Observation]:
+                 config: GradeConfig, new_worker: Callable[[], Worker]) -> dict[str, Observation]:
     edited = apply_edits(units, mistake, str(mistakes_file(assignment.folder)))
     job = make_job("run", _statements(assignment, edited, mistake), "variant",
                    [call_spec(c, assignment) for c in assignment.cases])
-    with _worker(config) as worker:
+    with new_worker() as worker:
         run = worker.run(job, inputs, REFERENCE_TIMEOUT, config.case_timeout)
     if run.internal or run.start_failure:
         raise InternalError(f"the worker failed on mistake {mistake.id!r}: {run.internal or run.start_failure}")
     return run.observations
+
+
+@contextlib.contextmanager
+def _variant_workers(config: GradeConfig) -> Iterator[Callable[[], Worker]]:
+    """Where one share of the mistakes runs: workers forked from a warm slot of its own in bubblewrap mode
+    (torch imported once for the share, not once per mistake), else a cold worker each."""
+    if resolve_mode(config.sandbox) == "bwrap":
+        with WarmSlot("bwrap", config.limits, (config.cache_dir,)) as slot:
+            yield slot.new_worker
+    else:
+        yield functools.partial(_worker, config)
 
 
 def _worker(config: GradeConfig) -> Worker:
