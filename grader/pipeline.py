@@ -135,6 +135,7 @@ def _isolation(mode: str, worker: Worker, secrets: tuple[Path, ...] = ()) -> str
     """The report's isolation line: the sandbox (without one: whether the code could read ``secrets``, the
     course's reference and the cache), and how the submission's processes are held."""
     readable = mode != "bwrap" and readable_unsandboxed(list(secrets), own_uid=worker.uid is not None)
+    worker.wait_ready()  # what holds its processes is settled once its group holds it
     return f"{describe(mode, readable)}; {worker.group.describe()}" + ("; a fresh process forked from a warm worker"
                                                                          if worker.forked else "")
 

@@ -245,11 +245,13 @@ class Worker:
 
     @classmethod
     def adopt(cls, mode: str, limits: Limits, group: ProcessGroup, process: Process, started: float,
-              cleanup: Callable[[], None]) -> "Worker":
-        """A worker started elsewhere (a zygote's child): its group already holds it; ``cleanup``
-        runs once it is closed, after its processes are killed."""
+              cleanup: Callable[[], None], ready: Callable[[], None] = lambda: None) -> "Worker":
+        """A worker started elsewhere (a zygote's child, waiting for its job): ``cleanup`` runs once
+        it is closed, after its processes are killed. ``ready`` returns once its group holds it (the
+        group's cgroup may still be taking it in): the job is sent, and the group used, only after."""
         worker = cls.__new__(cls)
         worker._setup(mode, limits, group, process, started, None, group.uid, cleanup)
+        worker._ready = ready
         worker.forked = True
         return worker
 
@@ -263,6 +265,11 @@ class Worker:
         self._out = _Capped(limits.output_kb << 10)
         self._err = _Capped(limits.output_kb << 10)
         self._closed = False
+        self._ready: Callable[[], None] = lambda: None  # ``adopt``
+
+    def wait_ready(self) -> None:
+        """Return once the worker's group holds it (at once for a worker started here)."""
+        self._ready()
 
     def __enter__(self) -> "Worker":
         return self
@@ -277,6 +284,7 @@ class Worker:
         each step (the top-level statements, then each call): a step that sends nothing
         for that long is a timeout of that step.
         """
+        self.wait_ready()  # nothing of the job reaches a process that its group does not hold yet
         job = dataclasses.replace(job, inputs_size=len(inputs), max_payload=self.limits.tensor_mb << 20)
         result = WorkerRun()
         reader = RecordReader(job.nonce, self.limits.tensor_mb << 20)
@@ -484,6 +492,7 @@ class Worker:
         if self._closed:
             return
         self._closed = True
+        self.wait_ready()
         self.group.close()
         self.process.release()
         self._cleanup()

@@ -27,6 +27,7 @@ import socket
 import struct
 import subprocess
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -309,7 +310,10 @@ class WarmSlot:
             if answer.get("kind") != "forked":
                 raise ZygoteGone(f"it refused to fork ({answer.get('kind')!r})")
             pid = _hello_pid(hello_ours)
-            group.adopt(pid)
+            # Moving a process into a cgroup waits for the kernel (about 10 ms): the child waits for its job,
+            # which is sent only once it is in (``Worker.run``), so the move overlaps reading and planning.
+            adopting = threading.Thread(target=group.adopt, args=(pid,), name="grader-adopt", daemon=True)
+            adopting.start()
         except BaseException:
             group.close()
             for fd in ours:
@@ -321,7 +325,7 @@ class WarmSlot:
             hello_ours.close()
             hello_theirs.close()
         return Worker.adopt(self.mode, self.limits, group, _ForkedProcess(zygote, ours), started,
-                            lambda: self._after(zygote))
+                            lambda: self._after(zygote), adopting.join)
 
     def _after(self, zygote: _Zygote) -> None:
         """Once a child's worker is closed (its group killed): ask the zygote to clean the whole sandbox.

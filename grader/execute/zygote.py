@@ -37,6 +37,7 @@ import json
 import os
 import re
 import resource
+import select
 import signal
 import socket
 import sys
@@ -292,16 +293,28 @@ def _wait(child: int | None, timeout: float) -> tuple[int | None, int | None]:
     if child is None:
         return None, None
     deadline = time.monotonic() + max(0.0, min(timeout, 30.0))
-    while True:
-        try:
-            pid, status = os.waitpid(child, os.WNOHANG)
-        except ChildProcessError:
-            return None, None
-        if pid == child:
-            return os.waitstatus_to_exitcode(status), child
-        if time.monotonic() >= deadline:
-            return None, child
-        time.sleep(0.005)
+    try:
+        exited = os.pidfd_open(child)  # readable once the child has exited: no polling delay
+    except (AttributeError, OSError):
+        exited = None
+    try:
+        while True:
+            try:
+                pid, status = os.waitpid(child, os.WNOHANG)
+            except ChildProcessError:
+                return None, None
+            if pid == child:
+                return os.waitstatus_to_exitcode(status), child
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None, child
+            if exited is not None:
+                select.select([exited], [], [], left)
+            else:
+                time.sleep(min(0.005, left))
+    finally:
+        if exited is not None:
+            os.close(exited)
 
 
 def _clean(keep: frozenset[str]) -> tuple[int, int, int]:
