@@ -30,7 +30,7 @@ from grader.execute.jobs import call_spec, make_job
 from grader.execute.runner import Worker
 from grader.execute.sandbox import describe, readable_unsandboxed, resolve_mode
 from grader.execute.session import Execution, Part, run_cases
-from grader.execute.slots import WarmSlot
+from grader.execute.slots import WarmSlot, worth_preloading
 from grader.judge.causes import group_causes
 from grader.judge.judge import judge, name_mistakes, not_run
 from grader.plan.plan import Plan, make_plan
@@ -95,6 +95,8 @@ def _grade(path: Path, read: Callable[[], Submission], config: GradeConfig, lead
         reference = expected_outputs(assignment, config)
         expected = reference.observations
         plan = make_plan(parsed, assignment, set(expected))
+        if slot is not None:  # what this code's workers would import themselves, imported once in the zygote
+            slot.prefer(worth_preloading(s.source for s in plan.sliced.statements))
         parts = [Part(make_job("run", plan.sliced.statements, "student",
                                [call_spec(c, assignment, watch_forbidden=True) for c in cases]),
                       reference.inputs({c.id for c in cases}), private=any(c.hidden for c in cases))

@@ -262,3 +262,27 @@ def test_a_slot_tallies_what_happened_and_why(tmp_path, solo, tag, monkeypatch):
         tally = slot.tally()
     assert (tally.zygotes_started, tally.forks, tally.cold, tally.replaced) == (1, 0, 1, 0)
     assert tally.reasons[0].startswith("it never started: no answer within")
+
+
+def test_what_a_childs_code_would_import_slowly_is_imported_once_in_the_zygote(tmp_path, tag):
+    """A torch.library custom op's first call imports torch._dynamo (about a second): a slot whose
+    submissions define one has its zygote import it once, between children, so no later child pays it;
+    the grade stays the cold worker's."""
+    from grader.execute.slots import worth_preloading
+
+    mha = ROOT / "tests" / "submissions" / "mha"
+    assert worth_preloading([(mha / "forbidden_custom_op.py").read_text()]) == {"torch._dynamo"}
+    assert not any(worth_preloading([p.read_text()]) for p in mha.glob("correct_*.py"))
+    config = GradeConfig(assignment="mha", sandbox="bwrap")
+    alone = outcome(grade_submission(mha / "forbidden_custom_op.py", config))
+    with WarmSlot("bwrap", config.limits, (mha,)) as slot:
+        cpu = []
+        for _ in range(2):
+            before = slot.worker_cpu
+            report = grade_submission(mha / "forbidden_custom_op.py", config, slot)
+            slot.settle()
+            cpu.append(slot.worker_cpu - before)
+            assert outcome(report) == alone
+        assert slot._zygote is not None and slot._zygote.preloaded == {"torch._dynamo"}
+        assert (slot.zygotes_started, slot.fallbacks, slot.replaced) == (1, 0, 0)
+    assert cpu[1] < cpu[0] - 0.3, cpu  # the first one's public worker imported it itself; then no worker did

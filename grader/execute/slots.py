@@ -30,6 +30,7 @@ import tempfile
 import threading
 import time
 from dataclasses import dataclass
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,19 @@ from grader.execute.sandbox import launch, rlimits
 #: Seconds the zygote may take to fork a child, report an exit status or clean up.
 ANSWER_TIMEOUT = 10.0
 _CREDENTIALS = struct.calcsize("3i")
+
+
+#: Text in a submission's code that means its children would import a ``zygote.PRELOADABLE`` module
+#: themselves (a hint, never a check: a miss costs that child the import, as it did before).
+_PRELOAD_HINTS = {"torch._dynamo": ("custom_op", "torch.library", "compile(", "_dynamo", "torch.export")}
+#: How long the zygote may take to import what it is asked to preload.
+PRELOAD_TIMEOUT = 60.0
+
+
+def worth_preloading(sources: Iterable[str]) -> frozenset[str]:
+    """The modules a slot's zygote should import before forking the workers of code made of ``sources``."""
+    text = "\n".join(sources)
+    return frozenset(m for m, hints in _PRELOAD_HINTS.items() if any(h in text for h in hints))
 
 
 class ZygoteGone(Exception):
@@ -77,6 +91,7 @@ class _Zygote:
         self.group.attach(self.proc.pid)
         self.control = ours
         self.warm = False
+        self.preloaded: set[str] = set()  # modules imported (or tried) since the warm-up, on request
         self.busy = False  # a child was forked and not cleaned up after yet
         self.cleaning = False  # a clean request was sent; its answer is read before the next fork
 
@@ -214,6 +229,7 @@ class WarmSlot:
         self.worker_cpu = 0.0
         self._zygote: _Zygote | None = None
         self._current: Worker | None = None  # the last worker handed out
+        self._wanted: set[str] = set()  # modules the zygote should import before its next fork (``prefer``)
         #: why zygotes were discarded or never started, each distinct reason once (``tally``)
         self.failures: list[str] = []
         #: a zygote never started here: every worker of the slot is a cold one
@@ -256,6 +272,19 @@ class WarmSlot:
             self._zygote.close()
             self._zygote = None
 
+    def prefer(self, modules: Iterable[str]) -> None:
+        """Have the zygote import ``modules`` (``worth_preloading``) before its next fork, once: from then on
+        no child of it pays for them."""
+        self._wanted.update(modules)
+
+    def _preload(self, zygote: _Zygote) -> None:
+        wanted = sorted(self._wanted - zygote.preloaded)
+        if wanted:
+            answer = zygote.request({"kind": "preload", "modules": wanted}, timeout=PRELOAD_TIMEOUT)
+            if answer.get("kind") != "preloaded":
+                raise ZygoteGone(f"it answered {str(answer.get('kind'))[:40]!r} to a preload")
+            zygote.preloaded.update(wanted)  # tried: one that failed is not asked for again
+
     def new_worker(self) -> Worker:
         """A fresh worker forked from the zygote; a cold one when the zygote cannot give one (it could not
         start, or was broken by the last run and its replacement fails too)."""
@@ -276,6 +305,7 @@ class WarmSlot:
                 raise InternalError("a warm slot was asked for a worker before the last one was closed")
             try:
                 zygote.wait_warm()
+                self._preload(zygote)
                 worker = self._fork(zygote)
             except ZygoteGone as e:
                 was_warm = zygote.warm

@@ -87,6 +87,8 @@ def main(argv: list[str]) -> int:
             for fd in fds:
                 os.close(fd)
             _send(control, {"kind": "forked"})
+        elif kind == "preload" and child is None:
+            _send(control, {"kind": "preloaded", "modules": _preload(message.get("modules"))})
         elif kind == "wait":
             code, child = _wait(child, float(message.get("timeout", 1.0)))
             _send(control, {"kind": "exit", "code": code})
@@ -200,6 +202,29 @@ def warm_up() -> None:
     linecache.cache.pop(name, None)
     gc.collect()
     gc.freeze()
+
+
+#: What a parent may ask the zygote to import between children (``preload``): torch modules that torch
+#: imports lazily and that take a child long (``torch._dynamo``: about a second, on the first call of a
+#: ``torch.library.custom_op``, ``torch.compile`` or ``torch.export``), so that every later child has them.
+PRELOADABLE = frozenset({"torch._dynamo"})
+
+
+def _preload(modules: Any) -> list[str]:
+    """Import each of ``modules`` that is ``PRELOADABLE`` (never anything else); the ones now imported."""
+    import gc
+
+    done = []
+    for name in modules if isinstance(modules, list) else []:
+        if name in PRELOADABLE:
+            try:
+                __import__(name)
+                done.append(name)
+            except Exception:  # noqa: BLE001 - a child then imports it itself, as without the preload
+                pass
+    gc.collect()
+    gc.freeze()  # as after the warm-up: a child's collections leave these pages shared
+    return done
 
 
 def _protect() -> None:
