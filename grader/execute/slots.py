@@ -283,6 +283,8 @@ class WarmSlot:
             answer = zygote.request({"kind": "preload", "modules": wanted}, timeout=PRELOAD_TIMEOUT)
             if answer.get("kind") != "preloaded":
                 raise ZygoteGone(f"it answered {str(answer.get('kind'))[:40]!r} to a preload")
+            if any(answer.get(k) != 0 for k in ("left", "files_left", "ipc_left")):  # cleaned up after, as a child
+                raise ZygoteGone(_unclean({**answer, "kind": "clean"}))
             zygote.preloaded.update(wanted)  # tried: one that failed is not asked for again
 
     def new_worker(self) -> Worker:

@@ -88,7 +88,10 @@ def main(argv: list[str]) -> int:
                 os.close(fd)
             _send(control, {"kind": "forked"})
         elif kind == "preload" and child is None:
-            _send(control, {"kind": "preloaded", "modules": _preload(message.get("modules"))})
+            loaded = _preload(message.get("modules"))
+            left, files_left, ipc = _clean(keep)  # what the import left under /tmp (a cache folder) is no child's
+            _send(control, {"kind": "preloaded", "modules": loaded, "left": left, "files_left": files_left,
+                            "ipc_left": ipc})
         elif kind == "wait":
             code, child = _wait(child, float(message.get("timeout", 1.0)))
             _send(control, {"kind": "exit", "code": code})
