@@ -155,7 +155,13 @@ def _grade(collected: Collected, chosen: list, store: Store, key: str, copies: o
             skipped=tuple(sorted(collected.skipped + tuple(unread), key=lambda x: (str(x.path), x.member or ""))))
     finished = len(done)
     total = len(done) + len(todo)
-    flags_future = _start_flags(assignment, collected)
+    flags: Future | None = None
+    flags_started = False  # after the first result: the similarity pass does not slow the slots' start
+
+    def start_flags() -> None:
+        nonlocal flags, flags_started
+        if not flags_started:
+            flags, flags_started = _start_flags(assignment, collected), True
     feedback_written: dict[str, list[Path]] = {}  # student -> files, written as each one finishes
     width = max(1, min(jobs, len(todo)))
     warm_mode = bool(warm and todo and not scheduler and resolve_mode(config.sandbox) == "bwrap")
@@ -187,20 +193,22 @@ def _grade(collected: Collected, chosen: list, store: Store, key: str, copies: o
                     if graded.slot is not None:
                         tally += graded.slot
                     finished += 1
+                    start_flags()
                     if progress is not None:
                         progress(s.student_id, stored, finished, total)
         except KeyboardInterrupt:  # the engine is closed: nothing more reaches the store
             chosen_now = [(s.student_id, sha) for s, sha in done] + [(s.student_id, c.sha) for s, c in todo]
             raise Interrupted(store.recorded_since(mark), sum(store.done(i, sha, key) for i, sha in chosen_now),
                               total) from None
+    start_flags()
     rows = [r for r in store.results(key) if r.student_id in {s.student_id for s in collected.submissions}]
     columns = columns_from_cases(assignment.cases)
     outputs = write_gradebooks(out, rows, columns, assignment.name)
     outputs += write_feedback(out / FEEDBACK, [r for r in rows if r.student_id not in feedback_written])
     outputs += [p for r in rows for p in feedback_written.get(r.student_id, ())]
-    flags = flags_future.result() if flags_future is not None else None
-    if flags is not None:
-        outputs.append(write_whole(out / SIMILARITY, similarity_csv(flags)))
+    found = flags.result() if flags is not None else None
+    if found is not None:
+        outputs.append(write_whole(out / SIMILARITY, similarity_csv(found)))
     summary = class_summary(rows, columns)
     used = WorkersUsed(len(todo), slots, tally, "" if slots or scheduler else _cold_why(warm, config))
     missing = not_graded(collected)
