@@ -52,6 +52,7 @@ import json
 import os
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -131,7 +132,8 @@ def check(env, case_id):
         for name, exp in expected.items():
             assert name in outs, f"{name} is missing from what forward returns"
             got = _plain(outs[name], name)
-            assert tuple(got.shape) == tuple(exp.shape), f"{name} has shape {list(got.shape)}, expected {list(exp.shape)}"
+            assert tuple(got.shape) == tuple(exp.shape), \
+                f"{name} has shape {list(got.shape)}, expected {list(exp.shape)}"
     if "match" in checks:
         for name in case["compare"] or list(expected):
             if name in expected:
@@ -374,7 +376,7 @@ def _env(workdir: Path) -> dict[str, str]:
     """The peers' environment: the venv's commands first; temporary files and kernel files under ``workdir``."""
     tmp = workdir / "tmp"
     (tmp / "jupyter-runtime").mkdir(parents=True, exist_ok=True)
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONHOME", "PYTHONPATH", "VIRTUAL_ENV")}
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONHOME", "VIRTUAL_ENV")}
     env.update(PATH=f"{VENV / 'bin'}{os.pathsep}{env.get('PATH', '')}", VIRTUAL_ENV=str(VENV), TMPDIR=str(tmp),
                JUPYTER_RUNTIME_DIR=str(tmp / "jupyter-runtime"), PYTHONNOUSERSITE="1")
     return env
@@ -398,7 +400,8 @@ def _locked(path: Path) -> Iterator[None]:
 def _installed_versions(python: Path, names: list[str]) -> dict[str, str | None]:
     """Distribution versions as ``python`` sees them (without importing them)."""
     script = ("import importlib.metadata as m, json, sys\nout = {}\nfor n in sys.argv[1:]:\n    try:\n"
-              "        out[n] = m.version(n)\n    except m.PackageNotFoundError:\n        out[n] = None\nprint(json.dumps(out))")
+              "        out[n] = m.version(n)\n    except m.PackageNotFoundError:\n        out[n] = None\n"
+              "print(json.dumps(out))")
     proc = subprocess.run([str(python), "-c", script, *names], capture_output=True, text=True, timeout=120)
     if proc.returncode != 0:
         raise RuntimeError(f"{python} does not run: {_tail(proc.stderr)}")
@@ -509,27 +512,32 @@ def _require(peer: str, workdir: Path) -> str:
 
 
 def export_cases(workdir: Path) -> Path:
-    """``workdir/peer_cases.pt`` (the reference's data of every case) and ``workdir/peer_checks.py``.
+    """``workdir/peer_cases.pt`` (the reference's data of every case), ``peer_cases.json`` (each case's
+    id, points, visibility) and ``peer_checks.py``.
 
     Made once per workdir, in a subprocess of the venv's Python (the caller need not import torch).
     The reference's outputs come from the grader's cache (``GRADER_CACHE`` if set), computed there
     first if it is empty.
     """
     workdir = Path(workdir)
-    fixture = workdir / FIXTURE
+    fixture, table = workdir / FIXTURE, workdir / "peer_cases.json"
     (workdir / HELPER).write_text(PEER_CHECKS)
-    if not fixture.is_file():
-        tmp = workdir / f".{FIXTURE}.{os.getpid()}"
+    if not (fixture.is_file() and table.is_file()):
+        tmp = workdir / f".export-{os.getpid()}"
+        tmp.mkdir(exist_ok=True)
         _, proc = _run([str(_venv_python()), str(Path(__file__).resolve()), "--export-cases", str(tmp)], REPO,
                        _env(workdir), "exporting the reference's cases")
-        if proc.returncode != 0 or not tmp.is_file():
+        if proc.returncode != 0 or not (tmp / FIXTURE).is_file():
             raise RuntimeError(f"could not export the reference's cases: {_tail(proc.stdout)}")
-        os.replace(tmp, fixture)
+        os.replace(tmp / FIXTURE, fixture)
+        os.replace(tmp / table.name, table)
+        tmp.rmdir()
     return fixture
 
 
-def _export_cases(path: Path) -> None:
-    """Write every case's data (inputs, mask, parameters, expected outputs, ...) as one torch file."""
+def _export_cases(folder: Path) -> None:
+    """Write every case's data (inputs, mask, parameters, expected outputs, ...) as one torch file,
+    and the cases' ids, points and visibility as JSON, into ``folder``."""
     import torch
 
     from grader.config import GradeConfig
@@ -567,21 +575,15 @@ def _export_cases(path: Path) -> None:
         }
         if "policy" in case.checks and not runs:
             raise RuntimeError(f"policy case {case.id}: no public match case of {case.target} to run it with")
-    torch.save(out, path)
+    torch.save(out, folder / FIXTURE)
+    table = [{"id": k, "points": v["points"], "hidden": v["hidden"]} for k, v in out.items()]
+    (folder / "peer_cases.json").write_text(json.dumps(table, indent=1))
 
 
 def _case_table(workdir: Path) -> list[dict[str, Any]]:
-    """(id, points, hidden) of every case, in the case file's order (read back without torch: from a side file)."""
-    side = workdir / "peer_cases.json"
-    if not side.is_file():
-        script = ("import json, sys, torch\nd = torch.load(sys.argv[1], weights_only=True)\n"
-                  "print(json.dumps([{'id': k, 'points': v['points'], 'hidden': v['hidden']} for k, v in d.items()]))")
-        _, proc = _run([str(_venv_python()), "-c", script, str(workdir / FIXTURE)], workdir, _env(workdir),
-                       "reading the exported cases")
-        if proc.returncode != 0:
-            raise RuntimeError(f"could not read {workdir / FIXTURE}: {_tail(proc.stdout)}")
-        side.write_text(proc.stdout.strip().splitlines()[-1])
-    return json.loads(side.read_text())
+    """id, points and visibility of every case, in the case file's order."""
+    export_cases(workdir)
+    return json.loads((Path(workdir) / "peer_cases.json").read_text())
 
 
 # --------------------------------------------------------------------------- otter-grader
@@ -627,12 +629,9 @@ def _otter_one(index: int, path: Path, zip_path: Path, workdir: Path) -> tuple[f
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)
-    # otter run grades the one notebook it finds in its copy of the submission folder: give it the file alone
-    submission = out / "submission" / path.name
-    submission.parent.mkdir()
-    shutil.copy(path, submission)
+    # otter run copies the notebook into a submission folder of its own (under TMPDIR) and grades it there
     wall, proc = _run([str(VENV / "bin" / "otter"), "run", "-a", str(zip_path), "-o", str(out), "--no-logo",
-                       str(submission)], out, _env(workdir), f"otter run {path}")
+                       str(path)], out, _env(workdir), f"otter run {path}")
     results = out / "results.json"
     if not results.is_file():
         raise RuntimeError(f"otter run wrote no results for {path} (exit {proc.returncode}): {_tail(proc.stdout)}")
@@ -797,28 +796,35 @@ def _ours(paths: list[Path], workdir: Path) -> list[tuple[float, float, dict[str
 
 
 def _sample(folder: Path, n: int) -> list[tuple[Path, str]]:
-    """``n`` non-hostile notebooks of bench_batch's class, the kinds taken in turn (correct, bug, ...)."""
+    """``n`` non-hostile notebooks of bench_batch's class: the kinds in turn (correct, bug, template,
+    forbidden), each distinct submission before any repeat."""
     sys.path.insert(0, str(REPO / "benchmarks"))
     from bench_batch import make_class
 
     made = make_class(folder, max(40, 2 * n))
-    by_kind: dict[str, list[tuple[str, str]]] = {}
-    for file, kind in made:
-        if not kind.startswith("hostile"):
-            by_kind.setdefault(kind.split(":")[0], []).append((file, kind))
-    order = [k for k in ("correct", "bug", "template", "forbidden") if k in by_kind]
+    plain = [(file, kind) for file, kind in made if not kind.startswith("hostile")]
+    first: list[tuple[str, str]] = []  # each distinct source once, in the class's order
+    for fk in plain:
+        if all(fk[1] != kind for _, kind in first):
+            first.append(fk)
     picked: list[tuple[Path, str]] = []
-    while len(picked) < n and any(by_kind[k] for k in order):
-        for k in order:
-            if by_kind[k] and len(picked) < n:
-                file, kind = by_kind[k].pop(0)
-                picked.append((folder / file, kind))
+    for group in (first, [fk for fk in plain if fk not in first]):
+        by_kind: dict[str, list[tuple[str, str]]] = {}
+        for file, kind in group:
+            by_kind.setdefault(kind.split(":")[0], []).append((file, kind))
+        order = [k for k in ("correct", "bug", "template", "forbidden") if k in by_kind]
+        while len(picked) < n and any(by_kind[k] for k in order):
+            for k in order:
+                if by_kind[k] and len(picked) < n:
+                    file, kind = by_kind[k].pop(0)
+                    picked.append((folder / file, kind))
     return picked
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("notebooks", nargs="*", type=Path, help="MHA notebooks (default: a sample of bench_batch's class)")
+    parser.add_argument("notebooks", nargs="*", type=Path,
+                        help="MHA notebooks (default: a sample of bench_batch's class)")
     parser.add_argument("--sample", type=int, default=6, help="notebooks to make when none are given [6]")
     parser.add_argument("--jobs", type=int, default=1, help="also run otter N at a time, for throughput [1: no]")
     parser.add_argument("--workdir", type=Path, help="where the peers' files go [a temporary folder, removed]")
@@ -840,6 +846,8 @@ def main(argv: list[str] | None = None) -> int:
                 shutil.rmtree(folder)
             picked = _sample(folder, args.sample)
         paths = [p for p, _ in picked]
+        if not paths:
+            parser.error("no notebooks to grade")
         start = time.perf_counter()
         versions = setup(workdir)
         print(f"setup: {time.perf_counter() - start:.1f} s; otter-grader {versions['otter']}, "
@@ -847,7 +855,8 @@ def main(argv: list[str] | None = None) -> int:
         ours = None if args.no_ours else _ours(paths, workdir)
         runs: list[PeerRun] = []
         failed: dict[str, str] = {}
-        for name, fn in (("otter", lambda: otter_grade(paths, workdir)), ("nbgrader", lambda: nbgrader_grade(paths, workdir))):
+        for name, fn in (("otter", lambda: otter_grade(paths, workdir)),
+                         ("nbgrader", lambda: nbgrader_grade(paths, workdir))):
             try:
                 runs.append(fn())
             except RuntimeError as e:
@@ -879,11 +888,12 @@ def _report(picked: list[tuple[Path, str]], ours: list[tuple[float, float, dict[
     n = len(picked)
     print()
     if ours:
-        print(f"grade (ours, one `grade` per notebook): {sum(r[0] for r in ours) / n:.2f} s per notebook")
+        print(f"grade (ours, one `grade` per notebook): {sum(r[0] for r in ours) / n:.2f} s per notebook "
+              f"(median {statistics.median(r[0] for r in ours):.2f})")
     for r in runs:
         seconds = [s for s, _ in r.rows]
-        print(f"{r.peer}: {sum(seconds) / n:.2f} s per notebook (min {min(seconds):.2f}, max {max(seconds):.2f}), "
-              f"serial; made once before: {r.setup_s:.1f} s")
+        print(f"{r.peer}: {sum(seconds) / n:.2f} s per notebook (median {statistics.median(seconds):.2f}, min "
+              f"{min(seconds):.2f}, max {max(seconds):.2f}), serial; made once before: {r.setup_s:.1f} s")
     if extra is not None:
         print(f"otter, {extra.jobs} at a time: {extra.wall_s:.2f} s for {n} notebooks = {extra.wall_s / n:.2f} s per "
               f"notebook ({n / extra.wall_s * 60:.1f} per minute)")
