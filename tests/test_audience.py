@@ -94,3 +94,18 @@ def test_what_the_code_printed_in_a_hidden_case_is_for_instructors_only(tmp_path
     for fmt in FORMATS:
         assert "LEAK" not in render(student, fmt)
     assert "LEAK" in render(report, "rich")  # the instructor sees it
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_a_students_view_names_no_server_folder(tmp_path, fmt):
+    """Graded in a folder of the server (an LMS export extracted under the batch's out folder), a student's
+    view names the file alone: no grading folder, no course folder, in every format."""
+    folder = tmp_path / "grading-server" / "out" / "extracted" / "adams_john_123_456_mha"
+    folder.mkdir(parents=True)
+    submission = folder / "mha.py"
+    submission.write_text((SUBMISSIONS / "mha" / "bug_sqrt_dfeat.py").read_text())
+    report = grade_submission(submission, GradeConfig(assignment="mha"))
+    assert str(folder) in render(report, "html") and str(ROOT) in render_rich_text(report)  # the instructor's
+    shown = render(for_audience(report, "student"), fmt)
+    assert "grading-server" not in shown and str(ROOT) not in shown, shown[:2000]
+    assert "mha.py" in shown or fmt in ("junit", "gradescope")  # these two name no submission

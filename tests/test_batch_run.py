@@ -190,7 +190,7 @@ def test_what_is_graded_is_the_bytes_whose_hash_is_stored(source, uninterrupted,
         assert {r.student_id: r.file_sha for r in store.results(key)} == original
     assert not list(out.glob(".grade-batch-copies-*"))      # the run's private copies are gone
     page = next((out / "feedback").glob("dave-*.html")).read_text()
-    assert f"Feedback on {folder / 'dave.py'}" in page and "grade-batch-copies" not in page  # the student's file
+    assert "Feedback on dave.py" in page and str(folder) not in page and "grade-batch-copies" not in page  # their file
     again = run_grade("batch", str(folder), "--assignment", "mha", "--out", str(out), "--cold")
     assert again.returncode == 0 and "3 graded now, 2 already in the store" in again.stdout
     assert scores_of(out) == {**SCORES, "bob": "7", "dave": "14", "erin": "7"}

@@ -102,7 +102,16 @@ def test_shipped_hints_show_only_with_their_evidence():
                         (Problem("masked_leak", {"name": "attention"}),))
     lstm = {c.id: c for c in get_assignment(course(), "lstm").cases}
     assert not hint_applies(lstm["rnn-shape"].hint_on, _error(2, "build"), ())
-    assert hint_applies(lstm["rnn-shape"].hint_on, _error(2, "forward"), ())
+    shapes = "mat1 and mat2 shapes cannot be multiplied (6x20 and 16x20)"
+    assert hint_applies(lstm["rnn-shape"].hint_on, _error(2, "forward", shapes), ())
+    # a shape hint is for an exception about shapes: a plain RuntimeError at the top of forward gets none
+    assert not hint_applies(lstm["rnn-shape"].hint_on, _error(2, "forward"), ())
+    assert not hint_applies(CASES["mha-cross"].hint_on, _error(2, "forward", "not implemented"), ())
+    for message in ("The size of tensor a (3) must match the size of tensor b (7) at non-singleton dimension 2",
+                    "Dimension out of range (expected to be in range of [-3, 2], but got 3)",
+                    "view size is not compatible with input tensor's size and stride"):
+        assert hint_applies(CASES["mha-cross"].hint_on, _error(2, "forward", message), ()), message
+    assert hint_applies(("error",), _error(2, "forward"), ())  # what `error` always meant
 
 
 HEAD = '[assignment]\nname = "demo"\nreference = "demo.py"\n[targets.Net]\nargs = ["x"]\nreturns = "y"\n'
@@ -117,7 +126,7 @@ def _load(tmp_path, extra: str):
 
 
 def test_hint_on_defaults_to_what_the_checks_can_find(tmp_path):
-    assert _load(tmp_path, 'hint = "h"\n').cases[0].hint_on == ("shape", "error", "values")
+    assert _load(tmp_path, 'hint = "h"\n').cases[0].hint_on == ("shape", "shape_error", "values")
     assert _load(tmp_path, 'hint = "h"\nhint_on = ["values"]\n').cases[0].hint_on == ("values",)
 
 

@@ -39,3 +39,18 @@ def test_renders_in_headless_chromium(page, tmp_path):
                         f"--user-data-dir={tmp_path / 'profile'}", "--dump-dom", path.as_uri()],
                        capture_output=True, text=True, timeout=60)
     assert "Feedback on" in p.stdout and p.stdout.count('class="heat"') == 8
+
+
+def test_code_in_a_cause_reads_as_code_and_stays_inert():
+    """The messages put the student's line between backticks: the page shows it as code, not as backticks,
+    and what is inside stays text."""
+    import dataclasses
+
+    from golden_reports import SAMPLE
+
+    page = render(SAMPLE, "html")
+    where = re.search(r"<p><b>Where:</b> (.*?)</p>", page).group(1)
+    assert where == "cell 7, line 3 (forward): <code>y = x @ w</code>"
+    hostile = dataclasses.replace(SAMPLE.causes[1], where="cell 7, line 3: `<script>alert(1)</script>` and `x")
+    page = render(dataclasses.replace(SAMPLE, causes=(SAMPLE.causes[0], hostile)), "html")
+    assert "<code>&lt;script&gt;alert(1)&lt;/script&gt;</code> and `x" in page and "<script>" not in page

@@ -7,6 +7,8 @@ that evidence, and never when a known mistake explains the case (its own hint is
 """
 from __future__ import annotations
 
+import re
+
 from grader.report.outcomes import Cause, Problem
 
 #: problem kind -> the evidence it is (``value_differs`` and ``shape_differs`` depend on ``grad``)
@@ -18,13 +20,22 @@ _PROBLEM_EVIDENCE = {
     "raised_other": "raises", "forbidden_static": "forbidden", "forbidden_runtime": "forbidden", "custom": "custom",
 }
 _BUILD_PHASES = ("build", "load_params")
+#: An exception whose message is about sizes that do not fit (torch's and Python's wording: "shape",
+#: "size", "dimension", "mat1 and mat2", "broadcast"): only such an exception is evidence for a hint
+#: about shapes (``shape_error``); a plain ``RuntimeError("boom")`` is only ``error``.
+_ABOUT_SHAPES = re.compile(r"shape|size|dimension|\bdims?\b|mat1 and mat2|cannot be multiplied|broadcast", re.I)
 
 
 def evidence(cause: Cause | None, problems: tuple[Problem, ...]) -> set[str]:
     """What a failure shows: the evidence names of its problems and its cause."""
     found: set[str] = set()
     if cause is not None and cause.kind == "exception":
-        found.add("build_error" if cause.data.get("phase") in _BUILD_PHASES else "error")
+        if cause.data.get("phase") in _BUILD_PHASES:
+            found.add("build_error")
+        else:
+            found.add("error")
+            if _ABOUT_SHAPES.search(str((cause.data.get("error") or {}).get("message", ""))):
+                found.add("shape_error")
     for p in problems:
         kind = _PROBLEM_EVIDENCE.get(p.kind)
         if p.kind == "non_finite":

@@ -14,7 +14,8 @@ and groups public cases by their own facts); every hidden case that lost points 
 one entry of its own, whatever its cause, after the public cases' (which may explain them).
 The report's notes that came from the hidden cases' workers
 (``Report.instructor_notes``) are dropped, and so is the grading's duration when hidden cases
-ran (the code could spend it to say something).
+ran (the code could spend it to say something). A student sees the submission by its file's name
+and no course folder: the folders it was graded in are the server's.
 
 In the instructor audience nothing is removed; the views label every hidden case.
 """
@@ -40,7 +41,14 @@ def for_audience(report: Report, audience: str) -> Report:
                   else dataclasses.replace(c, cause_ref=number.get(c.case_id, 0)) for c in report.cases)
     ran_hidden = any(c.visibility == "hidden" and c.status != "pending" for c in report.cases)
     return dataclasses.replace(report, cases=cases, causes=causes, instructor_notes=(), audience="student",
-                               execution_time=0.0 if ran_hidden else report.execution_time)
+                               execution_time=0.0 if ran_hidden else report.execution_time,
+                               submission=_file_name(report.submission), course="")
+
+
+def _file_name(path: str) -> str:
+    """A submission as a student knows it: its file's name, not the folder it was graded in (a server's
+    grading folder, an LMS export's extraction)."""
+    return path.replace("\\", "/").rstrip("/").rpartition("/")[2] or path
 
 
 def _hidden_view(c: CaseResult, cause_ref: int) -> CaseResult:

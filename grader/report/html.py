@@ -8,6 +8,7 @@ outlined.
 from __future__ import annotations
 
 import html
+import re
 from typing import Any
 
 from grader.report.messages import causes_heading, points, seen_in, summary_costs, value
@@ -92,14 +93,23 @@ def _rows_html(report: Report) -> list[str]:
     return rows
 
 
+_CODE_SPAN = re.compile(r"`([^`\n]+)`")
+
+
+def _inline(text: str) -> str:
+    """``text`` escaped, its `code` spans (the messages put the student's line and names between
+    backticks) shown as code rather than as backticks."""
+    return _CODE_SPAN.sub(r"<code>\1</code>", html.escape(text))
+
+
 def _cause_section(report: Report, cause: CauseSummary) -> str:
     e = html.escape
     names = {c.case_id: c for c in report.cases}
-    body = [f"<section class='cause' id='cause-{cause.number}'><h3>{cause.number}. {e(cause.title)}</h3>"]
+    body = [f"<section class='cause' id='cause-{cause.number}'><h3>{cause.number}. {_inline(cause.title)}</h3>"]
     if cause.where:
-        body.append(f"<p><b>Where:</b> {e(cause.where)}</p>")
+        body.append(f"<p><b>Where:</b> {_inline(cause.where)}</p>")
     if cause.fix:
-        body.append(f"<p><b>Fix:</b> {e(cause.fix)}</p>")
+        body.append(f"<p><b>Fix:</b> {_inline(cause.fix)}</p>")
     links = ", ".join(f"<a href='#case-{e(cid)}'>{e(labelled(names[cid]) if cid in names else cid)}</a>"
                       for cid in cause.cases)
     body.append(f"<p class='costs'>{e(summary_costs(cause.points_lost, len(cause.cases)))} {links}</p>")

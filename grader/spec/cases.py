@@ -38,13 +38,14 @@ EVIDENCE: dict[str, str] = {
     "parameters": "parameter names, shapes or count differ",
     "raises": "the constructor does not raise as it should",
     "error": "the code raised an exception while running the inputs (forward or backward)",
+    "shape_error": "the code raised an exception about sizes that do not fit (a shape mismatch)",
     "build_error": "the constructor raised, or the reference's parameters could not be loaded",
     "forbidden": "a forbidden API is used",
     "custom": "a check of the course's own found a problem",
 }
 #: The default ``hint_on`` of a case: the evidence its checks can produce.
 CHECK_EVIDENCE: dict[str, tuple[str, ...]] = {
-    "shape": ("shape", "error"), "match": ("values",), "mask": ("mask", "softmax"), "mask_invariance": ("mask",),
+    "shape": ("shape", "shape_error"), "match": ("values",), "mask": ("mask", "softmax"), "mask_invariance": ("mask",),
     "grad": ("gradient", "unused"), "raises": ("raises",), "params": ("parameters",),
     "param_count": ("parameters",), "policy": ("forbidden",),
 }
