@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import sys
+from typing import Any
 from pathlib import Path
 
 import click
@@ -25,6 +26,28 @@ class _DefaultCommandGroup(click.Group):
             args = [self.default_command, *args]
         return super().parse_args(ctx, args)
 
+    def main(self, *args: Any, **kwargs: Any) -> Any:
+        """click's own ``main``, but Ctrl-C where a command does not say more itself (reading the options,
+        loading what the command needs) is one line and exit 130, never click's "Aborted!" and exit 1."""
+        kwargs["standalone_mode"] = False  # click then raises what it would otherwise print and exit on
+        try:
+            code = super().main(*args, **kwargs)
+        except click.exceptions.Abort:  # click's word for Ctrl-C (and end of input at a prompt)
+            click.echo("grade: interrupted", err=True)
+            sys.exit(ExitCode.INTERRUPTED)
+        except click.ClickException as e:
+            e.show()
+            sys.exit(e.exit_code)
+        sys.exit(code if isinstance(code, int) else 0)  # --help, --version
+
+    def invoke(self, ctx: click.Context) -> Any:
+        """Run the command: Ctrl-C while it runs is said here (click would add a blank line first)."""
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:
+            click.echo("grade: interrupted", err=True)
+            sys.exit(ExitCode.INTERRUPTED)
+
     def format_usage(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         formatter.write_usage("grade", "SUBMISSION [OPTIONS]")
 
@@ -36,7 +59,8 @@ class _DefaultCommandGroup(click.Group):
                 "reference and print a scored report. Run `grade submission --help` for all options.")
         with formatter.section("Exit codes"):
             formatter.write_dl([("0", "every check passed"), ("1", "some check failed, or the file could not be graded"),
-                                ("2", "usage error"), ("3", "internal error of the grader")])
+                                ("2", "usage error"), ("3", "internal error of the grader"),
+                                ("130", "interrupted (Ctrl-C)")])
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         sub = [(n, c) for n, c in self.commands.items() if n != self.default_command]
@@ -220,9 +244,13 @@ def batch_cmd(source: Path, assignment: str, out: Path, jobs: int | None, regrad
             where = safe_text(str(out / "grades.sqlite"), one_line=True)
             tally = f" ({saved['done']} of {saved['total']} in the store)" if saved["now"] else ""
             n = saved["now"]
-            click.echo(f"grade: interrupted: {n} submission{'' if n == 1 else 's'} graded by this run "
-                       f"{'is' if n == 1 else 'are'} saved in {where}{tally}; run the same command again to grade "
-                       "the rest", err=True)
+            if n:
+                click.echo(f"grade: interrupted: {n} submission{'' if n == 1 else 's'} graded by this run "
+                           f"{'is' if n == 1 else 'are'} saved in {where}{tally}; run the same command again to "
+                           "grade the rest", err=True)
+            else:
+                click.echo("grade: interrupted before this run graded a submission; run the same command again to "
+                           "grade them", err=True)
             return ExitCode.INTERRUPTED
         c = result.collected
         click.echo(f"{len(c.submissions)} submissions ({c.layout} layout), {len(result.graded)} graded now, "

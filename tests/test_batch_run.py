@@ -332,3 +332,58 @@ def test_a_report_graded_elsewhere_names_the_students_file_not_the_copy(tmp_path
     assert str(copy) not in named.entry.text and ".grade-batch-copies" not in "".join(t for _, t in named.feedback)
     assert (named.entry.status, named.entry.score, named.seconds) == (graded.entry.status, 1.0, 1.0)
     assert _naming(named, tmp_path / "class" / "alice.ipynb") is named  # already the student's: as it is
+
+
+@pytest.mark.parametrize("when, mode", [("after a result", "--cold"), ("after a result", "--regrade"),
+                                        ("while starting", "--regrade"), ("while loading", "--regrade")])
+def test_ctrl_c_in_a_terminal_says_what_was_saved_and_the_same_command_resumes(source, uninterrupted, tmp_path,
+                                                                               when, mode):
+    """Ctrl-C reaches every process of the terminal's foreground group: the batch says what it saved and
+    that the same command resumes, with no traceback from any process, exits 130, leaves nothing running,
+    and the same command then grades the rest into the same gradebook."""
+    import sqlite3
+    import uuid
+
+    from test_hostile import tagged_processes
+
+    def stored() -> int:
+        try:
+            with sqlite3.connect(f"{(out / 'grades.sqlite').as_uri()}?mode=ro", uri=True) as db:
+                return db.execute("SELECT count(*) FROM results").fetchone()[0]
+        except sqlite3.Error:
+            return 0
+
+    out, tag = tmp_path / "out", f"ctrlc{uuid.uuid4().hex[:10]}"
+    env = {**os.environ, "GRADER_RUN_TAG": tag, "COLUMNS": "160"}
+    batch = subprocess.Popen([sys.executable, "-m", "grader", "batch", str(source), "--assignment", "mha", "--out",
+                              str(out), "-j", "2", mode], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True, start_new_session=True)  # a terminal's group
+    try:
+        deadline = time.monotonic() + 300
+        if when != "after a result":  # the command loading, or its processes importing and zygotes starting
+            time.sleep(0.12 if when == "while loading" else 0.5)
+        while when == "after a result" and (not (out / "grades.sqlite").is_file() or stored() == 0) \
+                and batch.poll() is None:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        os.killpg(batch.pid, signal.SIGINT)  # what the terminal does on Ctrl-C
+        stdout, stderr = batch.communicate(timeout=120)
+    finally:
+        if batch.poll() is None:
+            os.killpg(batch.pid, signal.SIGKILL)
+            batch.wait()
+    # 130; or, when the signal comes as Python itself shuts down, the end by SIGINT that a shell shows as 130 too
+    assert batch.returncode == 130 or (when == "while loading" and batch.returncode == -signal.SIGINT), stdout + stderr
+    assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr and "Aborted" not in stderr, stderr
+    saved = stored()
+    assert saved < len(CLASS) and (saved > 0 or when != "after a result"), saved
+    said = (f"saved in {out / 'grades.sqlite'} ({saved} of {len(CLASS)} in the store); run the same command again "
+            "to grade the rest" if saved else "grade: interrupted before this run graded a submission; run the same "
+            "command again to grade them")
+    assert len(stderr.strip().splitlines()) == 1, stderr
+    assert said in stderr or (when == "while loading" and stderr.strip() == "grade: interrupted"), stderr  # not begun
+    time.sleep(0.3)
+    assert tagged_processes(tag) == []
+    again = run_grade("batch", str(source), "--assignment", "mha", "--out", str(out), "-j", "2", timeout=600)
+    assert again.returncode == 0 and f"{len(CLASS) - saved} graded now, {saved} already in the store" in again.stdout
+    assert (out / "gradebook.csv").read_text() == (uninterrupted[0] / "gradebook.csv").read_text()

@@ -85,8 +85,11 @@ class _Process:
     def __init__(self, setup: tuple[Any, ...]):
         read_fd, write_fd = os.pipe()
         try:
+            # A session of its own: a terminal's Ctrl-C reaches the batch alone, which stops the pool in its
+            # own words (``close``); SIGINT ignored until the process is ready to drop a submission on it.
             self.proc = subprocess.Popen([sys.executable, "-m", "grader.batch.workers", str(write_fd)],
-                                         stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, pass_fds=(write_fd,))
+                                         stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, pass_fds=(write_fd,),
+                                         start_new_session=True, preexec_fn=_ignore_sigint)
         finally:
             os.close(write_fd)
         self.results = os.fdopen(read_fd, "rb")
@@ -267,6 +270,13 @@ class Pool:
             process.reap(deadline)
 
 
+def _ignore_sigint() -> None:
+    """In a grading process before it runs Python (Python keeps an ignored SIGINT ignored at start-up):
+    an interrupt while it imports is no traceback; ``main`` takes SIGINT back once it can drop a
+    submission cleanly."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def _send(stream: BinaryIO, value: Any) -> None:
     data = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
     stream.write(_FRAME.pack(len(data)) + data)
@@ -297,6 +307,7 @@ def main(argv: list[str]) -> int:
     results = os.fdopen(int(argv[1]), "wb")
     requests = sys.stdin.buffer
     slot = None
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # from here on, SIGINT drops the submission in hand
     try:
         warm, limits, hide = _receive(requests)
         slot = WarmSlot("bwrap", limits, hide) if warm else None
