@@ -72,7 +72,7 @@ def test_bundle_checks_locally_without_the_reference(tmp_path):
 def test_validate(name):
     findings = validate(get_assignment(course(), name), GradeConfig(root=ROOT))
     assert [f for f in findings if not f.ok] == []
-    assert len(findings) == 9  # 7, and the two marker checks `grade release` refuses on
+    assert len(findings) == 10  # 8, and the two marker checks `grade release` refuses on
 
 
 def test_validate_command_covers_every_assignment():

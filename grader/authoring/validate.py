@@ -1,6 +1,8 @@
 """``grade validate``: is an assignment consistent, and do its committed files match a release?
 
-Checks, each a plain finding: the reference gets full marks; the released template gets 0
+Checks, each a plain finding: the reference gets full marks (each case it fails named with its
+reason); every known mistake changes what some case sees (a no-op edit can never be named); the
+released template gets 0
 with clean "not implemented yet" reasons (naming each case it passes, which earns points on
 code the template gives, apart from those that fail for another reason); the committed template and public fixtures equal
 a fresh release; every case has points and targets a class the reference defines; the
@@ -22,6 +24,7 @@ from grader.authoring.release import (grade_template, marker_problems, read_note
 from grader.config import GradeConfig
 from grader.errors import CaseFileError
 from grader.report.result import Report
+from grader.report.text import shortened
 from grader.spec.cases import Assignment
 
 
@@ -61,9 +64,16 @@ def validate(assignment: Assignment, config: GradeConfig, update: bool = False) 
         add("every known mistake applies to the reference", False, str(e))
 
     ref = grade_submission(assignment.reference, config)
-    missing = [c.name for c in ref.cases if c.status != "passed"]
+    missing = [f"{c.name} [{c.case_id}]: {shortened(' '.join(c.reason.split()), 300) or c.status}"
+               for c in ref.cases if c.status != "passed"]
     add("the reference gets full marks", ref.all_passed and ref.score == assignment.max_score,
-        f"{ref.score:g}/{ref.max_score:g}; not passed: {missing}" if missing else "")
+        f"{ref.score:g}/{ref.max_score:g}; not passed: " + " | ".join(missing) if missing else "")
+    if ref.all_passed:
+        silent = _silent_mistakes(assignment, config)
+        add("every known mistake changes what some case sees", not silent,
+            "; ".join(f"{m} gives the reference's results in every case (its edit changes nothing a case "
+                      "checks): it can never be named; change the edit or add a case that tells it apart"
+                      for m in silent))
 
     problems = marker_problems(assignment)  # what `grade release` refuses, as findings
     broken = [str(p) for p in problems if not p.forcible]
@@ -99,6 +109,24 @@ def validate(assignment: Assignment, config: GradeConfig, update: bool = False) 
         student = grade_template(fresh.notebook, assignment, config)
         add(release_checks[2], *_template_verdict(student))
     return findings
+
+
+def _silent_mistakes(assignment: Assignment, config: GradeConfig) -> list[str]:
+    """The known mistakes (by id) whose variant no case can tell from the reference."""
+    from grader.course.store import expected_outputs, variant_outputs
+    from grader.judge.diagnose import tells_apart
+    from grader.spec.mistakes import load_mistakes
+
+    mistakes = load_mistakes(assignment.folder)
+    if not mistakes:
+        return []
+    reference = expected_outputs(assignment, config)
+    variants = variant_outputs(assignment, reference, config)
+    cases = {c.id: c for c in assignment.cases}
+    return [m.id for m in mistakes
+            if not any(tells_apart(cases[cid], reference.observations[cid], seen)
+                       for cid, seen in variants.get(m.id, {}).items()
+                       if cid in cases and cid in reference.observations)]
 
 
 def _template_verdict(student: Report) -> tuple[bool, str]:

@@ -33,6 +33,23 @@ def diagnose(case: Case, ref: Observation, stu: Observation | None, variants: Va
                 and DETECTORS[m.signature](case, attention, ref.tensors, stu.tensors))]
 
 
+def tells_apart(case: Case, ref: Observation, variant: Observation) -> bool:
+    """Whether a mistake's run of ``case`` can be told from the reference's: another status, another
+    exception, or outputs that differ beyond the case's tolerance. A mistake that no case tells apart
+    can never be named from its variant (``grade validate`` flags it)."""
+    if variant.status != ref.status:
+        return True
+    if ref.status == "error":
+        return (ref.error.type if ref.error else None, ref.phase) != (
+            variant.error.type if variant.error else None, variant.phase)
+    if variant.params != ref.params:
+        return True
+    outputs = {k for k in ref.tensors if k.startswith(_COMPARED)}
+    if outputs != {k for k in variant.tensors if k.startswith(_COMPARED)}:
+        return True
+    return bool(outputs) and not _same(variant.tensors, ref.tensors, case)  # no outputs (a policy case): alike
+
+
 def _matches_variant(case: Case, ref: Observation, stu: Observation, v: Observation | None) -> bool:
     if v is None:
         return False
@@ -47,8 +64,12 @@ def _matches_variant(case: Case, ref: Observation, stu: Observation, v: Observat
     return _same(v.tensors, stu.tensors, case)
 
 
+#: The tensors of a run that are its results (the rest are the inputs it was given).
+_COMPARED = ("out/", "pout/", "grad/")
+
+
 def _same(a: Tensors, b: Tensors, case: Case) -> bool:
-    keys = [k for k in a if k.startswith(("out/", "pout/", "grad/"))]
+    keys = [k for k in a if k.startswith(_COMPARED)]
     if not keys:
         return False
     for k in keys:
