@@ -211,10 +211,17 @@ _ROOT_OPTION = click.option("--root", type=click.Path(path_type=Path, file_okay=
 @click.option("--allow-unsandboxed-workers", is_flag=True, help="With --scheduler: let Dask workers without a "
               "working bubblewrap grade, where their submissions can be given no network (the worker runs as "
               "root); otherwise such workers are never given work. See docs/dask.md.")
+@click.option("--canvas-column", metavar='"NAME (ID)"', help="The assignment's column in canvas_import.csv, "
+              "exactly as Canvas heads it in its own gradebook export, e.g. \"Multi-headed attention (123456)\" "
+              "(Canvas matches the name and id) [default: the assignment's name].")
+@click.option("--roster", type=click.Path(path_type=Path, dir_okay=False), metavar="CSV",
+              help="Canvas's gradebook export (Grades → Export): canvas_import.csv then names each student as "
+                   "Canvas does (matched by Canvas user id) instead of by their file's name.")
 @_ROOT_OPTION
 def batch_cmd(source: Path, assignment: str, out: Path, jobs: int | None, regrade: bool, student: str | None,
               id_regex: str | None, layout: str, timeout: float | None, cold: bool, scheduler: str | None,
-              chunk_size: int | None, allow_unsandboxed_workers: bool, root: Path | None) -> None:
+              chunk_size: int | None, allow_unsandboxed_workers: bool, canvas_column: str | None, roster: Path | None,
+              root: Path | None) -> None:
     """Grade every submission in SOURCE (a folder, a zip, an LMS export) into OUT, resumably."""
     from grader.batch.progress import progress_reporter
     from grader.batch.run import Interrupted, run_batch
@@ -226,9 +233,16 @@ def batch_cmd(source: Path, assignment: str, out: Path, jobs: int | None, regrad
         if not scheduler:
             raise click.UsageError("--allow-unsandboxed-workers is for Dask workers: use it with --scheduler")
     saved = {"now": 0, "done": 0, "total": 0}  # what this run stored so far, for the words after Ctrl-C
+    if canvas_column is not None and not canvas_column.strip():
+        raise click.UsageError("--canvas-column is empty: give the column as Canvas heads it, e.g. "
+                               "\"Multi-headed attention (123456)\"")
 
     def work() -> int:
         config = GradeConfig(root=root.resolve() if root else None, **({"timeout": timeout} if timeout else {}))
+        canvas = None
+        if canvas_column is not None or roster is not None:
+            from grader.batch.gradebook import CanvasNames, read_roster
+            canvas = CanvasNames((canvas_column or "").strip(), read_roster(roster) if roster else {})
         try:
             with progress_reporter(sys.stdout.isatty()) as progress:
                 def counted(student_id: str, stored: StoredResult, done: int, total: int) -> None:
@@ -237,7 +251,8 @@ def batch_cmd(source: Path, assignment: str, out: Path, jobs: int | None, regrad
 
                 result = run_batch(source, assignment, out, config, jobs or os.cpu_count() or 1, regrade, student,
                                    id_regex, layout, counted, warm=not cold, scheduler=scheduler,
-                                   chunk_size=chunk_size, allow_unsandboxed_workers=allow_unsandboxed_workers)
+                                   chunk_size=chunk_size, allow_unsandboxed_workers=allow_unsandboxed_workers,
+                                   canvas=canvas)
         except KeyboardInterrupt as stop:
             if isinstance(stop, Interrupted):  # counted from the store once the grading stopped
                 saved.update(now=stop.graded_now, done=stop.in_store, total=stop.total)

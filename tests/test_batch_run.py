@@ -387,3 +387,25 @@ def test_ctrl_c_in_a_terminal_says_what_was_saved_and_the_same_command_resumes(s
     again = run_grade("batch", str(source), "--assignment", "mha", "--out", str(out), "-j", "2", timeout=600)
     assert again.returncode == 0 and f"{len(CLASS) - saved} graded now, {saved} already in the store" in again.stdout
     assert (out / "gradebook.csv").read_text() == (uninterrupted[0] / "gradebook.csv").read_text()
+
+
+def test_the_canvas_upload_file_as_canvas_names_things(source, uninterrupted, tmp_path):
+    """--canvas-column and --roster: the column Canvas matches and the names it shows; an unreadable
+    notebook's cell is left empty (a 0 would be recorded as the student's grade)."""
+    out = tmp_path / "out"
+    shutil.copytree(uninterrupted[0], out)
+    folder = tmp_path / "class"
+    shutil.copytree(source, folder)
+    (folder / "frank.ipynb").write_text("{ not a notebook")
+    roster = tmp_path / "canvas-export.csv"
+    roster.write_text("Student,ID,SIS User ID,SIS Login ID,Section,Multi-headed attention (123456)\n"
+                      "    Points Possible,,,,,28\nBob Builder,bob,B1,bob,S1,\nFrank Ocean,frank,F1,frank,S1,\n")
+    p = run_grade("batch", str(folder), "--assignment", "mha", "--out", str(out), "--canvas-column",
+                  "Multi-headed attention (123456)", "--roster", str(roster))
+    assert p.returncode == 0 and "1 graded now, 5 already in the store" in p.stdout, p.stdout + p.stderr
+    lines = (out / "canvas_import.csv").read_text().splitlines()
+    assert lines[0] == "Student,ID,SIS User ID,SIS Login ID,Section,Multi-headed attention (123456)"
+    assert any(re.fullmatch(r"Bob Builder,bob,,,,\d+(\.\d+)?", line) for line in lines), lines
+    assert "Frank Ocean,frank,,,," in lines, lines  # unreadable: no grade uploaded
+    bad = run_grade("batch", str(folder), "--assignment", "mha", "--out", str(out), "--roster", str(folder / "README.txt"))
+    assert bad.returncode == 2 and "no Student and ID columns" in bad.stderr, bad.stderr

@@ -372,7 +372,7 @@ def test_canvas_import_csv(tmp_path):
     rows = _rows(tmp_path)
     assert gb.canvas_csv(rows, "Multi-headed attention", 4242) == (
         "Student,ID,SIS User ID,SIS Login ID,Section,Multi-headed attention (4242)\n"
-        "'+Bob\\x1b[31m,'-1002,,,,0\n"
+        "'+Bob\\x1b[31m,'-1002,,,,\n"  # unreadable: the student must submit again, no 0 recorded
         "\"Lovelace, Ada\",1001,,,,6\n"
         "\"'=HYPERLINK(\"\"http://evil\"\",\"\"x\"\")\",1003,,,,4.5\n"
         "'@Carol,1004,,,,1\n"
@@ -381,6 +381,35 @@ def test_canvas_import_csv(tmp_path):
     assert text == "Student,ID,SIS User ID,SIS Login ID,Section,MHA\n\"Lovelace, Ada\",,1001,,,6\n"
     with pytest.raises(ValueError):
         gb.canvas_csv(rows, "MHA", id_column="Section")
+
+
+def test_canvas_import_names_the_column_and_the_students_as_canvas_does(tmp_path):
+    """Canvas matches the column by name and id, and shows its own names: both from its gradebook export."""
+    roster = tmp_path / "export.csv"
+    roster.write_text("Student,ID,SIS User ID,SIS Login ID,Section,Multi-headed attention (123456)\n"
+                      "    Points Possible,,,,,28\n"
+                      "\"Lovelace, Ada (she/her)\",1001,A1,ada,Sec 1,\n"
+                      "=cmd|' /C calc'!A0,1003,A3,x,Sec 1,\n"
+                      "Nobody Graded,1999,A9,n,Sec 2,\n", encoding="utf-8")
+    names = gb.CanvasNames("Multi-headed attention (123456)", gb.read_roster(roster))
+    assert names.students == {"1001": "Lovelace, Ada (she/her)", "1003": "=cmd|' /C calc'!A0", "1999": "Nobody Graded"}
+    text = gb.canvas_csv(_rows(tmp_path / "store"), "mha", names=names)
+    assert text.splitlines()[0] == "Student,ID,SIS User ID,SIS Login ID,Section,Multi-headed attention (123456)"
+    assert "\"Lovelace, Ada (she/her)\",1001,,,,6" in text.splitlines()
+    assert "'=cmd|' /C calc'!A0,1003,,,,4.5" in text.splitlines()  # the roster's text is inert too
+    assert "'@Carol,1004,,,,1" in text.splitlines()  # not in the roster: the name the file gave
+
+
+@pytest.mark.parametrize("content", ["name,score\nAda,3\n", ""])
+def test_a_roster_that_is_not_a_canvas_export_is_a_usage_error(tmp_path, content):
+    from grader.errors import UsageError
+
+    roster = tmp_path / "roster.csv"
+    roster.write_text(content)
+    with pytest.raises(UsageError, match="no Student and ID columns"):
+        gb.read_roster(roster)
+    with pytest.raises(UsageError, match="cannot read the roster"):
+        gb.read_roster(tmp_path / "missing.csv")
 
 
 def test_write_gradebooks(tmp_path):

@@ -17,7 +17,9 @@ Three files under the batch's out folder:
   name when the id is not known: Canvas then offers to create the assignment). The student id
   goes in the column the caller names (``ID``, the Canvas user id, for a Canvas export); the
   columns we do not know stay empty. No "Points Possible" row: Canvas takes the points from the
-  assignment.
+  assignment. The column can be named exactly as Canvas names it and the students as Canvas shows
+  them (``CanvasNames``, from Canvas's own gradebook export); an unreadable submission's cell is
+  empty (the student must submit again: a 0 would be recorded as their grade).
 
 Student ids and names are untrusted: every text cell goes through ``safe_text`` (control
 characters shown escaped) and ``spreadsheet_safe`` (a leading ``=``, ``+``, ``-`` or ``@`` gets a
@@ -26,6 +28,7 @@ quote, so no spreadsheet runs it as a formula). Numbers are written without a tr
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import math
 import os
@@ -98,29 +101,74 @@ def points_csv(columns: Sequence[Column]) -> str:
     return out.getvalue()
 
 
+#: Statuses whose score is no grade to upload: the grader failed (``internal``), or the file could not be
+#: read (``unreadable``: the student must submit again; a 0 would be recorded as their grade).
+NO_UPLOAD = ("internal", "unreadable")
+#: The largest roster read (Canvas's gradebook export of a course: a row per student).
+MAX_ROSTER_BYTES = 20 << 20
+
+
+@dataclass(frozen=True)
+class CanvasNames:
+    """How ``canvas_import.csv`` names things as Canvas does: the assignment's column exactly as in Canvas's
+    own gradebook export (``Multi-headed attention (123456)``: name and id, how Canvas matches it), and each
+    student's name by Canvas user id, from that export (``read_roster``)."""
+
+    column: str = ""
+    students: dict[str, str] = dataclasses.field(default_factory=dict)
+
+
+def read_roster(path: Path) -> dict[str, str]:
+    """Canvas user id -> the name Canvas shows, from Canvas's gradebook export (CSV with ``Student`` and ``ID``
+    columns; its "Points Possible" row and rows without an id are skipped). ``UsageError`` when it is not one."""
+    from grader.errors import UsageError
+
+    try:
+        if path.stat().st_size > MAX_ROSTER_BYTES:
+            raise UsageError(f"{path} is larger than {MAX_ROSTER_BYTES >> 20} MB: not a Canvas gradebook export")
+        text = path.read_text(encoding="utf-8-sig", errors="replace")
+    except OSError as e:
+        raise UsageError(f"cannot read the roster {path}: {e.strerror or e}") from None
+    reader = csv.DictReader(io.StringIO(text))
+    if not reader.fieldnames or not {"Student", "ID"} <= set(reader.fieldnames):
+        raise UsageError(f"{path} has no Student and ID columns: export the gradebook from Canvas "
+                         "(Grades → Export → CSV) and pass that file")
+    names = {}
+    for row in reader:
+        sid, name = (row.get("ID") or "").strip(), (row.get("Student") or "").strip()
+        if sid and name and not name.startswith("Points Possible"):
+            names[sid] = safe_text(name, one_line=True)
+    return names
+
+
 def canvas_csv(rows: Iterable[StoredResult], assignment: str, canvas_id: str | int | None = None,
-               id_column: str = "ID") -> str:
+               id_column: str = "ID", names: CanvasNames | None = None) -> str:
     """``canvas_import.csv``: Canvas's import layout with one assignment column of total scores.
 
     ``id_column`` is where the student id goes: ``ID`` (Canvas's user id, what a Canvas export's
-    file names carry), ``SIS User ID`` or ``SIS Login ID``. An ``internal`` result's score is left
-    empty (Canvas leaves the grade as it was).
+    file names carry), ``SIS User ID`` or ``SIS Login ID``. A score that is no grade (``NO_UPLOAD``) is
+    left empty: Canvas leaves the grade as it was. ``names``: the column and the students' names as
+    Canvas has them (else the assignment's name, with ``canvas_id`` when known, and the name the
+    submission's file gave).
     """
     if id_column not in CANVAS_FIELDS[1:4]:
         raise ValueError(f"id_column must be one of {', '.join(CANVAS_FIELDS[1:4])}, not {id_column!r}")
-    header = f"{assignment} ({canvas_id})" if canvas_id not in (None, "") else assignment
+    header = (names.column if names and names.column
+              else f"{assignment} ({canvas_id})" if canvas_id not in (None, "") else assignment)
+    roster = names.students if names else {}
     out, writer = _writer()
     writer.writerow([*CANVAS_FIELDS, _text(header)])
     where = CANVAS_FIELDS.index(id_column)
     for row in _sorted(rows):
-        cells = [_text(row.name), "", "", "", ""]
+        cells = [_text(roster.get(row.student_id, row.name)), "", "", "", ""]
         cells[where] = _text(row.student_id)
-        writer.writerow([*cells, _number(row.score if row.status != "internal" else None)])
+        writer.writerow([*cells, _number(row.score if row.status not in NO_UPLOAD else None)])
     return out.getvalue()
 
 
 def write_gradebooks(out_dir: str | os.PathLike[str], rows: Iterable[StoredResult], columns: Sequence[Column],
-                     assignment: str, canvas_id: str | int | None = None, id_column: str = "ID") -> list[Path]:
+                     assignment: str, canvas_id: str | int | None = None, id_column: str = "ID",
+                     names: CanvasNames | None = None) -> list[Path]:
     """Write the three files into ``out_dir``, each replaced whole (a reader never sees half a file);
     returns their paths."""
     rows = list(rows)
@@ -128,7 +176,7 @@ def write_gradebooks(out_dir: str | os.PathLike[str], rows: Iterable[StoredResul
     folder.mkdir(parents=True, exist_ok=True)
     written = []
     for name, text in ((GRADEBOOK, gradebook_csv(rows, columns)), (POINTS, points_csv(columns)),
-                       (CANVAS, canvas_csv(rows, assignment, canvas_id, id_column))):
+                       (CANVAS, canvas_csv(rows, assignment, canvas_id, id_column, names))):
         written.append(write_whole(folder / name, text))
     return written
 

@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from grader.batch.gradebook import columns_from_cases, write_gradebooks, write_whole
+from grader.batch.gradebook import CanvasNames, columns_from_cases, write_gradebooks, write_whole
 from grader.batch.insights import WorkersUsed, class_summary, summary_html, summary_text
 from grader.batch.similarity import Flag, flags_for_files
 from grader.batch.sources import Collected, SourceLimits, Skipped, collect
@@ -98,12 +98,13 @@ def run_batch(source: Path, assignment_name: str, out: Path, config: GradeConfig
               regrade: bool = False, student: str | None = None, identity: str | None = None,
               layout: str = "auto", progress: Progress | None = None, warm: bool = True,
               scheduler: str | None = None, chunk_size: int | None = None,
-              allow_unsandboxed_workers: bool = False) -> BatchResult:
+              allow_unsandboxed_workers: bool = False, canvas: CanvasNames | None = None) -> BatchResult:
     """Grade ``source`` into ``out`` (see the module docstring); resumable. ``warm=False``: a cold
     worker per submission even where warm slots could run. ``scheduler``: grade on the Dask cluster
     of that scheduler (``grader.batch.cluster``; ``chunk_size`` submissions per task, default: chosen
     from the class and the cluster's size) instead of in local processes; ``allow_unsandboxed_workers``:
     let its workers without bubblewrap grade, where their submissions get no network (``cluster.refusal``).
+    ``canvas``: how ``canvas_import.csv`` names the assignment's column and the students, as Canvas does.
 
     Another batch using ``out``, a ``grades.sqlite`` there that is not a results store, an
     ``extracted`` there that no batch made: ``UsageError``, before anything of theirs is changed."""
@@ -128,7 +129,7 @@ def run_batch(source: Path, assignment_name: str, out: Path, config: GradeConfig
         copies = outdir.Copies(out, SourceLimits().max_file_bytes)
         try:
             return _grade(collected, chosen, store, key, copies, assignment, config, course.root, source, out,
-                          jobs, progress, warm, scheduler, chunk_size, allow_unsandboxed_workers)
+                          jobs, progress, warm, scheduler, chunk_size, allow_unsandboxed_workers, canvas)
         finally:
             copies.remove()
 
@@ -136,7 +137,7 @@ def run_batch(source: Path, assignment_name: str, out: Path, config: GradeConfig
 def _grade(collected: Collected, chosen: list, store: Store, key: str, copies: outdir.Copies, assignment,
            config: GradeConfig, course_root: Path, source: Path, out: Path, jobs: int, progress: Progress | None,
            warm: bool, scheduler: str | None, chunk_size: int | None,
-           allow_unsandboxed_workers: bool = False) -> BatchResult:
+           allow_unsandboxed_workers: bool = False, canvas: CanvasNames | None = None) -> BatchResult:
     """The grading and the outputs of ``run_batch``, holding ``out``."""
     todo, done, unread = [], [], []
     for s in chosen:  # each file read once: the hash stored is the hash of the bytes graded
@@ -203,7 +204,7 @@ def _grade(collected: Collected, chosen: list, store: Store, key: str, copies: o
     start_flags()
     rows = [r for r in store.results(key) if r.student_id in {s.student_id for s in collected.submissions}]
     columns = columns_from_cases(assignment.cases)
-    outputs = write_gradebooks(out, rows, columns, assignment.name)
+    outputs = write_gradebooks(out, rows, columns, assignment.name, names=canvas)
     outputs += write_feedback(out / FEEDBACK, [r for r in rows if r.student_id not in feedback_written])
     outputs += [p for r in rows for p in feedback_written.get(r.student_id, ())]
     found = flags.result() if flags is not None else None
