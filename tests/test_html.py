@@ -27,6 +27,10 @@ def test_failed_attention_cases_show_both_maps_with_masked_cells(page):
     assert page.count("<section class='cause'") == 1  # one mistake explains the four failed mask cases
     assert page.count("<table class='heat'>") == 8    # reference and yours, for each of them
     assert "class='masked off'" in page               # masked cells that got weight are marked
+    # ... and their weight, the number that is the bug, is readable on the light hatching: never white
+    masked = re.findall(r"<td class='masked[^']*' style='([^']*)'[^>]*>×([\d.]+)<", page)
+    assert masked and all("color:#fff" not in style for style, _ in masked)
+    assert any("font-weight:700" in style and float(v) > 0.05 for style, v in masked)
     assert "1. Known mistake: masked scores filled with 0 instead of -1e9</h3>" in page
 
 

@@ -161,7 +161,10 @@ def _heat(values: list[list[float]], mask: list[list[int]] | None, compare: list
             off = compare is not None and abs(v - compare[i][j]) > _SAME_WEIGHT
             classes = " ".join(x for x in ("masked" if masked else "", "off" if off else "") if x)
             shade = max(0.0, min(1.0, v))
-            text_color = "#fff" if shade > 0.55 else "#1b1f24"
+            if masked:  # drawn on the light hatching, whatever the weight; weight where none belongs is the bug
+                text_color = "#a40e26;font-weight:700" if abs(v) > _SAME_WEIGHT else "#57606a"
+            else:
+                text_color = "#fff" if shade > 0.55 else "#1b1f24"
             label = f"×{v:.2f}" if masked else f"{v:.2f}"
             cells.append(f"<td class='{classes}' style='background:rgba(9,105,218,{shade:.3f});color:{text_color}'"
                          f" title='q{i} k{j}: {value(v)}'>{label}</td>")
