@@ -58,3 +58,12 @@ def test_code_in_a_cause_reads_as_code_and_stays_inert():
     hostile = dataclasses.replace(SAMPLE.causes[1], where="cell 7, line 3: `<script>alert(1)</script>` and `x")
     page = render(dataclasses.replace(SAMPLE, causes=(SAMPLE.causes[0], hostile)), "html")
     assert "<code>&lt;script&gt;alert(1)&lt;/script&gt;</code> and `x" in page and "<script>" not in page
+
+
+def test_the_unfilled_templates_page_leads_with_not_implemented_and_no_reference_maps_alone():
+    """Maps come in pairs, the reference's beside the student's: a class that never ran shows none, so
+    "not implemented yet" is what the page says first."""
+    from grader.report.audience import for_audience
+
+    page = render(for_audience(grade_submission(ROOT / "assignments" / "mha" / "mha.ipynb"), "student"), "html")
+    assert "<table class='heat'>" not in page and "is not implemented yet" in page

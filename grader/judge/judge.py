@@ -41,7 +41,10 @@ def judge(plan: Plan, expected: dict[str, Observation], execution: Execution) ->
             result = evaluate_case(case, target, expected[case.id], execution.observations.get(case.id), unavailable,
                                    assignment.custom_checks, assignment.trusted)
             figure = attention_figure(case, target, expected[case.id], execution.observations.get(case.id))
-            results.append(dataclasses.replace(result, figures=(figure,)) if figure else result)
+            # the reference's map alone (the code did not run, or raised) would bury what went wrong: shown
+            # only beside the student's own
+            shown = figure is not None and figure.get("got") is not None
+            results.append(dataclasses.replace(result, figures=(figure,)) if shown else result)
     return tuple(results)
 
 
