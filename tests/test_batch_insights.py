@@ -10,6 +10,7 @@ from grader.batch.insights import (
     Bin,
     class_summary,
     histogram,
+    _histogram_svg,
     summary_html,
     summary_text,
 )
@@ -142,6 +143,14 @@ def test_histogram_bins_at_edges():
     assert histogram([], 0) == () and histogram([0, 0], 0) == (Bin(0, 0, 2),)
 
 
+def test_histogram_bars_are_whole_points_wide_and_their_labels_short():
+    bins = histogram([0, 2.5, 3, 27.5, 28], 28, 10)
+    assert [(b.low, b.high) for b in bins] == [(3 * i, min(3 * i + 3, 28)) for i in range(10)]
+    assert [b.count for b in bins] == [2, 1, 0, 0, 0, 0, 0, 0, 0, 2]
+    labels = re.findall(r">([^<>]*–[^<>]*)</text>", _histogram_svg(bins))
+    assert labels[0] == "0–3" and labels[-1] == "27–28" and not any("." in x for x in labels)  # not 16.8–19.6
+
+
 def test_histogram_of_a_class_uses_the_rows_max(klass):
     s = class_summary(klass, COLUMNS, bins=3)
     assert [(b.low, b.high, b.count) for b in s.histogram] == [(0, 2, 4), (2, 4, 0), (4, 6, 1)]
@@ -159,7 +168,7 @@ def test_runtimes(klass):
 def test_an_empty_class():
     s = class_summary([], COLUMNS)
     assert (s.students, s.scored, s.mean, s.median, s.min, s.max) == (0, 0, None, None, None, None)
-    assert s.max_score == 6 and [b.count for b in s.histogram] == [0] * 10  # the columns' points
+    assert s.max_score == 6 and [b.count for b in s.histogram] == [0] * 6  # the columns' points, a bar per point
     assert [c.rate for c in s.cases] == [None, None, None]
     assert s.mistakes == () and s.causes == () and all(c.count == 0 for c in s.statuses)
     assert (s.runtimes.median, s.runtimes.p90, s.runtimes.max) == (None, None, None)
@@ -212,7 +221,7 @@ def test_summary_html_is_self_contained_and_escaped(klass):
     assert not re.search(r"https?:|//[a-z]|url\(|@import|<link|<img|<iframe|<object", lower)
     assert HOSTILE not in page and "&lt;img src=x onerror=alert(1)&gt;" in page
     assert "<b>bold</b>" not in page and "<i>case</i>" not in page and "&lt;i&gt;case&lt;/i&gt;" in page
-    assert "<svg" in page and page.count("<rect") == 10
+    assert "<svg" in page and page.count("<rect") == 6  # max 6: a bar per point
     assert "Pass rate per case (lowest first)" in page and "Recognised mistakes" in page
     assert "90th percentile" in page and "unreadable" in page
     assert page.startswith("<!DOCTYPE html>") and page.rstrip().endswith("</html>")

@@ -11,8 +11,8 @@ What counts:
 
 - **Scores**: every result but ``internal`` (the grader failed, so there is no grade). The
   histogram's range is ``0..max_score``, the largest ``max_score`` of those results (else the
-  sum of the columns' points); bin ``i`` holds ``low <= score < high``, the last one also its
-  ``high``. A score is put in a bin with a small tolerance, so ``0.3`` of ``1`` in 10 bins
+  sum of the columns' points), in bars a whole number of points wide where that is whole;
+  bin ``i`` holds ``low <= score < high``, the last one also its ``high``. A score is put in a bin with a small tolerance, so ``0.3`` of ``1`` in 10 bins
   lands in ``0.3..0.4`` despite floating point.
 - **Pass rate**: of the students whose report graded the case (``passed``, ``failed`` or
   ``error``; a ``pending`` case or a report without it is not counted), how many passed it. A
@@ -182,15 +182,19 @@ def class_summary(rows: Iterable[StoredResult], columns: Sequence[Column] | None
 
 
 def histogram(scores: Sequence[float], top: float, bins: int = BINS) -> tuple[Bin, ...]:
-    """``bins`` equal bars over ``0..top``; a score outside goes to the nearest bar. With no range
-    (``top`` 0), one bar ``0..0`` holds every score, or there are none for no scores."""
+    """At most ``bins`` bars over ``0..top``; a score outside goes to the nearest bar. A whole ``top`` of 2
+    or more gets bars a whole number of points wide (28 in 10 bars: 0–3, 3–6, …, 27–28; 6 in 10: one point
+    each), else ``bins`` equal bars. With no range (``top`` 0), one bar ``0..0`` holds every score, or
+    there are none for no scores."""
     if top <= 0:
         return (Bin(0.0, 0.0, len(scores)),) if scores else ()
-    counts = [0] * bins
+    step = math.ceil(top / bins) if top >= 2 and float(top).is_integer() else top / bins
+    n = math.ceil(top / step - 1e-9)
+    counts = [0] * n
     for s in scores:
-        i = math.floor(s * bins / top + 1e-9)
-        counts[min(max(i, 0), bins - 1)] += 1
-    return tuple(Bin(top * i / bins, top * (i + 1) / bins, n) for i, n in enumerate(counts))
+        i = math.floor(s / step + 1e-9)
+        counts[min(max(i, 0), n - 1)] += 1
+    return tuple(Bin(step * i, min(step * (i + 1), top), c) for i, c in enumerate(counts))
 
 
 def _case_rates(rows: list[StoredResult], columns: Sequence[Column]) -> tuple[CaseRate, ...]:
