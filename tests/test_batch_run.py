@@ -409,3 +409,31 @@ def test_the_canvas_upload_file_as_canvas_names_things(source, uninterrupted, tm
     assert "Frank Ocean,frank,,,," in lines, lines  # unreadable: no grade uploaded
     bad = run_grade("batch", str(folder), "--assignment", "mha", "--out", str(out), "--roster", str(folder / "README.txt"))
     assert bad.returncode == 2 and "no Student and ID columns" in bad.stderr, bad.stderr
+
+
+def test_the_class_page_lists_every_student_and_who_needs_attention(source, uninterrupted, tmp_path):
+    """class.html answers "who needs me": a row per student (score, status, main cause, a link to their
+    feedback page that exists), and the students to look at first (an unreadable notebook), checked in
+    a real browser when there is one."""
+    out = tmp_path / "out"
+    shutil.copytree(uninterrupted[0], out)
+    folder = tmp_path / "class"
+    shutil.copytree(source, folder)
+    (folder / "frank.ipynb").write_text("{ not a notebook")
+    assert run_grade("batch", str(folder), "--assignment", "mha", "--out", str(out)).returncode == 0
+    page = (out / "class.html").read_text()
+    students = page[page.index("<h2>Students (6)</h2>"):]
+    for sid in [*CLASS, "frank"]:
+        link = re.search(rf"<td>{sid}</td>.*?<a href='(feedback/{sid}-[0-9a-f]{{8}}\.html)'>", students)
+        assert link and (out / link.group(1)).is_file(), sid
+    assert re.search(r"<tr class='trouble'><td>frank</td><td></td><td class='num'>0/28</td><td>unreadable</td>",
+                     students)
+    attention = page[page.index("<h2>Needs attention (1 student)</h2>"):page.index("<h2>Students")]
+    assert "frank" in attention and "could not be read" in attention and "alice" not in attention
+    if shutil.which("chromium"):
+        p = subprocess.run(["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                            "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                            f"--user-data-dir={tmp_path / 'profile'}", "--dump-dom", (out / "class.html").as_uri()],
+                           capture_output=True, text=True, timeout=60)
+        dom = p.stdout
+        assert dom.count("<tr") >= 6 + 1 and "Needs attention" in dom and "<script" not in dom

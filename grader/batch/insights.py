@@ -113,6 +113,20 @@ class Runtimes:
 
 
 @dataclass(frozen=True)
+class StudentLine:
+    """One student as the class page lists them: score, status, the first cause of lost points, and why
+    they need the TA's attention ("" when they do not). ``student_id`` is as stored (made safe where shown)."""
+
+    student_id: str
+    name: str
+    score: float | None
+    max_score: float | None
+    status: str
+    cause: str
+    attention: str
+
+
+@dataclass(frozen=True)
 class ClassSummary:
     """The class in numbers (see the module's docstring for what counts)."""
 
@@ -130,6 +144,8 @@ class ClassSummary:
     causes: tuple[Tally, ...]
     statuses: tuple[StatusCount, ...]
     runtimes: Runtimes
+    #: every student, by id
+    students_list: tuple[StudentLine, ...] = ()
 
     def status(self, name: str) -> int:
         """How many results have status ``name``."""
@@ -178,7 +194,22 @@ def class_summary(rows: Iterable[StoredResult], columns: Sequence[Column] | None
                                    tuple(ids[id(r)] for r in rows if r.status == s)[:EXAMPLES]
                                    if s in TROUBLE else ())
                        for s in STATUSES),
-        runtimes=_runtimes(rows, ids))
+        runtimes=_runtimes(rows, ids),
+        students_list=tuple(_student_line(r) for r in rows))
+
+
+#: Why a status needs the TA, in words.
+_ATTENTION = {"unreadable": "the file could not be read: ask for it again", "timeout": "ran out of time",
+              "error": "the submission crashed or ran out of memory", "internal": "the grader failed: run again"}
+
+
+def _student_line(r: StoredResult) -> StudentLine:
+    causes = r.report.causes if r.report is not None else ()
+    forbidden = next((c.title for c in causes if c.kind == "forbidden"), "")
+    attention = _ATTENTION.get(r.status, "") or (f"forbidden API: {forbidden}" if forbidden else "")
+    cause = causes[0].title if causes else (r.message if r.status != "graded" else "")
+    return StudentLine(r.student_id, safe_text(r.name, one_line=True), r.score,
+                       r.max_score, r.status, shortened(safe_text(cause, one_line=True), 160), attention)
 
 
 def histogram(scores: Sequence[float], top: float, bins: int = BINS) -> tuple[Bin, ...]:
@@ -383,6 +414,7 @@ vertical-align:top}
 .grader-class .cards{display:flex;gap:1rem;flex-wrap:wrap}
 .grader-class .card{border:1px solid #d0d7de;border-radius:6px;padding:.5rem .9rem;min-width:7rem}
 .grader-class .card b{display:block;font-size:1.3rem} .grader-class .trouble b{color:#cf222e}
+.grader-class tr.trouble td{background:#fff5f5}
 """
 
 
@@ -408,6 +440,14 @@ def summary_html(summary: ClassSummary, assignment: str, not_graded: Sequence[tu
         parts += [f"<tr><td>{e(safe_text(sid, one_line=True))}</td><td>{e(safe_text(why, one_line=True))}</td></tr>"
                   for sid, why in not_graded]
         parts.append("</tbody></table>")
+    attention = [x for x in s.students_list if x.attention]
+    if attention:
+        parts.append(f"<h2>Needs attention ({_count(len(attention), 'student')})</h2><table><thead><tr>"
+                     "<th>Student</th><th>Why</th><th>Feedback</th></tr></thead><tbody>")
+        parts += [f"<tr><td>{e(safe_text(x.student_id, one_line=True))}</td><td>{e(x.attention)}</td>"
+                  f"<td>{_feedback_link(x)}</td></tr>"
+                  for x in attention]
+        parts.append("</tbody></table>")
     if s.histogram and s.scored:
         parts += ["<h2>Scores</h2>", _histogram_svg(s.histogram)]
     if s.cases:
@@ -429,6 +469,17 @@ def summary_html(summary: ClassSummary, assignment: str, not_graded: Sequence[tu
             parts += [f"<tr><td class='num'>{t.students}</td><td>{e(t.title)}</td>"
                       f"<td class='examples'>{e(', '.join(t.examples))}</td></tr>" for t in tallies]
             parts.append("</tbody></table>")
+    if s.students_list:
+        parts.append(f"<h2>Students ({len(s.students_list)})</h2><table class='students'><thead><tr><th>Student</th>"
+                     "<th>Name</th><th>Score</th><th>Status</th><th>Main cause of lost points</th><th>Feedback</th>"
+                     "</tr></thead><tbody>")
+        for x in s.students_list:
+            score = "" if x.score is None else f"{_n(x.score)}/{_n(x.max_score)}"
+            trouble = " class='trouble'" if x.attention else ""
+            parts.append(f"<tr{trouble}><td>{e(safe_text(x.student_id, one_line=True))}</td><td>{e(x.name)}</td>"
+                         f"<td class='num'>{score}</td>"
+                         f"<td>{e(x.status)}</td><td>{e(x.cause)}</td><td>{_feedback_link(x)}</td></tr>")
+        parts.append("</tbody></table>")
     rt = s.runtimes
     if rt.max is not None:
         slowest = ", ".join(f"{e(i)} ({_secs(t)})" for i, t in rt.slowest)
@@ -440,6 +491,15 @@ def summary_html(summary: ClassSummary, assignment: str, not_graded: Sequence[tu
     title = e(safe_text(assignment, one_line=True))
     return (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>Class summary: {title}</title>"
             "</head><body style='margin:2rem'>\n" + "\n".join(parts) + "\n</body></html>\n")
+
+
+def _feedback_link(x: StudentLine) -> str:
+    """A link to the student's feedback page, beside class.html (none for the grader's own failure)."""
+    if x.status == "internal":
+        return ""
+    from grader.batch.feedback import feedback_name
+
+    return f"<a href='feedback/{html.escape(feedback_name(x.student_id))}.html'>page</a>"
 
 
 def _histogram_svg(bins: Sequence[Bin]) -> str:
