@@ -428,6 +428,8 @@ def test_the_class_page_lists_every_student_and_who_needs_attention(source, unin
         assert link and (out / link.group(1)).is_file(), sid
     assert re.search(r"<tr class='trouble'><td>frank</td><td></td><td class='num'>0/28</td><td>unreadable</td>",
                      students)
+    assert "Rates are of the students each case was graded for: 1 student of 6 had no case graded" in page
+    assert "1 student of 6 had no case graded" in " ".join((out / "class.txt").read_text().split())
     attention = page[page.index("<h2>Needs attention (1 student)</h2>"):page.index("<h2>Students")]
     assert "frank" in attention and "could not be read" in attention and "alice" not in attention
     if shutil.which("chromium"):

@@ -33,6 +33,7 @@ from __future__ import annotations
 import html
 import math
 import statistics
+import textwrap
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -379,6 +380,8 @@ def summary_text(summary: ClassSummary, workers: WorkersUsed | None = None,
             out.append(f"  {label:>{wide}} | {b.count!s:>{counts}} {bar}".rstrip())
     if s.cases:
         out += ["", "Pass rate per case (lowest first)"]
+        if _ungraded(s):
+            out += textwrap.wrap(_rates_of(s), WIDTH, initial_indent="  ", subsequent_indent="  ")
         for c in s.cases:
             hidden = f" {hidden_label()}" if c.visibility == "hidden" else ""
             out.append(_fit(f"  {_pct(c.rate):>4}  {f'{c.passed}/{c.graded}':>9}  {c.name}{hidden}"))
@@ -451,7 +454,9 @@ def summary_html(summary: ClassSummary, assignment: str, not_graded: Sequence[tu
     if s.histogram and s.scored:
         parts += ["<h2>Scores</h2>", _histogram_svg(s.histogram)]
     if s.cases:
-        parts.append("<h2>Pass rate per case (lowest first)</h2><table><thead><tr><th>Case</th><th>Points</th>"
+        parts.append("<h2>Pass rate per case (lowest first)</h2>"
+                     + (f"<p class='meta'>{e(_rates_of(s))}</p>" if _ungraded(s) else ""))
+        parts.append("<table><thead><tr><th>Case</th><th>Points</th>"
                      "<th>Passed</th><th>Rate</th><th></th></tr></thead><tbody>")
         for c in s.cases:
             hidden = f" <span class='hidden'>{e(hidden_label())}</span>" if c.visibility == "hidden" else ""
@@ -491,6 +496,18 @@ def summary_html(summary: ClassSummary, assignment: str, not_graded: Sequence[tu
     title = e(safe_text(assignment, one_line=True))
     return (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>Class summary: {title}</title>"
             "</head><body style='margin:2rem'>\n" + "\n".join(parts) + "\n</body></html>\n")
+
+
+def _ungraded(s: ClassSummary) -> int:
+    """How many students no case was graded for (an unreadable file, the grader's failure)."""
+    return s.students - max((c.graded for c in s.cases), default=0)
+
+
+def _rates_of(s: ClassSummary) -> str:
+    """Why the rates' denominators are below the class's size."""
+    n = _ungraded(s)
+    return (f"Rates are of the students each case was graded for: {_count(n, 'student')} of {s.students} had no "
+            "case graded (an unreadable file, or the grader's failure; see the statuses).")
 
 
 def _feedback_link(x: StudentLine) -> str:
