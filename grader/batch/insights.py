@@ -12,8 +12,9 @@ What counts:
 - **Scores**: every result but ``internal`` (the grader failed, so there is no grade). The
   histogram's range is ``0..max_score``, the largest ``max_score`` of those results (else the
   sum of the columns' points), in bars a whole number of points wide where that is whole;
-  bin ``i`` holds ``low <= score < high``, the last one also its ``high``. A score is put in a bin with a small tolerance, so ``0.3`` of ``1`` in 10 bins
-  lands in ``0.3..0.4`` despite floating point.
+  bin ``i`` holds ``low <= score < high``, the last one also its ``high``. A score is put in a
+  bin with a small tolerance, so ``0.3`` of ``1`` in 10 bins lands in ``0.3..0.4`` despite
+  floating point.
 - **Pass rate**: of the students whose report graded the case (``passed``, ``failed`` or
   ``error``; a ``pending`` case or a report without it is not counted), how many passed it. A
   case no one was graded on has no rate and comes last.

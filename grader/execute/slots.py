@@ -281,10 +281,9 @@ class WarmSlot:
         wanted = sorted(self._wanted - zygote.preloaded)
         if wanted:
             answer = zygote.request({"kind": "preload", "modules": wanted}, timeout=PRELOAD_TIMEOUT)
-            if answer.get("kind") != "preloaded":
-                raise ZygoteGone(f"it answered {str(answer.get('kind'))[:40]!r} to a preload")
-            if any(answer.get(k) != 0 for k in ("left", "files_left", "ipc_left")):  # cleaned up after, as a child
-                raise ZygoteGone(_unclean({**answer, "kind": "clean"}))
+            why = _unclean(answer, "preloaded")  # the zygote cleans up after a preload as after a child
+            if why:
+                raise ZygoteGone(why)
             zygote.preloaded.update(wanted)  # tried: one that failed is not asked for again
 
     def new_worker(self) -> Worker:
@@ -374,8 +373,9 @@ class WarmSlot:
         """Read the clean-up's answer: nothing may be left alive, or the zygote goes with its sandbox."""
         try:
             answer = zygote.answer(ANSWER_TIMEOUT)
-            if answer.get("kind") != "clean" or any(answer.get(k) != 0 for k in ("left", "files_left", "ipc_left")):
-                raise ZygoteGone(_unclean(answer))
+            why = _unclean(answer, "clean")
+            if why:
+                raise ZygoteGone(why)
             zygote.cleaning = zygote.busy = False
             cpu = answer.get("cpu")
             if isinstance(cpu, (int, float)) and not isinstance(cpu, bool) and 0 <= cpu < 1e6:
@@ -399,16 +399,19 @@ def _last_line(text: str) -> str:
     return lines[-1].strip() if lines else "(it wrote nothing)"
 
 
-def _unclean(answer: dict) -> str:
-    """Why a clean-up's answer does not let the next child run."""
-    left, files = answer.get("left"), answer.get("files_left")
-    if answer.get("kind") != "clean":
-        return f"it answered {str(answer.get('kind'))[:40]!r} to a clean-up"
+def _unclean(answer: dict, kind: str) -> str:
+    """Why an answer that ends with a clean-up (``kind``: "clean" after a child, "preloaded" after a preload)
+    does not let the next child run; "" when it does."""
+    left, files, ipc = answer.get("left"), answer.get("files_left"), answer.get("ipc_left")
+    if answer.get("kind") != kind:
+        return f"it answered {str(answer.get('kind'))[:40]!r}, not {kind!r}"
     if left != 0:
         return f"{left} processes of the last run survived its clean-up"
     if files != 0:
         return f"{files} entries under /tmp outlived its clean-up (too many to remove in time, or not removable)"
-    return f"{answer.get('ipc_left')} IPC objects of the last run outlived its clean-up"
+    if ipc != 0:
+        return f"{ipc} IPC objects of the last run outlived its clean-up"
+    return ""
 
 
 def _hello_pid(sock: socket.socket) -> int:
