@@ -269,7 +269,8 @@ def batch_cmd(source: Path, assignment: str, out: Path, jobs: int | None, regrad
             return ExitCode.INTERRUPTED
         c = result.collected
         click.echo(f"{len(c.submissions)} submissions ({c.layout} layout), {len(result.graded)} graded now, "
-                   f"{len(result.already_done)} already in the store; {len(c.skipped)} files skipped"
+                   f"{len(result.already_done)} already in the store; {len(c.skipped)} file{'' if len(c.skipped) == 1 else 's'} "
+                   "skipped"
                    + (f"; {len(c.conflicts)} students claimed by more than one entry (not graded)" if c.conflicts
                       else ""))
         if result.graded and result.cluster:

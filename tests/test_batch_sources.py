@@ -60,6 +60,12 @@ def test_a_folder_per_student_prefers_notebooks_and_lists_the_rest(tmp_path):
     assert alice.path.name == "mha.ipynb"  # .ipynb first, then the newest
     assert [p.name for p in alice.others] == ["old.ipynb", "helpers.py"]
     assert bob.path.name == "b.py" and [p.name for p in bob.others] == ["a.py"]
+    # every file not graded is counted among the skipped, saying which one was graded and why that one
+    r = reasons(found)
+    assert r["helpers.py"] == "a .py file, and a .ipynb one comes first; mha.ipynb was graded instead"
+    assert r["old.ipynb"] == "older (modified earlier) than mha.ipynb, which was graded instead"
+    assert r["a.py"] == "older (modified earlier) than b.py, which was graded instead"
+    assert {s.student_id for s in found.skipped} == {"alice", "bob"}
 
 
 def test_a_file_that_fits_the_assignment_wins(tmp_path):
@@ -67,6 +73,7 @@ def test_a_file_that_fits_the_assignment_wins(tmp_path):
     write(tmp_path / "alice" / "mha.ipynb", "{}", mtime=1_000)
     found = collect(tmp_path, fits=lambda p: p.stem == "mha")
     assert by_id(found)["alice"].path.name == "mha.ipynb"
+    assert reasons(found)["lstm.ipynb"] == "does not fit the assignment; mha.ipynb was graded instead"
 
 
 def test_non_submissions_are_skipped_with_reasons(tmp_path):
@@ -191,8 +198,12 @@ def test_canvas_names_late_flags_and_resubmissions(tmp_path):
     assert john.name == "smithjohn" and not john.late
     assert john.path.name == "smithjohn_12345_67892_mha-2.ipynb"
     assert [p.name for p in john.others] == ["smithjohn_12345_67891_mha-1.ipynb", "smithjohn_12345_67890_mha.ipynb"]
+    assert john.resubmission == 2 and jane.resubmission == 0
     assert jane.late and jane.name == "doejane"
     r = reasons(found)
+    assert r["smithjohn_12345_67891_mha-1.ipynb"] == ("an older upload (resubmission 1); smithjohn_12345_67892_mha-2"
+                                                     ".ipynb, resubmission 2, was graded instead")
+    assert r["smithjohn_12345_67890_mha.ipynb"].startswith("an older upload (the first upload); ")
     assert r["README.txt"] == "does not follow Canvas's naming"
     assert r["doejane_late_222_334_notes.txt"] == "not a .ipynb or .py file"
     assert next(s for s in found.skipped if s.path.name.endswith("notes.txt")).student_id == "222"

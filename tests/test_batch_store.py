@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import os
 import random
 import signal
@@ -94,6 +95,46 @@ def test_record_reopen_and_resume(tmp_path):
         assert s.check() == ["ok"]
         assert s._conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         assert s._conn.execute("PRAGMA user_version").fetchone()[0] == st.SCHEMA_VERSION
+
+
+def test_what_was_handed_in_is_kept_bounded_and_noted_again_for_a_file_done(store):
+    others = tuple(f"old{i}.ipynb" for i in range(st.MAX_OTHERS + 5))
+    handed = st.Handed("doe_late_1_2_mha-2.ipynb\nx", late=True, resubmission=2, others=others)
+    stored = store.record("1001", "Ada", sha("a"), KEY, report(PASS_A), seconds=1.0)
+    assert stored.handed == st.Handed()  # record() keeps nothing of it; put() does
+    entry = st.prepare(report(PASS_A), None, "")
+    stored = store.put("1001", "Ada", sha("a"), KEY, entry, 1.0, handed)
+    [row] = store.results(KEY)
+    assert row.handed == stored.handed
+    assert row.handed.file == "doe_late_1_2_mha-2.ipynb x" and row.handed.late and row.handed.resubmission == 2
+    assert row.handed.others == others[:st.MAX_OTHERS] and row.handed.others_count == len(others)
+    # the same file, renamed on time and alone, in a later export: the batch skips it as done and notes it
+    store.note_handed(KEY, [("1001", sha("a"), st.Handed("doe_1_2_mha.ipynb"))])
+    [row] = store.results(KEY)
+    assert row.handed == st.Handed("doe_1_2_mha.ipynb") and row.report.to_dict() == report(PASS_A).to_dict()
+
+
+def test_a_store_of_version_1_is_brought_up_to_date_with_its_results_kept(tmp_path):
+    path = tmp_path / st.STORE_NAME
+    conn = sqlite3.connect(path)
+    v1 = st._SCHEMA.split("late        INTEGER")[0] + "UNIQUE (student_id, file_sha, grading_key));"
+    conn.executescript(v1 + "CREATE INDEX results_latest ON results (grading_key, student_id, id);")
+    conn.execute("INSERT INTO results (student_id, name, file_sha, grading_key, status, score, max_score, seconds,"
+                 " report, trimmed, message, recorded_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                 ("1001", "Ada", sha("a"), KEY, "graded", 1, 1, 1.0, json.dumps(report(PASS_A).to_dict()), 0, "", 0))
+    conn.execute("PRAGMA user_version=1")
+    conn.commit()
+    conn.close()
+    with pytest.raises(StoreError, match="older grader; run `grade batch` with this --out once"):
+        Store.open(path, readonly=True)
+    with Store.open(path) as s:
+        assert s.done("1001", sha("a"), KEY)
+        [row] = s.results(KEY)
+        assert row.score == 1 and row.handed == st.Handed()
+        s.put("1002", "Bob", sha("b"), KEY, st.prepare(report(PASS_A), None, ""), 1.0, st.Handed("b.ipynb", True))
+    with Store.open(path, readonly=True) as s:
+        assert s._conn.execute("PRAGMA user_version").fetchone()[0] == st.SCHEMA_VERSION
+        assert [(r.student_id, r.handed.late) for r in s.results(KEY)] == [("1001", False), ("1002", True)]
 
 
 def test_changed_file_or_key_is_not_done(store):
@@ -334,18 +375,22 @@ def _rows(tmp_path) -> list[st.StoredResult]:
         s.record("1004", "@Carol", sha("4"), KEY, report(PASS_A, TIMEOUT_B,
                                                           dataclasses.replace(grads, status="error", score=0)))
         s.record("1005", "Dan", sha("5"), KEY, None, status="internal", message="worker did not start")
+        s.note_handed(KEY, [("1001", sha("1"), st.Handed("ada_late_1001_7_mha-2.ipynb", True, 2,
+                                                         ("ada_late_1001_6_mha-1.ipynb", "=cmd.ipynb"))),
+                            ("1003", sha("3"), st.Handed("=x.ipynb"))])
         return s.results(KEY)
 
 
 def test_gradebook_csv_exact_text(tmp_path):
     rows = _rows(tmp_path)
     assert gb.gradebook_csv(rows, COLUMNS) == (
-        "student_id,name,score,max_score,status,a,b,c\n"
-        "'-1002,'+Bob\\x1b[31m,0,6,unreadable,,,\n"
-        "1001,\"Lovelace, Ada\",6,6,graded,1,3,2\n"
-        "1003,\"'=HYPERLINK(\"\"http://evil\"\",\"\"x\"\")\",4.5,6,graded,1,1.5,2\n"
-        "1004,'@Carol,1,6,timeout,1,0,0\n"
-        "1005,Dan,,,internal,,,\n")
+        "student_id,name,score,max_score,status,late,resubmission,file,files_not_graded,a,b,c\n"
+        "'-1002,'+Bob\\x1b[31m,0,6,unreadable,,0,,,,,\n"
+        "1001,\"Lovelace, Ada\",6,6,graded,yes,2,ada_late_1001_7_mha-2.ipynb,"
+        "ada_late_1001_6_mha-1.ipynb; =cmd.ipynb,1,3,2\n"
+        "1003,\"'=HYPERLINK(\"\"http://evil\"\",\"\"x\"\")\",4.5,6,graded,,0,'=x.ipynb,,1,1.5,2\n"
+        "1004,'@Carol,1,6,timeout,,0,,,1,0,0\n"
+        "1005,Dan,,,internal,,0,,,,,\n")
     assert gb.gradebook_csv(list(reversed(rows)), COLUMNS) == gb.gradebook_csv(rows, COLUMNS)
 
 

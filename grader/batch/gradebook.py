@@ -3,7 +3,10 @@
 Three files under the batch's out folder:
 
 - ``gradebook.csv``: one row per student, sorted by student id (plain string order), with the
-  columns ``student_id, name, score, max_score, status`` and then one column per case, headed by
+  columns ``student_id, name, score, max_score, status``, then what the student handed in
+  (``late``: ``yes`` when the LMS marked the upload late; ``resubmission``: which upload was
+  graded, 0 for the first, N for the LMS's ``-N``; ``file``: the file graded; ``files_not_graded``:
+  their other files, ``; ``-separated), and then one column per case, headed by
   the case's id, in the case file's order, holding the points the case earned. Only students'
   rows: nothing else is mixed into the data, so a spreadsheet or ``pandas.read_csv`` reads it as
   it is. A cell is empty where there is nothing to say: every score of an ``internal`` result
@@ -38,7 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from grader.batch.store import StoredResult
+from grader.batch.store import Handed, StoredResult
 from grader.report.text import safe_text, spreadsheet_safe
 
 GRADEBOOK = "gradebook.csv"
@@ -46,7 +49,8 @@ POINTS = "gradebook_points.csv"
 CANVAS = "canvas_import.csv"
 
 #: The gradebook's leading columns; the cases' columns follow.
-GRADEBOOK_FIELDS = ("student_id", "name", "score", "max_score", "status")
+GRADEBOOK_FIELDS = ("student_id", "name", "score", "max_score", "status", "late", "resubmission", "file",
+                    "files_not_graded")
 POINTS_FIELDS = ("case_id", "name", "visibility", "max_score")
 CANVAS_FIELDS = ("Student", "ID", "SIS User ID", "SIS Login ID", "Section")
 
@@ -88,8 +92,14 @@ def gradebook_csv(rows: Iterable[StoredResult], columns: Sequence[Column]) -> st
         scores = {c.case_id: c.score for c in row.report.cases} if graded else {}
         writer.writerow([_text(row.student_id), _text(row.name),
                          _number(row.score if graded else None), _number(row.max_score if graded else None),
-                         row.status, *(_number(scores.get(c.case_id)) for c in columns)])
+                         row.status, *_handed_cells(row.handed), *(_number(scores.get(c.case_id)) for c in columns)])
     return out.getvalue()
+
+
+def _handed_cells(h: Handed) -> list[str]:
+    more = h.others_count - len(h.others)
+    others = "; ".join(h.others) + (f"; and {more} more" if more > 0 else "")
+    return ["yes" if h.late else "", str(h.resubmission), _text(h.file), _text(others)]
 
 
 def points_csv(columns: Sequence[Column]) -> str:

@@ -110,6 +110,8 @@ class Submission:
     email: str | None = None
     #: the other members of a group submission (Gradescope), by id
     group: tuple[str, ...] = ()
+    #: which upload of the student's was graded: 0 for the first, N for the LMS's ``-N`` resubmission
+    resubmission: int = 0
 
 
 @dataclass(frozen=True)
@@ -808,7 +810,8 @@ class _Reader:
 
 def _choose(students: dict[str, _Student], exts: tuple[str, ...], fits: Callable[[Path], bool] | None,
             skipped: list[Skipped]) -> list[Submission]:
-    """Each student's best file: one that fits, then by extension, resubmission, upload order, mtime."""
+    """Each student's best file: one that fits, then by extension, resubmission, upload order, mtime.
+    Every other file of theirs is listed in ``skipped``, saying which file was chosen and why that one."""
     def key(c: _Candidate):
         try:
             mtime = os.lstat(c.path).st_mtime_ns
@@ -822,11 +825,33 @@ def _choose(students: dict[str, _Student], exts: tuple[str, ...], fits: Callable
         student = students[sid]
         if not student.candidates:
             continue
-        ranked = sorted(student.candidates, key=key, reverse=True)
-        best = ranked[0]
+        keyed = sorted(((key(c), c) for c in student.candidates), key=lambda kc: kc[0], reverse=True)
+        (best_key, best), rest = keyed[0], keyed[1:]
+        skipped += [Skipped(c.path, _not_chosen(c, k, best, best_key), sid) for k, c in rest]
         out.append(Submission(student.student_id, student.name, best.path, best.late,
-                              tuple(c.path for c in ranked[1:]), student.email, student.group))
+                              tuple(c.path for _, c in rest), student.email, student.group, best.resubmission))
     return out
+
+
+def _not_chosen(c: _Candidate, k: tuple, best: _Candidate, best_key: tuple) -> str:
+    """Why another of a student's files was not graded: the first way ``_choose``'s order put ``best`` first."""
+    chosen = f"{best.path.name} was graded instead"
+    if k[0] != best_key[0]:
+        return f"does not fit the assignment; {chosen}"
+    if k[1] != best_key[1]:
+        return f"a {c.path.suffix.lower()} file, and a {best.path.suffix.lower()} one comes first; {chosen}"
+    if k[2] != best_key[2]:
+        return (f"an older upload ({_upload(c.resubmission)}); {best.path.name}, {_upload(best.resubmission)}, "
+                "was graded instead")
+    if k[3] != best_key[3]:
+        return f"uploaded before {best.path.name}, which was graded instead"
+    if k[4] != best_key[4]:
+        return f"older (modified earlier) than {best.path.name}, which was graded instead"
+    return f"one file per student is graded; {chosen}"
+
+
+def _upload(resubmission: int) -> str:
+    return f"resubmission {resubmission}" if resubmission else "the first upload"
 
 
 # --- Gradescope's metadata -------------------------------------------------------------------

@@ -19,8 +19,16 @@ Schema (version ``SCHEMA_VERSION``, kept in SQLite's ``PRAGMA user_version``)::
             report,          -- Report.to_dict() as JSON; NULL when there is none (internal)
             trimmed,         -- 1 when the report was cut down to fit MAX_REPORT_BYTES
             message,         -- why there is no report / why it was trimmed / the internal error
-            recorded_at)     -- Unix time, for people; nothing orders by it
+            recorded_at,     -- Unix time, for people; nothing orders by it
+            late,            -- 1 when the LMS marked the upload late (see ``Handed``)
+            resubmission,    -- which upload was graded: 0 the first, N the LMS's -N resubmission
+            file_name,       -- the file graded, as the source names it
+            others,          -- JSON list of the student's files not graded (at most MAX_OTHERS names)
+            others_count)    -- how many files of theirs were not graded
     UNIQUE(student_id, file_sha, grading_key)
+
+A store of version 1 (before the last five columns) is brought up to date when a batch opens it to
+write (its results kept, each with no late flag and no file named); read-only, it is refused.
 """
 from __future__ import annotations
 
@@ -33,6 +41,7 @@ import stat
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from collections.abc import Iterable
 from types import TracebackType
 from typing import Any, Literal
 
@@ -43,7 +52,15 @@ from grader.report.text import safe_text, shortened
 #: The store's file name inside a batch's out folder.
 STORE_NAME = "grades.sqlite"
 #: Bumped whenever the tables change; a store of another version is refused, never guessed at.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+#: Older versions a batch brings up to date in place (each: the statements that do it).
+_UPGRADES = {1: ("ALTER TABLE results ADD COLUMN late INTEGER NOT NULL DEFAULT 0",
+                 "ALTER TABLE results ADD COLUMN resubmission INTEGER NOT NULL DEFAULT 0",
+                 "ALTER TABLE results ADD COLUMN file_name TEXT NOT NULL DEFAULT ''",
+                 "ALTER TABLE results ADD COLUMN others TEXT NOT NULL DEFAULT '[]'",
+                 "ALTER TABLE results ADD COLUMN others_count INTEGER NOT NULL DEFAULT 0")}
+#: The most names of a student's files not graded kept with a result (``others_count`` counts them all).
+MAX_OTHERS = 20
 #: The largest report kept whole (its JSON, in UTF-8 bytes); a larger one is trimmed (``trimmed``).
 MAX_REPORT_BYTES = 4 * 1024 * 1024
 #: How much of each long text field a trimmed report keeps.
@@ -72,6 +89,11 @@ CREATE TABLE results (
     trimmed     INTEGER NOT NULL DEFAULT 0,
     message     TEXT    NOT NULL DEFAULT '',
     recorded_at REAL    NOT NULL,
+    late        INTEGER NOT NULL DEFAULT 0,
+    resubmission INTEGER NOT NULL DEFAULT 0,
+    file_name   TEXT    NOT NULL DEFAULT '',
+    others      TEXT    NOT NULL DEFAULT '[]',
+    others_count INTEGER NOT NULL DEFAULT 0,
     UNIQUE (student_id, file_sha, grading_key)
 );
 CREATE INDEX results_latest ON results (grading_key, student_id, id);
@@ -124,6 +146,26 @@ def status_of(report: Report) -> Status:
 
 
 @dataclass(frozen=True)
+class Handed:
+    """What the student handed in, kept beside their result: the file graded (``file``, as the source
+    names it), whether the LMS marked it ``late``, which upload it was (``resubmission``: 0 for the
+    first, N for the LMS's ``-N``), and their files that were not graded (``others``: at most
+    ``MAX_OTHERS`` names; ``others_count``: how many there were)."""
+
+    file: str = ""
+    late: bool = False
+    resubmission: int = 0
+    others: tuple[str, ...] = ()
+    others_count: int = 0
+
+    @classmethod
+    def of(cls, file: str, late: bool = False, resubmission: int = 0, others: tuple[str, ...] = ()) -> Handed:
+        """The record kept: texts made safe and single-line, the list of others bounded."""
+        return cls(safe_text(file, one_line=True), bool(late), max(0, int(resubmission)),
+                   tuple(safe_text(o, one_line=True) for o in others[:MAX_OTHERS]), len(others))
+
+
+@dataclass(frozen=True)
 class StoredResult:
     """One stored result, as ``Store.results`` and ``Store.errors`` return it."""
 
@@ -142,6 +184,8 @@ class StoredResult:
     trimmed: bool = False
     message: str = ""
     recorded_at: float = 0.0
+    #: the file graded, late or not, which upload, the files not graded
+    handed: Handed = Handed()
 
 
 @dataclass(frozen=True)
@@ -276,6 +320,10 @@ class Store:
                     if statement.strip():
                         self._conn.execute(statement)
                 self._conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            elif version in _UPGRADES:
+                for statement in _UPGRADES[version]:
+                    self._conn.execute(statement)
+                self._conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
             elif version != SCHEMA_VERSION:
                 raise StoreRefused(_version_message(self.path, version))
 
@@ -306,22 +354,38 @@ class Store:
         return self.put(student_id, name, file_sha, grading_key, prepare(report, status, message), seconds)
 
     def put(self, student_id: str, name: str, file_sha: str, grading_key: str, entry: "Entry",
-            seconds: float = 0.0) -> StoredResult:
-        """Store a result made ready by ``prepare`` (perhaps in another process), in one transaction."""
+            seconds: float = 0.0, handed: Handed = Handed()) -> StoredResult:
+        """Store a result made ready by ``prepare`` (perhaps in another process), in one transaction,
+        with what the student handed in (``handed``)."""
         _check_key(student_id, file_sha, grading_key)
         if not isinstance(entry, Entry) or entry.status not in STATUSES:
             raise ValueError("put() takes an Entry made by prepare()")
+        handed = Handed.of(handed.file, handed.late, handed.resubmission, handed.others)
         row = (student_id, safe_text(name, one_line=True), file_sha, grading_key, entry.status, entry.score,
-               entry.max_score, float(seconds), entry.text, int(entry.trimmed), safe_text(entry.message), time.time())
+               entry.max_score, float(seconds), entry.text, int(entry.trimmed), safe_text(entry.message), time.time(),
+               *_handed_columns(handed))
         with self._transaction():
             # delete then insert, so the new row gets the highest id: the student's latest result
             self._conn.execute("DELETE FROM results WHERE student_id=? AND file_sha=? AND grading_key=?",
                                (student_id, file_sha, grading_key))
-            self._conn.execute(
-                "INSERT INTO results (student_id, name, file_sha, grading_key, status, score, max_score, seconds,"
-                " report, trimmed, message, recorded_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", row)
+            self._conn.execute(f"INSERT INTO results ({_COLUMNS}) VALUES ({','.join('?' * len(row))})", row)
         return StoredResult(student_id, row[1], file_sha, grading_key, entry.status, entry.score, entry.max_score,
-                            float(seconds), entry.report, entry.trimmed, row[10], row[11])
+                            float(seconds), entry.report, entry.trimmed, row[10], row[11], handed)
+
+    def note_handed(self, grading_key: str, handed: Iterable[tuple[str, str, Handed]]) -> None:
+        """Keep what each student handed in beside a result already stored for this very file, in one
+        transaction: (student id, file sha256, ``Handed``) each. For a batch that skips a file as done:
+        its name, late flag or the student's other files may have changed since."""
+        rows = []
+        for student_id, file_sha, h in handed:
+            _check_key(student_id, file_sha, grading_key)
+            rows.append((*_handed_columns(Handed.of(h.file, h.late, h.resubmission, h.others)),
+                         student_id, file_sha, grading_key))
+        if not rows:
+            return
+        with self._transaction():
+            self._conn.executemany("UPDATE results SET late=?, resubmission=?, file_name=?, others=?, others_count=?"
+                                   " WHERE student_id=? AND file_sha=? AND grading_key=?", rows)
 
     def forget(self, student_id: str | None = None, grading_key: str | None = None) -> int:
         """Remove stored results (all, one student's, one key's, or one student's for one key).
@@ -406,7 +470,11 @@ class _Transaction:
 
 
 _COLUMNS = ("student_id, name, file_sha, grading_key, status, score, max_score, seconds, report, trimmed, message,"
-            " recorded_at")
+            " recorded_at, late, resubmission, file_name, others, others_count")
+
+
+def _handed_columns(h: Handed) -> tuple[int, int, str, str, int]:
+    return int(h.late), h.resubmission, h.file, json.dumps(list(h.others), ensure_ascii=False), h.others_count
 
 
 def _connect(target: str, uri: bool = False) -> sqlite3.Connection:
@@ -420,10 +488,17 @@ def _connect(target: str, uri: bool = False) -> sqlite3.Connection:
 
 
 def _row(r: tuple[Any, ...]) -> StoredResult:
-    student_id, name, file_sha, key, status, score, max_score, seconds, text, trimmed, message, at = r
+    student_id, name, file_sha, key, status, score, max_score, seconds, text, trimmed, message, at = r[:12]
+    late, resubmission, file_name, others, others_count = r[12:]
     report = _decoded(text, student_id) if text is not None else None
+    try:
+        names = json.loads(others)
+    except ValueError:
+        names = []
+    names = tuple(str(n) for n in names[:MAX_OTHERS]) if isinstance(names, list) else ()
+    handed = Handed(file_name, bool(late), int(resubmission), names, max(int(others_count), len(names)))
     return StoredResult(student_id, name, file_sha, key, status, score, max_score, seconds, report,
-                        bool(trimmed), message, at)
+                        bool(trimmed), message, at, handed)
 
 
 def _decoded(text: str, student_id: str) -> Report:
@@ -488,6 +563,9 @@ def _where(**columns: str | None) -> tuple[str, tuple[str, ...]]:
 
 
 def _version_message(path: Path, version: int) -> str:
+    if version in _UPGRADES:
+        return (f"{path}: results store of version {version}, written by an older grader; run `grade batch` with "
+                "this --out once to bring it up to date (its results are kept)")
     if version > SCHEMA_VERSION:
         return (f"{path}: results store of version {version}, written by a newer grader (this one reads "
                 f"version {SCHEMA_VERSION}); use that grader, or another --out")
@@ -498,8 +576,11 @@ def _version_message(path: Path, version: int) -> str:
 #: The first bytes of every SQLite database file.
 SQLITE_HEADER = b"SQLite format 3\x00"
 #: The columns of a results store's table, in order.
-_RESULT_COLUMNS = ("id", "student_id", "name", "file_sha", "grading_key", "status", "score", "max_score", "seconds",
-                   "report", "trimmed", "message", "recorded_at")
+_RESULT_COLUMNS_V1 = ("id", "student_id", "name", "file_sha", "grading_key", "status", "score", "max_score",
+                      "seconds", "report", "trimmed", "message", "recorded_at")
+#: ... of each version a batch opens (its own, and those it brings up to date)
+_RESULT_COLUMNS = {1: _RESULT_COLUMNS_V1,
+                   2: _RESULT_COLUMNS_V1 + ("late", "resubmission", "file_name", "others", "others_count")}
 
 
 def _vet(path: Path) -> None:
@@ -531,9 +612,9 @@ def _vet(path: Path) -> None:
         version, tables, columns = _schema(path, "mode=ro")
     if version == 0 and not tables:
         return
-    if version == 0 or columns != _RESULT_COLUMNS:
+    if version == 0 or (version in _RESULT_COLUMNS and columns != _RESULT_COLUMNS[version]):
         raise StoreRefused(_not_ours(path, "another program's SQLite file"))
-    if version != SCHEMA_VERSION:
+    if version not in _RESULT_COLUMNS:
         raise StoreRefused(_version_message(path, version))
 
 
