@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import re
+from html import escape as html_escape
 
 import pytest
 
@@ -266,3 +267,78 @@ def test_slot_tallies_add_up_and_subtract_to_what_happened_since():
     assert a + b == SlotTally(3, 8, 1, 1, ("x", "y"))
     assert b - a == SlotTally(1, 2, 1, 1, ("y",))
     assert sum((SlotTally(1, 1, 0, 0, (str(i),)) for i in range(9)), SlotTally()).reasons == tuple("01234")
+
+
+# -- similarity flags on the page, and mistakes by their declared names ------------------------
+
+def _section(page: str, heading: str) -> str:
+    """The part of ``page`` from the ``<h2>`` that starts with ``heading`` to the next ``<h2>``."""
+    start = page.index(f"<h2>{heading}")
+    end = page.find("<h2>", start + 4)
+    return page[start:end if end >= 0 else len(page)]
+
+
+def test_the_class_page_lists_similar_pairs_with_links_and_who_needs_attention(klass):
+    from grader.batch.feedback import feedback_name
+    from grader.batch.similarity import Flag
+
+    flags = [Flag("bob", "cy", 0.93, 0.81), Flag("ada", "dee", 0.5, 0.88), Flag("cy", HOSTILE, 0.85, 0.84),
+             Flag("ada", "fay", 0.81, 0.8)]
+    klass.append(row(HOSTILE, passed("a", 1)))
+    page = summary_html(class_summary(klass, COLUMNS), "mha", flags=flags)
+    similar = _section(page, "Similar code (4 pairs)")
+    # the pairs in the flags' order, each student with their share and a link to their feedback page
+    cell = r"<td>(?:<a href='[^']*'>)?([^<]*)(?:</a>)?</td><td class='num'>(\d+%)</td>"
+    assert re.findall(f"<tr>{cell}{cell}</tr>", similar) == [
+        ("bob", "93%", "cy", "81%"), ("ada", "50%", "dee", "88%"), ("cy", "85%", html_escape(HOSTILE), "84%"),
+        ("ada", "81%", "fay", "80%")]
+    for sid in ("bob", "cy", "ada", "dee", HOSTILE):
+        assert f"<a href='feedback/{html_escape(feedback_name(sid))}.html'>{html_escape(sid)}</a>" in similar, sid
+    assert f"feedback/{feedback_name('fay')}" not in page  # the grader failed on fay: no feedback page to link
+    assert HOSTILE not in page and "<script" not in page.lower()
+    attention = _section(page, "Needs attention")
+    assert attention.startswith("<h2>Needs attention (7 students)</h2>")  # dee, eve, fay, and bob, cy, ada, hostile
+    reasons = dict(re.findall(r"<tr><td>([^<]*)</td><td>([^<]*)</td>", attention))
+    assert reasons["bob"] == "similar code: 93% shared with cy"
+    assert reasons["cy"] == "similar code: 81% shared with bob, 85% with &lt;img src=x onerror=alert(1)&gt;"
+    assert reasons["ada"] == "similar code: 50% shared with dee, 81% with fay"
+    assert reasons["fay"] == "the grader failed: run again; similar code: 80% shared with ada"
+    # one row per student: a status problem and a flag, joined
+    assert reasons["dee"] == "ran out of time; similar code: 88% shared with ada"
+    assert attention.count("<td>dee</td>") == 1 and "could not be read" in reasons["eve"]
+    students = _section(page, "Students")
+    assert "<tr class='trouble'><td>bob</td>" in students and "<tr><td>ada</td>" not in students
+
+
+def test_similarity_not_computed_or_none_flagged_is_one_line(klass):
+    from grader.batch.similarity import Flag
+
+    s = class_summary(klass, COLUMNS)
+    missing = summary_html(s, "mha", flags=None)
+    assert missing.count("Similar code") == 1 and "not computed" in missing and "copydetect" in missing
+    none = summary_html(s, "mha", flags=[])
+    assert "not computed" not in none and "Similar code: none flagged" in none and "<h2>Similar code" not in none
+    assert _section(none, "Needs attention").startswith("<h2>Needs attention (3 students)</h2>")
+    text = summary_text(s, flags=[Flag("bob", "cy", 0.93, 0.81), Flag("ada", HOSTILE, 0.5, 0.9)])
+    assert ("\nSimilar code (2 pairs; each one's share of code found in the other's)\n  bob (93%) and cy (81%)\n"
+            "  ada (50%) and <img src=x onerror=aler… (90%)\n") in text  # ids shortened as elsewhere
+    assert "Similar code" not in summary_text(s, flags=[])
+
+
+def test_a_recognised_mistake_is_titled_by_its_declared_name(klass):
+    from grader.spec.mistakes import Mistake
+
+    known = {"no-scaling": Mistake("no-scaling", "scores not scaled", "Divide by √d_K.", (("a", "b", 1),), None, 0.5),
+             "softmax-dim": Mistake("softmax-dim", "softmax over the wrong dimension", "", (("a", "b", 1),))}
+    klass.append(row("t0", failed("b", 3, ("softmax-dim",), 1), causes=(mistake_cause(1, ("b",), "Known mistake: x"),)))
+    klass.append(row("t1", failed("b", 3, ("unknown-id",), 1), causes=(mistake_cause(1, ("b",), "Known mistake: y"),)))
+    s = class_summary(klass, COLUMNS, mistakes=known)
+    assert [(m.key, m.title, m.students) for m in s.mistakes] == [
+        ("no-scaling", "scores not scaled (partial credit: 50%)", 2),
+        ("unknown-id", "Known mistake: y", 1),                        # not declared: the report's title
+        ("softmax-dim", "softmax over the wrong dimension", 1)]
+    page = summary_html(s, "mha")
+    mistakes = _section(page, "Recognised mistakes")
+    assert "<td>scores not scaled (partial credit: 50%)</td>" in mistakes and "Known mistake: scores" not in mistakes
+    assert "\n     2  scores not scaled (partial credit: 50%)\n" in summary_text(s)
+    assert class_summary(klass, COLUMNS).mistakes[0].title == SCALING      # no mapping: as before

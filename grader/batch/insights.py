@@ -18,13 +18,17 @@ What counts:
 - **Pass rate**: of the students whose report graded the case (``passed``, ``failed`` or
   ``error``; a ``pending`` case or a report without it is not counted), how many passed it. A
   case no one was graded on has no rate and comes last.
-- **Recognised mistakes**: each case's ``mistakes`` ids, titled by the case's cause when that
-  cause is of kind ``mistake`` and the case matched one mistake only; a ``mistake`` cause none
-  of whose cases carries an id (a trimmed report) counts under its title. A student counts once
-  per mistake however many cases show it.
+- **Recognised mistakes**: each case's ``mistakes`` ids, titled by the mistake's declared name
+  (``mistakes``: the assignment's ``Mistake`` by id; its partial credit said beside it), else by
+  the case's cause when that cause is of kind ``mistake`` and the case matched one mistake only;
+  a ``mistake`` cause none of whose cases carries an id (a trimmed report) counts under its
+  title. A student counts once per mistake however many cases show it.
 - **Other causes**: every cause of another kind, by title; a student counts once per title.
 - **Runtime**: ``seconds`` of every result, internal ones included (their time was spent too);
   the 90th percentile is the nearest-rank one (a value that occurred).
+- **Similar code** (``flags``, ``grader.batch.similarity``, given to the views, not counted here):
+  every flagged pair, in the flags' order, each student with their share of code found in the
+  other's; each flagged student needs attention, beside any status problem (one row, reasons joined).
 
 Student ids are untrusted: ``safe_text`` makes them one line without control characters here,
 ``summary_html`` escapes every string it shows, and the text shortens what would not fit.
@@ -36,14 +40,16 @@ import math
 import statistics
 import textwrap
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from grader.batch.gradebook import Column, columns_from_results
-from grader.batch.store import STATUSES, StoredResult
+from grader.batch.similarity import Flag
+from grader.batch.store import STATUSES, Handed, StoredResult
 from grader.execute.slots import SlotTally
 from grader.report.text import safe_text, shortened
 from grader.report.messages import hidden_label
+from grader.spec.mistakes import Mistake
 
 #: Bins of the score histogram.
 BINS = 10
@@ -126,6 +132,8 @@ class StudentLine:
     status: str
     cause: str
     attention: str
+    #: the file graded, late or not, which upload, the files not graded (as the store keeps them)
+    handed: Handed = Handed()
 
 
 @dataclass(frozen=True)
@@ -169,9 +177,11 @@ class WorkersUsed:
 # -- the numbers -------------------------------------------------------------------------------
 
 def class_summary(rows: Iterable[StoredResult], columns: Sequence[Column] | None = None,
-                  bins: int = BINS) -> ClassSummary:
+                  bins: int = BINS, mistakes: Mapping[str, Mistake] | None = None) -> ClassSummary:
     """The class's summary from each student's stored result; ``columns`` give the cases' order,
-    names and visibility (``columns_from_results(rows)`` when None)."""
+    names and visibility (``columns_from_results(rows)`` when None); ``mistakes``: the assignment's
+    known mistakes by id (``load_mistakes``), whose names title the recognised mistakes (None, or an
+    id not there: the title the reports gave it)."""
     if bins < 1:
         raise ValueError("a histogram needs at least one bin")
     rows = sorted(rows, key=lambda r: r.student_id)
@@ -190,7 +200,7 @@ def class_summary(rows: Iterable[StoredResult], columns: Sequence[Column] | None
         min=min(scores, default=None), max=max(scores, default=None),
         histogram=histogram(scores, top, bins),
         cases=_case_rates(graded, columns),
-        mistakes=_mistakes(graded, ids)[:TOP_MISTAKES],
+        mistakes=_mistakes(graded, ids, mistakes or {})[:TOP_MISTAKES],
         causes=_causes(graded, ids)[:TOP_CAUSES],
         statuses=tuple(StatusCount(s, sum(r.status == s for r in rows),
                                    tuple(ids[id(r)] for r in rows if r.status == s)[:EXAMPLES]
@@ -211,7 +221,29 @@ def _student_line(r: StoredResult) -> StudentLine:
     attention = _ATTENTION.get(r.status, "") or (f"forbidden API: {forbidden}" if forbidden else "")
     cause = causes[0].title if causes else (r.message if r.status != "graded" else "")
     return StudentLine(r.student_id, safe_text(r.name, one_line=True), r.score,
-                       r.max_score, r.status, shortened(safe_text(cause, one_line=True), 160), attention)
+                       r.max_score, r.status, shortened(safe_text(cause, one_line=True), 160), attention, r.handed)
+
+
+def handed_lines(summary: ClassSummary) -> list[str]:
+    """Late work, resubmissions and files not graded, in words (nothing when there are none)."""
+    xs = summary.students_list
+    late = [safe_text(x.student_id, one_line=True) for x in xs if x.handed.late]
+    out = [_fit(f"Late: {_count(len(late), 'student')}: " + ", ".join(_short_id(i) for i in late))] if late else []
+    return out + _resubmitted_lines(summary)
+
+
+def _resubmitted_lines(summary: ClassSummary) -> list[str]:
+    xs = summary.students_list
+    again = [safe_text(x.student_id, one_line=True) for x in xs if x.handed.resubmission]
+    others = sum(x.handed.others_count for x in xs)
+    out = []
+    if again:
+        out.append(_fit(f"Resubmitted: {_count(len(again), 'student')}, the latest upload graded: "
+                        + ", ".join(_short_id(i) for i in again)))
+    if others:
+        out.append(f"Files not graded: {others} (older uploads and other files: gradebook.csv, column "
+                   "files_not_graded)")
+    return out
 
 
 def histogram(scores: Sequence[float], top: float, bins: int = BINS) -> tuple[Bin, ...]:
@@ -244,7 +276,13 @@ def _case_rates(rows: list[StoredResult], columns: Sequence[Column]) -> tuple[Ca
     return tuple(sorted(rates, key=lambda c: (c.rate is None, c.rate or 0.0, order[c.case_id])))
 
 
-def _mistakes(rows: list[StoredResult], ids: dict[int, str]) -> tuple[Tally, ...]:
+def mistake_title(mistake: Mistake) -> str:
+    """A known mistake as the class summary names it: its declared name, and its partial credit if any."""
+    name = safe_text(mistake.name, one_line=True)
+    return f"{name} (partial credit: {mistake.credit:.0%})" if mistake.credit else name
+
+
+def _mistakes(rows: list[StoredResult], ids: dict[int, str], known: Mapping[str, Mistake]) -> tuple[Tally, ...]:
     students: dict[tuple[str, str], list[str]] = {}
     titles: dict[tuple[str, str], Counter[str]] = {}
     for r in rows:
@@ -270,7 +308,9 @@ def _mistakes(rows: list[StoredResult], ids: dict[int, str]) -> tuple[Tally, ...
     for key, who in students.items():
         named = [t for t, _ in titles[key].most_common() if t]
         plain = safe_text(key[1], one_line=True)
-        tallies.append(Tally(plain, named[0] if named else plain, len(who), tuple(who[:EXAMPLES])))
+        declared = known.get(key[1]) if key[0] == "id" else None
+        title = mistake_title(declared) if declared is not None else named[0] if named else plain
+        tallies.append(Tally(plain, title, len(who), tuple(who[:EXAMPLES])))
     return tuple(sorted(tallies, key=lambda t: (-t.students, t.title, t.key)))
 
 
@@ -352,10 +392,12 @@ def workers_lines(used: WorkersUsed) -> list[str]:
 
 
 def summary_text(summary: ClassSummary, workers: WorkersUsed | None = None,
-                 not_graded: Sequence[tuple[str, str]] = ()) -> str:
+                 not_graded: Sequence[tuple[str, str]] = (), flags: Sequence[Flag] | None = None) -> str:
     """The class summary for a terminal: every line at most ``WIDTH`` characters (but the reasons of
     ``workers``, this run's workers: ``workers_lines``, and of ``not_graded``: the students the source
-    names who have no grade, each with why, ``grader.batch.run.not_graded``)."""
+    names who have no grade, each with why, ``grader.batch.run.not_graded``). ``flags``: the pairs of
+    students with similar code (``grader.batch.similarity``), listed when there are some (whether they
+    were computed at all, ``grade batch`` says after this text)."""
     s = summary
     out: list[str | None] = [f"Class: {s.students} student{'s' if s.students != 1 else ''}, {s.scored} with a score"]
     if s.scored:
@@ -365,6 +407,7 @@ def summary_text(summary: ClassSummary, workers: WorkersUsed | None = None,
     for c in s.statuses:
         if c.examples:
             out.append(_examples_line(f"  {c.status}: ", c.examples))
+    out += handed_lines(s)
     rt = s.runtimes
     if rt.max is not None:
         out.append(f"Runtime: median {_secs(rt.median)}, 90th percentile {_secs(rt.p90)}, max {_secs(rt.max)}")
@@ -393,6 +436,10 @@ def summary_text(summary: ClassSummary, workers: WorkersUsed | None = None,
             for t in tallies:
                 out.append(_fit(f"  {t.students:>4}  {t.title}"))
                 out.append(_examples_line("        ", t.examples))
+    if flags:
+        out += ["", f"Similar code ({_count(len(flags), 'pair')}; each one's share of code found in the other's)"]
+        out += [_fit(f"  {_short_id(safe_text(f.student_a, one_line=True))} ({_pct(f.similarity_a)}) and "
+                     f"{_short_id(safe_text(f.student_b, one_line=True))} ({_pct(f.similarity_b)})") for f in flags]
     if not_graded:
         out += ["", f"Not graded ({_count(len(not_graded), 'student')}: see why, put it right, run again)"]
         out += [f"  {safe_text(sid, one_line=True)}: {safe_text(why, one_line=True)}" for sid, why in not_graded]
@@ -407,26 +454,33 @@ _STYLE = """
 .grader-class h2{font-size:1.15rem;margin:1.4rem 0 .4rem}
 .grader-class table{border-collapse:collapse;width:100%;margin:.6rem 0}
 .grader-class th,.grader-class td{border-bottom:1px solid #d0d7de;padding:.35rem .5rem;text-align:left;
-vertical-align:top}
+vertical-align:top;overflow-wrap:anywhere} .grader-class th{overflow-wrap:normal}
+.grader-class table.students td:nth-child(4),.grader-class table.students td:last-child{white-space:nowrap}
 .grader-class td.num{text-align:right;white-space:nowrap;font-variant-numeric:tabular-nums}
 .grader-class .bar{background:#eaeef2;border-radius:3px;height:.8rem;min-width:8rem}
 .grader-class .bar span{display:block;height:100%;border-radius:3px;background:#1a7f37}
 .grader-class .bar span.low{background:#cf222e} .grader-class .bar span.mid{background:#d4a72c}
 .grader-class .hidden{color:#57606a;font-size:.85rem} .grader-class .examples{color:#57606a}
+.grader-class svg.hist{max-width:100%;height:auto}
 .grader-class svg.hist rect{fill:#0969da} .grader-class svg.hist text{font-size:11px;fill:#1b1f24}
 .grader-class svg.hist line{stroke:#57606a}
 .grader-class .cards{display:flex;gap:1rem;flex-wrap:wrap}
 .grader-class .card{border:1px solid #d0d7de;border-radius:6px;padding:.5rem .9rem;min-width:7rem}
 .grader-class .card b{display:block;font-size:1.3rem} .grader-class .trouble b{color:#cf222e}
 .grader-class tr.trouble td{background:#fff5f5}
+.grader-class .late{background:#fff1e5;color:#953800;border:1px solid #ffb77c;border-radius:1em;padding:0 .45em;
+font-size:.8rem;white-space:nowrap} .grader-class span.meta{color:#57606a;font-size:.85rem}
 """
 
 
-def summary_html(summary: ClassSummary, assignment: str, not_graded: Sequence[tuple[str, str]] = ()) -> str:
+def summary_html(summary: ClassSummary, assignment: str, not_graded: Sequence[tuple[str, str]] = (),
+                 flags: Sequence[Flag] | None = None) -> str:
     """The class page: one self-contained HTML file (inline CSS and SVG, no scripts, nothing fetched);
-    ``not_graded``: as ``summary_text``'s."""
+    ``not_graded``: as ``summary_text``'s; ``flags``: the pairs of students with similar code, in their
+    order (``grader.batch.similarity``; None: they were not computed, and the page says so)."""
     e = html.escape
     s = summary
+    lines = {x.student_id: x for x in s.students_list}
     parts = [f"<style>{_STYLE}</style><div class='grader-class'>",
              f"<h1>Class summary: {e(safe_text(assignment, one_line=True))}</h1>",
              f"<div class='meta'>{s.students} student{'s' if s.students != 1 else ''} · {s.scored} with a score"
@@ -437,21 +491,26 @@ def summary_html(summary: ClassSummary, assignment: str, not_graded: Sequence[tu
         trouble = " trouble" if c.status in TROUBLE and c.count else ""
         ex = (f"<div class='examples'>e.g. {e(', '.join(c.examples))}</div>" if c.examples else "")
         parts.append(f"<div class='card{trouble}'><b>{c.count}</b>{e(c.status)}{ex}</div>")
+    late = sum(x.handed.late for x in s.students_list)
+    if late:
+        parts.append(f"<div class='card'><b>{late}</b>late</div>")
     parts.append("</div>")
+    parts += [f"<p class='meta'>{e(line)}</p>" for line in _resubmitted_lines(s)]
     if not_graded:
         parts.append(f"<h2>Not graded ({_count(len(not_graded), 'student')})</h2><table><thead><tr><th>Student</th>"
                      "<th>Why (put it right and run the batch again)</th></tr></thead><tbody>")
         parts += [f"<tr><td>{e(safe_text(sid, one_line=True))}</td><td>{e(safe_text(why, one_line=True))}</td></tr>"
                   for sid, why in not_graded]
         parts.append("</tbody></table>")
-    attention = [x for x in s.students_list if x.attention]
+    attention = needs_attention(s, flags or ())
     if attention:
-        parts.append(f"<h2>Needs attention ({_count(len(attention), 'student')})</h2><table><thead><tr>"
-                     "<th>Student</th><th>Why</th><th>Feedback</th></tr></thead><tbody>")
-        parts += [f"<tr><td>{e(safe_text(x.student_id, one_line=True))}</td><td>{e(x.attention)}</td>"
-                  f"<td>{_feedback_link(x)}</td></tr>"
-                  for x in attention]
+        parts.append(f"<h2>Needs attention ({_count(len(attention), 'student')})</h2><table class='attention'>"
+                     "<thead><tr><th>Student</th><th>Why</th><th>Feedback</th></tr></thead><tbody>")
+        parts += [f"<tr><td>{e(safe_text(sid, one_line=True))}</td><td>{e(why)}</td>"
+                  f"<td>{_feedback_link(lines[sid]) if sid in lines else ''}</td></tr>"
+                  for sid, why in attention.items()]
         parts.append("</tbody></table>")
+    parts.append(_similar_html(flags, lines))
     if s.histogram and s.scored:
         parts += ["<h2>Scores</h2>", _histogram_svg(s.histogram)]
     if s.cases:
@@ -477,14 +536,15 @@ def summary_html(summary: ClassSummary, assignment: str, not_graded: Sequence[tu
             parts.append("</tbody></table>")
     if s.students_list:
         parts.append(f"<h2>Students ({len(s.students_list)})</h2><table class='students'><thead><tr><th>Student</th>"
-                     "<th>Name</th><th>Score</th><th>Status</th><th>Main cause of lost points</th><th>Feedback</th>"
-                     "</tr></thead><tbody>")
+                     "<th>Name</th><th>Score</th><th>Status</th><th>Main cause of lost points</th><th>Handed in</th>"
+                     "<th>Feedback</th></tr></thead><tbody>")
         for x in s.students_list:
             score = "" if x.score is None else f"{_n(x.score)}/{_n(x.max_score)}"
-            trouble = " class='trouble'" if x.attention else ""
+            trouble = " class='trouble'" if x.student_id in attention else ""
             parts.append(f"<tr{trouble}><td>{e(safe_text(x.student_id, one_line=True))}</td><td>{e(x.name)}</td>"
                          f"<td class='num'>{score}</td>"
-                         f"<td>{e(x.status)}</td><td>{e(x.cause)}</td><td>{_feedback_link(x)}</td></tr>")
+                         f"<td>{e(x.status)}</td><td>{e(x.cause)}</td><td>{_handed_html(x.handed)}</td>"
+                         f"<td>{_feedback_link(x)}</td></tr>")
         parts.append("</tbody></table>")
     rt = s.runtimes
     if rt.max is not None:
@@ -499,6 +559,19 @@ def summary_html(summary: ClassSummary, assignment: str, not_graded: Sequence[tu
             "</head><body style='margin:2rem'>\n" + "\n".join(parts) + "\n</body></html>\n")
 
 
+def _handed_html(h: Handed) -> str:
+    """The file graded and its late badge, then its resubmission and the files not graded (named on hover)."""
+    e = html.escape
+    head = ([f"<span class='file'>{e(h.file)}</span>"] if h.file else []) + (["<span class='late'>late</span>"]
+                                                                            if h.late else [])
+    notes = [f"resubmission {h.resubmission}"] if h.resubmission else []
+    if h.others_count:
+        more = h.others_count - len(h.others)
+        names = "; ".join(h.others) + (f"; and {more} more" if more > 0 else "")
+        notes.append(f"<span title='{e(names, quote=True)}'>{_count(h.others_count, 'other file')} not graded</span>")
+    return " ".join(head + ([f"<span class='meta'>{' · '.join(notes)}</span>"] if notes else []))
+
+
 def _ungraded(s: ClassSummary) -> int:
     """How many students no case was graded for (an unreadable file, the grader's failure)."""
     return s.students - max((c.graded for c in s.cases), default=0)
@@ -511,26 +584,92 @@ def _rates_of(s: ClassSummary) -> str:
             "case graded (an unreadable file, or the grader's failure; see the statuses).")
 
 
-def _feedback_link(x: StudentLine) -> str:
-    """A link to the student's feedback page, beside class.html (none for the grader's own failure)."""
-    if x.status == "internal":
-        return ""
+def needs_attention(summary: ClassSummary, flags: Sequence[Flag] = ()) -> dict[str, str]:
+    """Who needs the TA's attention, by student id as stored (in id order), and why: a status problem or a
+    forbidden API (``StudentLine.attention``), and code similar to others' (``similarity_reasons``),
+    joined by "; " when a student has both."""
+    similar = similarity_reasons(flags)
+    why = {x.student_id: x.attention for x in summary.students_list}
+    for sid, reason in similar.items():
+        why[sid] = "; ".join(r for r in (why.get(sid, ""), reason) if r)
+    return {sid: why[sid] for sid in sorted(why) if why[sid]}
+
+
+def similarity_reasons(flags: Sequence[Flag]) -> dict[str, str]:
+    """Each flagged student's reason to be looked at, by student id as stored: their share of code found in
+    each other student's, in the flags' order ("similar code: 93% shared with bob, 85% with cy"), the first
+    ``EXAMPLES`` others named."""
+    shares: dict[str, list[tuple[float, str]]] = {}
+    for f in flags:
+        shares.setdefault(f.student_a, []).append((f.similarity_a, f.student_b))
+        shares.setdefault(f.student_b, []).append((f.similarity_b, f.student_a))
+    reasons = {}
+    for sid, pairs in shares.items():
+        said = [f"{_pct(share)} {'shared with' if i == 0 else 'with'} {safe_text(other, one_line=True)}"
+                for i, (share, other) in enumerate(pairs[:EXAMPLES])]
+        more = f", and {_count(len(pairs) - EXAMPLES, 'other')} (see Similar code)" if len(pairs) > EXAMPLES else ""
+        reasons[sid] = "similar code: " + ", ".join(said) + more
+    return reasons
+
+
+def _similar_html(flags: Sequence[Flag] | None, lines: Mapping[str, StudentLine]) -> str:
+    """The similar pairs, each student linked to their feedback page; one line when there are none, or
+    when they were not computed."""
+    if flags is None:
+        return ("<p class='meta'>Similar code: not computed (copydetect is not installed: "
+                "pip install copydetect, the grader's [batch] extra).</p>")
+    if not flags:
+        return "<p class='meta'>Similar code: none flagged.</p>"
+    parts = [f"<h2>Similar code ({_count(len(flags), 'pair')})</h2><p class='meta'>Pairs of students whose graded "
+             "code is alike, the template's code left out; a share is how much of that student's code is also in "
+             "the other's. For a person to look at, never a verdict.</p><table class='similar'><thead><tr>"
+             "<th>Student</th><th>Share</th><th>Student</th><th>Share</th></tr></thead><tbody>"]
+    for f in flags:
+        parts.append("<tr>" + "".join(f"<td>{_student_link(sid, lines.get(sid))}</td><td class='num'>{_pct(share)}</td>"
+                                      for sid, share in ((f.student_a, f.similarity_a), (f.student_b, f.similarity_b)))
+                     + "</tr>")
+    parts.append("</tbody></table>")
+    return "".join(parts)
+
+
+def _feedback_href(student_id: str) -> str:
+    """Where a student's feedback page is, beside class.html, escaped for an attribute."""
     from grader.batch.feedback import feedback_name
 
-    return f"<a href='feedback/{html.escape(feedback_name(x.student_id))}.html'>page</a>"
+    return f"feedback/{html.escape(feedback_name(student_id))}.html"
+
+
+def _feedback_link(x: StudentLine) -> str:
+    """A link to the student's feedback page, beside class.html (none for the grader's own failure)."""
+    return "" if x.status == "internal" else f"<a href='{_feedback_href(x.student_id)}'>page</a>"
+
+
+def _student_link(student_id: str, line: StudentLine | None) -> str:
+    """The student's id (made safe, escaped), linked to their feedback page where they have one."""
+    shown = html.escape(safe_text(student_id, one_line=True))
+    if line is None or line.status == "internal":
+        return shown
+    return f"<a href='{_feedback_href(student_id)}'>{shown}</a>"
+
+
+#: The histogram's text size (px), and a generous width of one of its characters (digits, ".", "–") in ems:
+#: a bar is at least as wide as its longest range label, so that labels never run into each other.
+_HIST_FONT, _HIST_CHAR_EM = 11, 0.65
 
 
 def _histogram_svg(bins: Sequence[Bin]) -> str:
-    """The histogram as inline SVG: a bar per bin, its count above, its range below."""
-    bar, gap, height, top_pad, bottom = 48, 6, 160, 18, 34
+    """The histogram as inline SVG: a bar per bin, its count above, its range below. Bars are wide enough for
+    the longest range label (``11.25–12.5``); the page's CSS shrinks the whole drawing to fit a narrow window."""
+    labels = [f"{_n(b.low)}–{_n(b.high)}" for b in bins]
+    bar = max(48, math.ceil(_HIST_CHAR_EM * _HIST_FONT * max(map(len, labels), default=0)))
+    gap, height, top_pad, bottom = 6, 160, 18, 34
     width = len(bins) * (bar + gap) + gap
     most = max(b.count for b in bins) or 1
     shapes = [f"<line x1='0' y1='{top_pad + height}' x2='{width}' y2='{top_pad + height}'/>"]
-    for i, b in enumerate(bins):
+    for i, (b, label) in enumerate(zip(bins, map(html.escape, labels))):
         x = gap + i * (bar + gap)
         h = round(height * b.count / most, 1)
         y = top_pad + height - h
-        label = html.escape(f"{_n(b.low)}–{_n(b.high)}")
         shapes.append(f"<rect x='{x}' y='{y}' width='{bar}' height='{h}'><title>{label}: {b.count}</title></rect>"
                       f"<text x='{x + bar / 2}' y='{y - 4}' text-anchor='middle'>{b.count}</text>"
                       f"<text x='{x + bar / 2}' y='{top_pad + height + 16}' text-anchor='middle'>{label}</text>")

@@ -41,10 +41,10 @@ from typing import Callable
 from grader.batch.gradebook import CanvasNames, columns_from_cases, write_gradebooks, write_whole
 from grader.batch.insights import WorkersUsed, class_summary, summary_html, summary_text
 from grader.batch.similarity import Flag, flags_for_files
-from grader.batch.sources import Collected, SourceLimits, Skipped, collect
+from grader.batch.sources import Collected, SourceLimits, Skipped, Submission, collect
 from grader.batch import outdir, workers
 from grader.batch.feedback import feedback_texts, write_texts
-from grader.batch.store import Store, StoredResult, renamed
+from grader.batch.store import Handed, Store, StoredResult, renamed
 from grader.config import GradeConfig
 from grader.course.assignments import get_assignment
 from grader.course.resolve import resolve_course
@@ -149,6 +149,8 @@ def _grade(collected: Collected, chosen: list, store: Store, key: str, copies: o
             done.append((s, copy.sha))
         else:
             todo.append((s, copy))
+    # a file done may have been handed in under another name since (late, a resubmission of the same bytes)
+    store.note_handed(key, [(s.student_id, sha, handed(s, collected.root)) for s, sha in done])
     if unread:
         gone = {u.student_id for u in unread}
         collected = dataclasses.replace(
@@ -188,7 +190,8 @@ def _grade(collected: Collected, chosen: list, store: Store, key: str, copies: o
             with engine:
                 for (s, sha), graded in engine.grade_all(tasks, config, *told):
                     graded = _naming(graded, s.path)
-                    stored = store.put(s.student_id, s.name or "", sha, key, graded.entry, graded.seconds)
+                    stored = store.put(s.student_id, s.name or "", sha, key, graded.entry, graded.seconds,
+                                       handed(s, collected.root))
                     feedback_written[s.student_id] = write_texts(out / FEEDBACK, s.student_id, graded.feedback)
                     worker_cpu += graded.worker_cpu
                     if graded.slot is not None:
@@ -210,14 +213,24 @@ def _grade(collected: Collected, chosen: list, store: Store, key: str, copies: o
     found = flags.result() if flags is not None else None
     if found is not None:
         outputs.append(write_whole(out / SIMILARITY, similarity_csv(found)))
-    summary = class_summary(rows, columns)
+    summary = class_summary(rows, columns, mistakes={m.id: m for m in load_mistakes(assignment.folder)})
     used = WorkersUsed(len(todo), slots, tally, "" if slots or scheduler else _cold_why(warm, config))
     missing = not_graded(collected)
-    outputs += [write_whole(out / CLASS_PAGE, summary_html(summary, assignment.name, missing)),
-                write_whole(out / CLASS_TEXT, summary_text(summary, used, missing))]
+    outputs += [write_whole(out / CLASS_PAGE, summary_html(summary, assignment.name, missing, found)),
+                write_whole(out / CLASS_TEXT, summary_text(summary, used, missing, found))]
     internal = tuple(r for r in rows if r.status == "internal")
     return BatchResult(collected, tuple(s.student_id for s, _ in todo), tuple(s.student_id for s, _ in done),
                        internal, tuple(outputs), slots, worker_cpu, facts, used)
+
+
+def handed(s: Submission, root: Path) -> Handed:
+    """What the student handed in, as the store keeps it: files named as in the source's folder."""
+    def name(p: Path) -> str:
+        try:
+            return p.relative_to(root).as_posix()
+        except ValueError:
+            return p.name
+    return Handed(name(s.path), s.late, s.resubmission, tuple(name(p) for p in s.others))
 
 
 def _naming(graded: workers.Graded, path: Path) -> workers.Graded:
