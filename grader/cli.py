@@ -12,8 +12,9 @@ from pathlib import Path
 import click
 
 from grader.exitcodes import ExitCode
+from grader.report.formats import FORMATS
 
-FORMAT_CHOICES = ("rich", "json", "gradescope", "junit", "csv", "html")
+FORMAT_CHOICES = FORMATS
 
 
 class _DefaultCommandGroup(click.Group):
@@ -225,7 +226,7 @@ def batch_cmd(source: Path, assignment: str, out: Path, jobs: int | None, regrad
     """Grade every submission in SOURCE (a folder, a zip, an LMS export) into OUT, resumably."""
     from grader.batch.progress import progress_reporter
     from grader.batch.run import Interrupted, run_batch
-    from grader.batch.store import StoredResult
+    from grader.batch.store import STORE_NAME, StoredResult
     from grader.config import GradeConfig
     from grader.report.text import safe_text
 
@@ -256,7 +257,7 @@ def batch_cmd(source: Path, assignment: str, out: Path, jobs: int | None, regrad
         except KeyboardInterrupt as stop:
             if isinstance(stop, Interrupted):  # counted from the store once the grading stopped
                 saved.update(now=stop.graded_now, done=stop.in_store, total=stop.total)
-            where = safe_text(str(out / "grades.sqlite"), one_line=True)
+            where = safe_text(str(out / STORE_NAME), one_line=True)
             tally = f" ({saved['done']} of {saved['total']} in the store)" if saved["now"] else ""
             n = saved["now"]
             if n:

@@ -43,7 +43,6 @@ import functools
 import hashlib
 import io
 import logging
-import os
 import platform
 import shutil
 import tarfile
@@ -61,13 +60,12 @@ from distributed import Client, Future, WorkerPlugin, get_worker, wait
 from distributed.comm import CommClosedError
 from distributed.scheduler import KilledWorker
 
-from grader.batch.feedback import feedback_texts
 from grader.batch.store import prepare
-from grader.batch.workers import Graded, Pool, Shown, failed
+from grader.batch.workers import Graded, Pool, Shown, as_graded, failed
 from grader.config import GradeConfig
 from grader.course.bundle import write_bundle
 from grader.errors import UsageError
-from grader.execute.sandbox import none_network, not_requested_reason, resolve_mode
+from grader.execute.sandbox import none_network, not_requested_reason, requested_mode, resolve_mode
 from grader.pipeline import machine_lost_report
 from grader.plan.submission import size_cap
 from grader.spec.cases import Assignment
@@ -314,7 +312,7 @@ class Cluster:
                  allow_unsandboxed: bool = False):
         self.address = address
         self.assignment = assignment
-        self.config = replace(config, sandbox=config.sandbox or _requested_sandbox())
+        self.config = replace(config, sandbox=config.sandbox or requested_mode())
         self.warm = warm
         self.chunk_size = chunk_size
         self.wait_seconds = wait_seconds
@@ -509,8 +507,7 @@ class Cluster:
             index, path = chunk[0]
             report = machine_lost_report(str(path), self.assignment, str(self.config.root or ""),
                                          error.allowed_failures + 1)
-            entry = prepare(report)
-            return [(index, Graded(entry, 0.0, feedback_texts(entry.report) if entry.report else (), 0.0))]
+            return [(index, as_graded(prepare(report)))]
         return [(index, failed(f"its task failed on a Dask worker: {type(error).__name__}: {error}"))
                 for index, _ in chunk]
 
@@ -552,8 +549,6 @@ def _quiet_dask() -> None:
         logging.getLogger(name).setLevel(logging.CRITICAL + 1)
 
 
-def _requested_sandbox() -> str:
-    return os.environ.get("GRADER_SANDBOX") or "auto"
 
 
 def _unrunnable(keys: list[str], dask_scheduler: Any) -> list[str]:

@@ -44,7 +44,7 @@ from grader.batch.similarity import Flag, flags_for_files
 from grader.batch.sources import Collected, SourceLimits, Skipped, Submission, collect
 from grader.batch import outdir, workers
 from grader.batch.feedback import feedback_texts, write_texts
-from grader.batch.store import Handed, Store, StoredResult, renamed
+from grader.batch.store import STORE_NAME, Handed, Store, StoredResult, renamed
 from grader.config import GradeConfig
 from grader.course.assignments import get_assignment
 from grader.course.resolve import resolve_course
@@ -55,8 +55,8 @@ from grader.execute.slots import SlotTally
 from grader.report.text import safe_text, spreadsheet_safe
 from grader.spec.mistakes import load_mistakes, mistakes_file
 
-#: The store's file under the batch's out folder, and the other outputs' names.
-STORE_FILE = "grades.sqlite"
+#: The outputs' names under the batch's out folder (the store's: ``STORE_NAME``).
+STORE_FILE = STORE_NAME
 FEEDBACK = "feedback"
 CLASS_PAGE, CLASS_TEXT, SIMILARITY = "class.html", "class.txt", "similarity.csv"
 

@@ -27,6 +27,7 @@ from pathlib import Path
 
 from grader.errors import UsageError
 from grader.plan.submission import MAX_NOTEBOOK_BYTES
+from grader.report.text import human_size
 
 #: the layouts, in the order detection tries them (the first that matches wins)
 LAYOUTS = ("gradescope", "moodle", "canvas", "folder")
@@ -264,8 +265,8 @@ def extract_zip(archive: Path, dest: Path, limits: SourceLimits = SourceLimits()
             raise UsageError(f"{archive} holds {len(members)} entries, more than the {limits.max_files} a batch reads")
         declared = sum(i.file_size for i, *_ in members if not i.is_dir())
         if declared > limits.max_total_bytes:
-            raise UsageError(f"{archive} declares {_size(declared)} of content, more than the "
-                             f"{_size(limits.max_total_bytes)} a batch extracts (a zip bomb?)")
+            raise UsageError(f"{archive} declares {human_size(declared)} of content, more than the "
+                             f"{human_size(limits.max_total_bytes)} a batch extracts (a zip bomb?)")
         dest.mkdir(mode=0o700, parents=True, exist_ok=True)
         seen: set[tuple[str, ...]] = set()
         hidden: set[tuple[str, ...]] = set()
@@ -295,7 +296,7 @@ def extract_zip(archive: Path, dest: Path, limits: SourceLimits = SourceLimits()
                 refuse(name, "clashes with another member of the zip")
                 continue
             if info.file_size > limits.max_file_bytes:
-                refuse(name, f"declares {_size(info.file_size)}, more than the {_size(limits.max_file_bytes)} "
+                refuse(name, f"declares {human_size(info.file_size)}, more than the {human_size(limits.max_file_bytes)} "
                              "a file may have (not extracted)")
                 continue
             outcome = _extract_member(zf, info, target, limits.max_total_bytes - written)
@@ -332,8 +333,8 @@ def _oversized_folders(members: list[tuple[zipfile.ZipInfo, tuple[str, ...]]],
             out[folder] = (f"a folder of {count[folder]} files and folders, more than the {limits.max_student_files} "
                            "a student's submission may hold (not extracted)")
         elif size[folder] > limits.max_student_bytes:
-            out[folder] = (f"a folder declaring {_size(size[folder])}, more than the "
-                           f"{_size(limits.max_student_bytes)} a student's submission may hold (not extracted)")
+            out[folder] = (f"a folder declaring {human_size(size[folder])}, more than the "
+                           f"{human_size(limits.max_student_bytes)} a student's submission may hold (not extracted)")
     return out
 
 
@@ -426,13 +427,6 @@ def _extract_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, target: Path, ro
     return count
 
 
-def _size(n: int) -> str:
-    for unit, scale in (("GB", 1 << 30), ("MB", 1 << 20), ("KB", 1 << 10)):
-        if n >= scale:
-            return f"{n / scale:.1f} {unit}"
-    return f"{n} bytes"
-
-
 # --- the folder ------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -520,7 +514,7 @@ class _Walk:
         if st.st_size == 0:
             return "empty"
         if st.st_size > self.limits.max_file_bytes:
-            return f"{_size(st.st_size)}, more than the {_size(self.limits.max_file_bytes)} a submission may have"
+            return f"{human_size(st.st_size)}, more than the {human_size(self.limits.max_file_bytes)} a submission may have"
         try:
             fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
             try:
@@ -879,7 +873,7 @@ def read_gradescope_metadata(path: Path, limit: int = SourceLimits.max_metadata_
         return {}
     if len(data) > limit:
         if skipped is not None:
-            skipped.append(Skipped(Path(path), f"Gradescope metadata larger than {_size(limit)}, not read"))
+            skipped.append(Skipped(Path(path), f"Gradescope metadata larger than {human_size(limit)}, not read"))
         return {}
     return parse_gradescope_metadata(data.decode("utf-8", errors="replace"))
 

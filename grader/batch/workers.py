@@ -39,6 +39,7 @@ from grader.batch.feedback import feedback_texts
 from grader.batch.store import Entry, prepare
 from grader.config import GradeConfig, Limits
 from grader.execute.slots import SlotTally
+from grader.report.messages import signal_name
 
 _FRAME = struct.Struct("!Q")
 #: How long a grading process may take to finish its slot when told to stop.
@@ -69,6 +70,12 @@ class Shown:
 
     submission: str
     course: str
+
+
+def as_graded(entry: Entry, seconds: float = 0.0, worker_cpu: float = 0.0, slot: SlotTally | None = None) -> Graded:
+    """A stored entry made into the batch's answer: its student's feedback rendered from the report as
+    the store reads it back (none without a report)."""
+    return Graded(entry, seconds, feedback_texts(entry.report) if entry.report is not None else (), worker_cpu, slot)
 
 
 def failed(message: str, seconds: float = 0.0) -> Graded:
@@ -140,10 +147,7 @@ class _Process:
         if code is None:
             return "it stopped answering"
         if code < 0:
-            try:
-                return f"it ended (signal {signal.Signals(-code).name})"
-            except ValueError:
-                return f"it ended (signal {-code})"
+            return f"it ended ({signal_name(-code)})"
         return f"it ended (exit status {code})"
 
 
@@ -341,15 +345,13 @@ def _serve(requests: BinaryIO, results: BinaryIO, slot: Any) -> None:
         except Exception as e:  # noqa: BLE001 - the grader's own failure: listed, graded again next run
             entry = prepare(None, "internal", f"{type(e).__name__}: {e}")
         seconds = time.perf_counter() - start
-        feedback = feedback_texts(entry.report) if entry.report is not None else ()
         tally = None
         if slot is not None:
             slot.settle()  # the zygote cleaned up while the grade was judged and rendered
             now = slot.tally()
             tally, told = now - told, now
         try:
-            _send(results, Graded(entry, seconds, feedback,
-                                  (slot.worker_cpu - cpu_before) if slot is not None else 0.0, tally))
+            _send(results, as_graded(entry, seconds, (slot.worker_cpu - cpu_before) if slot is not None else 0.0, tally))
         except BrokenPipeError:  # the batch (or the Dask worker) that asked is gone: nothing to answer
             return
 

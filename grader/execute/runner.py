@@ -29,7 +29,8 @@ from pathlib import Path
 
 from grader.config import Limits
 from grader.execute.observation import Observation, observe
-from grader.execute.procs import ProcessGroup, folder_bytes, fresh_uid, owned_bytes, remove_owned, remove_tree
+from grader.execute.procs import (TOKEN_VAR, ProcessGroup, folder_bytes, fresh_uid, owned_bytes, remove_owned,
+                                  remove_tree)
 from grader.execute.protocol import (WORKER_FAILED_EXIT, CallRecord, Done, ErrorInfo, ExecRecord, Internal, Job,
                                      ProtocolViolation, Ready, Record, RecordReader)
 from grader.execute.sandbox import launch
@@ -46,8 +47,6 @@ CONFIRM_INTERVAL = 0.2
 CONFIRM_SHARE = 10
 #: Without a sandbox, how often the files the worker wrote are measured.
 DISK_WATCH_INTERVAL = 0.2
-#: Environment variable that tags a worker and everything it starts.
-TOKEN_VAR = "GRADER_WORKER_TOKEN"
 #: Optional tag (letters, digits, '-', '_') put in front of every token, to tell one run's workers from another's.
 RUN_TAG_VAR = "GRADER_RUN_TAG"
 

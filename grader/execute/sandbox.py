@@ -56,9 +56,14 @@ class Launch:
     preexec: Callable[[], None]
 
 
+def requested_mode() -> str:
+    """The sandbox mode asked for by the environment: ``$GRADER_SANDBOX``, else "auto"."""
+    return os.environ.get("GRADER_SANDBOX") or "auto"
+
+
 def resolve_mode(mode: str | None) -> str:
-    """'bwrap' or 'none' for a requested mode (``$GRADER_SANDBOX`` when None)."""
-    mode = mode or os.environ.get("GRADER_SANDBOX") or "auto"
+    """'bwrap' or 'none' for a requested mode (``requested_mode()`` when None)."""
+    mode = mode or requested_mode()
     if mode not in MODES:
         raise UsageError(f"invalid sandbox {mode!r}, expected one of {', '.join(MODES)}")
     if mode == "none":

@@ -37,7 +37,8 @@ from typing import Any
 from grader.config import Limits
 from grader.errors import InternalError
 from grader.execute.procs import ProcessGroup, fresh_uid
-from grader.execute.runner import STARTUP_TIMEOUT, TOKEN_VAR, Process, Worker, pipes, new_token
+from grader.execute.procs import TOKEN_VAR
+from grader.execute.runner import STARTUP_TIMEOUT, Process, Worker, pipes, new_token
 from grader.execute.sandbox import launch, rlimits
 
 #: Seconds the zygote may take to fork a child, report an exit status or clean up.
@@ -241,11 +242,6 @@ class WarmSlot:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-    @property
-    def last_failure(self) -> str:
-        """Why the last zygote was discarded or never started ("" when none was)."""
-        return self.failures[-1] if self.failures else ""
 
     def tally(self) -> SlotTally:
         """What this slot did so far."""

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from grader.errors import SubmissionUnreadable, UsageError
+from grader.report.text import human_size
 
 #: Cell magics whose body is still Python.
 PYTHON_CELL_MAGICS = frozenset({"time", "timeit", "capture", "prun", "debug"})
@@ -122,16 +123,8 @@ def read_submission(path: Path) -> Submission:
     raise UsageError(f"{path}: expected a .ipynb notebook or a .py file, not {suffix or 'a file without extension'}")
 
 
-def _size(n: int) -> str:
-    """'1.6 MB', '256 KB', '12 bytes'."""
-    for unit, scale in (("MB", 1 << 20), ("KB", 1 << 10)):
-        if n >= scale:
-            return f"{n / scale:.1f}".rstrip("0").rstrip(".") + f" {unit}"
-    return f"{n} bytes"
-
-
 def _code_too_big(name: str, size: str) -> str:
-    return (f"{name} holds {size} of code; the grader reads at most {_size(MAX_CODE_BYTES)} of code per submission. "
+    return (f"{name} holds {size} of code; the grader reads at most {human_size(MAX_CODE_BYTES)} of code per submission. "
             "Remove large pasted data or outputs from the code (load data from a file instead) and submit again")
 
 
@@ -158,7 +151,7 @@ def _open_capped(path: Path, cap: int, too_big):
         if not stat.S_ISREG(st.st_mode):  # a FIFO or a device would block or never end
             raise SubmissionUnreadable(f"{path.name} is not a regular file; submit the file itself")
         if st.st_size > cap:
-            raise SubmissionUnreadable(too_big(_size(st.st_size)))
+            raise SubmissionUnreadable(too_big(human_size(st.st_size)))
         f, fd = open(fd, "rb", buffering=0, closefd=True), -1
         with f:
             yield f, st.st_size
@@ -204,7 +197,7 @@ def _read_notebook(path: Path) -> Submission:
     import nbformat  # only here: reading a notebook is the only use
 
     too_big = lambda size: (  # noqa: E731
-        f"{path.name} is {size}; the grader reads notebooks of at most {_size(MAX_NOTEBOOK_BYTES)}. Clear all "
+        f"{path.name} is {size}; the grader reads notebooks of at most {human_size(MAX_NOTEBOOK_BYTES)}. Clear all "
         "outputs (Kernel > Restart & Clear Output, or Edit > Clear All Outputs), save, and submit again")
     try:
         with _open_capped(path, MAX_NOTEBOOK_BYTES, too_big) as (f, size):
@@ -597,7 +590,7 @@ def _minimal_notebook(found: _Found, scanner: _NotebookScan) -> tuple[dict, list
         start, end = cell.fields.get(field, (0, 0))
         json_left -= end - start
         if json_left < 0:
-            raise _CodeTooBig(f"more than {_size(MAX_CODE_BYTES)}")
+            raise _CodeTooBig(f"more than {human_size(MAX_CODE_BYTES)}")
         source = scanner.decode(start, end) if end > start else ""
         if isinstance(source, list) and all(isinstance(s, str) for s in source):
             source = "".join(source)
@@ -606,7 +599,7 @@ def _minimal_notebook(found: _Found, scanner: _NotebookScan) -> tuple[dict, list
         code_bytes += len(source.encode("utf-8", "surrogatepass"))
         out.append(source)
     if code_bytes > MAX_CODE_BYTES:
-        raise _CodeTooBig(_size(code_bytes))
+        raise _CodeTooBig(human_size(code_bytes))
     metadata = {"grader": {"assignment": found.assignment}} if found.assignment is not None else {}
     if major == 1:
         return {"nbformat": 1, "nbformat_minor": minor, "cells": [
@@ -641,7 +634,7 @@ def history_units(inputs, current: int | None = None) -> tuple[SourceUnit, ...]:
         total += len(raw.encode("utf-8", "surrogatepass"))
         if total > MAX_CODE_BYTES:
             raise SubmissionUnreadable(
-                f"this kernel has run more than {_size(MAX_CODE_BYTES)} of code, more than the grader reads; "
+                f"this kernel has run more than {human_size(MAX_CODE_BYTES)} of code, more than the grader reads; "
                 "restart the kernel, run your notebook's cells once, and call check() again")
         source = clean_ipython(raw)
         if source is None:

@@ -52,3 +52,11 @@ def shortened(text: str, most: int) -> str:
 def spreadsheet_safe(cell: str) -> str:
     """A CSV cell that no spreadsheet runs as a formula (a leading =, +, -, @ gets a quote)."""
     return "'" + cell if cell.startswith(_FORMULA_START) else cell
+
+
+def human_size(n: int) -> str:
+    """A size in bytes for people: '1.6 MB', '2 KB', '12 bytes' (binary units, one decimal at most)."""
+    for unit, scale in (("GB", 1 << 30), ("MB", 1 << 20), ("KB", 1 << 10)):
+        if n >= scale:
+            return f"{n / scale:.1f}".rstrip("0").rstrip(".") + f" {unit}"
+    return f"{n} bytes"
