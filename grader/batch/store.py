@@ -40,8 +40,8 @@ import sqlite3
 import stat
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from collections.abc import Iterable
+from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal
 
@@ -51,7 +51,8 @@ from grader.report.text import safe_text, shortened
 
 #: The store's file name inside a batch's out folder.
 STORE_NAME = "grades.sqlite"
-#: Bumped whenever the tables change; a store of another version is refused, never guessed at.
+#: Bumped whenever the tables change; a store of a newer version is refused, never guessed at (an older
+#: one in ``_UPGRADES`` is brought up to date).
 SCHEMA_VERSION = 2
 #: Older versions a batch brings up to date in place (each: the statements that do it).
 _UPGRADES = {1: ("ALTER TABLE results ADD COLUMN late INTEGER NOT NULL DEFAULT 0",
