@@ -32,7 +32,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from grader.plan.submission import MAX_CODE_BYTES  # noqa: E402
+from grader.plan.limits import MAX_CODE_BYTES  # noqa: E402
 
 MB = 1 << 20
 BIG = 100 * MB

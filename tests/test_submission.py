@@ -7,7 +7,8 @@ import nbformat
 import pytest
 
 from grader.errors import SubmissionUnreadable, UsageError
-from grader.plan.submission import clean_ipython, read_submission
+from grader.plan.ipython import clean_ipython
+from grader.plan.submission import read_submission
 
 
 def _nb(cells, metadata=None, version=4):
@@ -163,7 +164,8 @@ def test_the_last_input_to_define_a_name_wins_as_in_a_file():
 
 
 def test_a_history_beyond_the_code_cap_is_refused():
-    from grader.plan.submission import MAX_CODE_BYTES, history_units
+    from grader.plan.limits import MAX_CODE_BYTES
+    from grader.plan.submission import history_units
 
     with pytest.raises(SubmissionUnreadable, match="restart the kernel"):
         history_units(["", "x = 1\n" * (MAX_CODE_BYTES // 6 + 1)])
