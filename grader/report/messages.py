@@ -90,6 +90,42 @@ def signal_name(number: int) -> str:
         return f"signal {number}"
 
 
+# --------------------------------------------------------------------------- phrases said in several places
+
+
+def location(label: str, line: Any, function: str | None = None, code: str | None = None) -> str:
+    """Where something is in the submission: 'cell 7, line 21 (forward): `y = x @ w`' (the function
+    and the code only where known; a module's top level is not named)."""
+    where = f"{label}, line {line}"
+    if function and function != "<module>":
+        where += f" ({function})"
+    return where + (f": `{code}`" if code else "")
+
+
+def _error_lead(err: dict[str, Any], phase: str | None, target: str, where: str = "") -> str:
+    """'RuntimeError in cell 7, line 21 while building MHA': the exception's type, where, and during what."""
+    during = _PHASES.get(phase or "", "").format(target=target)
+    return f"{err.get('type', 'Error')}{where}{' ' + during if during else ''}"
+
+
+def _did_you_mean(target: str, suggestion: dict[str, Any]) -> str:
+    s = suggestion
+    return f"{target} is not defined; did you mean `{s['name']}` ({location(s['label'], s['line'])})?"
+
+
+def _rename_to(target: str) -> str:
+    return f"Rename the class to {target}, the name the assignment grades."
+
+
+def _names(names: Iterable[str]) -> str:
+    """'`split_heads`, `forward`': the functions a blank is in."""
+    return ", ".join(f"`{n}`" for n in names)
+
+
+def _known_lead(names: list[str]) -> str:
+    return f"Known mistake: {names[0]}" if len(names) == 1 else "Known mistake, one of: " + "; ".join(names)
+
+
 # --------------------------------------------------------------------------- errors
 
 
@@ -98,19 +134,13 @@ def student_error(err: dict[str, Any], phase: str | None, target: str) -> str:
 
     ``err`` is an ``ErrorInfo`` as a dict (how causes keep it: plain data).
     """
-    where = ""
-    if err.get("label"):
-        where = f" in {err['label']}, line {err.get('line')}"
-        if err.get("function") and err["function"] != "<module>":
-            where += f" ({err['function']})"
-        if err.get("code"):
-            where += f": `{err['code']}`"
+    where = (" in " + location(err["label"], err.get("line"), err.get("function"), err.get("code"))
+             if err.get("label") else "")
     message = " ".join(str(err.get("message", "")).split())
     if err.get("api_misuse"):
         return message if not where else f"{message} ({where.strip()})"
-    during = _PHASES.get(phase or "", "").format(target=target)
-    lead = f"{err.get('type', 'Error')}{where}"
-    return f"{lead}{' ' + during if during else ''} — {message}" if message else f"{lead} {during}".strip()
+    lead = _error_lead(err, phase, target, where)
+    return f"{lead} — {message}" if message else lead
 
 
 # --------------------------------------------------------------------------- problems
@@ -185,7 +215,7 @@ def problem_text(p: Problem, case: Any = None) -> str:
         return f"{call} has {d['got']:,} parameters, expected {d['expected']:,}"
     if k == "forbidden_static":
         rule = "" if d["used"] == d["forbidden"] else f" (it forbids {d['forbidden']})"
-        return (f"{d['label']}, line {d['line']}: `{d['code']}` uses {d['used']}, which this exercise "
+        return (f"{location(d['label'], d['line'], code=d['code'])} uses {d['used']}, which this exercise "
                 f"forbids{rule}; write the computation yourself")
     if k == "forbidden_runtime" and d.get("hidden"):  # seen only while hidden cases ran: no more is told
         return "while a hidden case ran, your code called an API this exercise forbids; write the computation yourself"
@@ -225,17 +255,15 @@ def cause_reason(cause: Cause, case: Any, problems: tuple[Problem, ...] = ()) ->
     d = cause.data
     k = cause.kind
     if k == "not_implemented":
-        inside = " in " + ", ".join(f"`{n}`" for n in d["needed"]) if d.get("needed") else ""
-        return f"not implemented yet ({d['label']}, line {d['line']} is a blank{inside})"
+        inside = " in " + _names(d["needed"]) if d.get("needed") else ""
+        return f"not implemented yet ({location(d['label'], d['line'])} is a blank{inside})"
     if k == "syntax_error":
-        return f"{d['target']} has a SyntaxError ({d['label']}, line {d['line']})"
+        return f"{d['target']} has a SyntaxError ({location(d['label'], d['line'])})"
     if k == "too_deep":
-        return f"{d['target']}'s cell is nested too deeply to read ({d['label']}, line {d['line']})"
+        return f"{d['target']}'s cell is nested too deeply to read ({location(d['label'], d['line'])})"
     if k == "missing_target":
         s = d.get("suggestion")
-        if s:
-            return f"{d['target']} is not defined; did you mean `{s['name']}` ({s['label']}, line {s['line']})?"
-        return f"{d['target']} is not defined"
+        return _did_you_mean(d["target"], s) if s else f"{d['target']} is not defined"
     if k == "exception":
         return student_error(d["error"], d.get("phase"), case.target)
     if k == "stopped":
@@ -279,12 +307,11 @@ def cause_details(cause: Cause, case: Any, problems: tuple[Problem, ...]) -> str
 
 def unit_error_text(d: dict[str, Any]) -> str:
     """A cell that cannot be read (``UnitSyntaxError.facts()``): where, the code, what to do."""
-    where = f"{d['label']}, line {d['line']}"
+    where = location(d["label"], d["line"])
     code = d.get("code", "")
     if d["kind"] == "blank":
         shown = f" (`{code}`)" if code else ""
-        inside = (", in " + ", ".join(f"`{n}`" for n in d["needed"]) + f", which {d.get('target')} needs"
-                  if d.get("needed") else "")
+        inside = f", in {_names(d['needed'])}, which {d.get('target')} needs" if d.get("needed") else ""
         return f"not implemented yet: {where} is still a blank{shown}{inside}; replace `# FILL IN HERE` with your code"
     if d["kind"] == "too_deep":
         how = f"{d['depth']} levels deep" if d.get("depth") else f"more than {d['limit']} levels deep"
@@ -302,8 +329,7 @@ def missing_explanation(cause: Cause) -> str:
     if cause.kind == "missing_target":
         s = d.get("suggestion")
         if s:
-            return (f"{target} is not defined; did you mean `{s['name']}` ({s['label']}, line {s['line']})? "
-                    f"Rename the class to {target}, the name the assignment grades.")
+            return f"{_did_you_mean(target, s)} {_rename_to(target)}"
         return (f"{target} is not defined in the submission; define `class {target}(nn.Module)` at the top "
                 "level of a cell, with exactly this name")
     return f"{target}: {unit_error_text(d)}"
@@ -311,10 +337,8 @@ def missing_explanation(cause: Cause) -> str:
 
 def known_mistake(names_and_hints: list[tuple[str, str]]) -> str:
     """The reason of a case whose outputs match known mistake(s)."""
-    if len(names_and_hints) == 1:
-        name, hint = names_and_hints[0]
-        return f"Known mistake: {name}. {hint}".strip()
-    return "Known mistake, one of: " + "; ".join(name for name, _ in names_and_hints)
+    lead = _known_lead([name for name, _ in names_and_hints])
+    return f"{lead}. {names_and_hints[0][1]}".strip() if len(names_and_hints) == 1 else lead
 
 
 # --------------------------------------------------------------------------- notes
@@ -391,16 +415,13 @@ def summary_title(cause: Cause, case: Any, problems: tuple[Problem, ...], mistak
     """
     if mistakes:
         credit = min(c for _, _, c in mistakes)
-        shown = (f"Known mistake: {mistakes[0][0]}" if len(mistakes) == 1
-                 else "Known mistake, one of: " + "; ".join(name for name, _, _ in mistakes))
-        return shown + (f" (partial credit: {credit:.0%} of each case it explains)" if credit else "")
+        return _known_lead([name for name, _, _ in mistakes]) + (f" (partial credit: {credit:.0%} of each case it explains)" if credit else "")
     if cause.kind == "exception":
         err = cause.data["error"]
         message = " ".join(str(err.get("message", "")).split())
         if err.get("api_misuse"):
             return message
-        during = _PHASES.get(cause.data.get("phase") or "", "").format(target=case.target)
-        lead = f"{err.get('type', 'Error')}{' ' + during if during else ''}"
+        lead = _error_lead(err, cause.data.get("phase"), case.target)
         return f"{lead}: {message}" if message else lead
     if cause.kind == "wrong_answer" and category in _CATEGORY_TITLES:
         return _CATEGORY_TITLES[category].format(target=case.target)
@@ -429,23 +450,20 @@ def summary_where(cause: Cause, problems: tuple[Problem, ...] = ()) -> str:
     """Where the cause is in the submission ('cell 7, line 21 (forward): `y = x @ w`'), or ''."""
     if cause.kind in ("not_implemented", "syntax_error", "too_deep"):
         d = cause.data
-        return f"{d['label']}, line {d['line']}" + (f": `{d['code']}`" if d.get("code") else "")
+        return location(d["label"], d["line"], code=d.get("code"))
     if cause.kind == "forbidden" and problems and problems[0].kind == "forbidden_static":
         d = problems[0].data
-        return f"{d['label']}, line {d['line']}: `{d['code']}`"
+        return location(d["label"], d["line"], code=d["code"])
     if cause.kind == "forbidden" and problems:
         case_id = problems[0].data.get("case")
         return f"called while case {case_id!r} ran" if case_id else "called while a hidden case ran"
     if cause.kind == "missing_target" and cause.data.get("suggestion"):
         sug = cause.data["suggestion"]
-        return f"{sug['label']}, line {sug['line']}: `class {sug['name']}`"
+        return location(sug["label"], sug["line"], code=f"class {sug['name']}")
     if cause.kind != "exception" or not cause.data["error"].get("label"):
         return ""
     err = cause.data["error"]
-    where = f"{err['label']}, line {err.get('line')}"
-    if err.get("function") and err["function"] != "<module>":
-        where += f" ({err['function']})"
-    return where + (f": `{err['code']}`" if err.get("code") else "")
+    return location(err["label"], err.get("line"), err.get("function"), err.get("code"))
 
 
 def summary_fix(cause: Cause, hint: str, mistakes: list[tuple[str, str, float]]) -> str:
@@ -458,8 +476,7 @@ def summary_fix(cause: Cause, hint: str, mistakes: list[tuple[str, str, float]])
         return hint or "Write the computation yourself."
     d = cause.data
     if cause.kind == "not_implemented":
-        inside = (" (this blank is in " + ", ".join(f"`{n}`" for n in d["needed"]) + f", which {d['target']} needs)"
-                  if d.get("needed") else "")
+        inside = f" (this blank is in {_names(d['needed'])}, which {d['target']} needs)" if d.get("needed") else ""
         return f"Replace `# FILL IN HERE` with your code{inside}; this is the first blank the grader found."
     if cause.kind == "syntax_error":
         return "Fix this line so the cell runs; the rest of the cell cannot be read until it does."
@@ -469,7 +486,7 @@ def summary_fix(cause: Cause, hint: str, mistakes: list[tuple[str, str, float]])
     if cause.kind == "missing_target":
         target, sug = d["target"], d.get("suggestion")
         if sug:
-            return f"Did you mean `{sug['name']}`? Rename the class to {target}, the name the assignment grades."
+            return f"Did you mean `{sug['name']}`? {_rename_to(target)}"
         return f"Define `class {target}(nn.Module)` at the top level of a cell, with exactly this name."
     return hint
 
