@@ -25,7 +25,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Hashable
 
-from grader.report import messages
+from grader.report import messages, summaries
 from grader.report.outcomes import Cause, Problem
 from grader.report.result import CaseResult, CauseSummary
 from grader.spec.cases import Case
@@ -105,14 +105,14 @@ def _summary(number: int, members: list[CaseResult], cases: dict[str, Case],
              if (m := mistakes.get(mid)) is not None]
     grouped = len(told) > 1
     firsts = {r.first_problem for r in told if r.first_problem}
-    title = messages.summary_title(cause, case, first.problems, found, grouped,
+    title = summaries.summary_title(cause, case, first.problems, found, grouped,
                                    category(first.problems[0]) if len(firsts) > 1 and first.problems else "")
-    shown = messages.summary_evidence(cause, case, first.problems, grouped or bool(found))
+    shown = summaries.summary_evidence(cause, case, first.problems, grouped or bool(found))
     varied = len({r.first_problem for r in members if r.first_problem}) > 1 and not found
     return CauseSummary(
         number=number, kind="mistake" if found else cause.kind, title=title,
         cases=tuple(r.case_id for r in members),
         points_lost=round(sum(r.max_score - r.score for r in members), 6),
-        where=messages.summary_where(cause, first.problems), fix=messages.summary_fix(cause, first.hint, found),
+        where=summaries.summary_where(cause, first.problems), fix=summaries.summary_fix(cause, first.hint, found),
         evidence=shown, seen_in=first.name if shown and grouped else "", varied=varied,
         hidden_only=all(r.visibility == "hidden" for r in members))

@@ -11,7 +11,8 @@ import html
 import re
 from typing import Any
 
-from grader.report.messages import causes_heading, points, seen_in, summary_costs, value
+from grader.report.messages import points, value
+from grader.report.summaries import causes_heading, seen_in, summary_costs
 from grader.report.result import FIGURE_DECIMALS, CaseResult, CauseSummary, Report
 from grader.report.rows import case_body, case_points, case_rows, labelled, more_details, shown_in_cause, shown_notes
 

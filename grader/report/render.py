@@ -14,7 +14,8 @@ from typing import Any
 
 from grader.report.formats import FORMATS
 from grader.report.messages import points as _points
-from grader.report.messages import cause_pointer, causes_heading, hint_line, more_lines, seen_in, summary_costs
+from grader.report.messages import hint_line
+from grader.report.summaries import cause_pointer, causes_heading, more_lines, seen_in, summary_costs
 from grader.report.result import CaseResult, CauseSummary, Report
 from grader.report.rows import case_body, case_points, case_rows, labelled, more_details, shown_in_cause, shown_notes
 from grader.report.text import spreadsheet_safe
