@@ -78,7 +78,7 @@ def graded(request, other_course):
     import os
 
     from conftest import require_bwrap
-    from grader.execute.procs import fresh_uid
+    from grader.execute.uids import fresh_uid
 
     if request.param == "bwrap":
         require_bwrap()

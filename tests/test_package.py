@@ -248,14 +248,14 @@ def test_without_its_environment_the_autograder_still_writes_results(bundle, new
 
 def test_without_a_sandbox_or_a_uid_of_its_own_nothing_is_graded(bundle, new_root, monkeypatch, capsys):
     from grader.authoring import autograder
-    from grader.execute import procs
+    from grader.execute import uids
 
     root = new_root()
     unpack(bundle, root, venv=False)
     (root / "submission" / "mha.ipynb").write_bytes((SUBMISSIONS / "mha" / "filled.ipynb").read_bytes())
     monkeypatch.setenv("AUTOGRADER_ROOT", str(root))
     monkeypatch.setenv("GRADER_SANDBOX", "none")
-    monkeypatch.setattr(procs, "fresh_uid", lambda: None)  # as root in a user namespace that maps no other uid
+    monkeypatch.setattr(uids, "fresh_uid", lambda: None)  # as root in a user namespace that maps no other uid
     assert autograder.main() == 0
     results = json.loads((root / "results" / "results.json").read_text(encoding="utf-8"))
     assert results["score"] == 0 and results["tests"] == [] and "autograder itself failed" in results["output"]

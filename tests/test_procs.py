@@ -1,4 +1,5 @@
-"""grader.execute.procs: finding and killing every process of a worker; removing hostile trees.
+"""grader.execute.process_group, procfs, cgroups, uids and trees: finding and killing every process of a
+worker, fresh uids, removing hostile trees.
 
 Only processes these tests start are counted: each tree carries a fresh MARKER-<uuid> in
 its command lines, and "nothing left" means no live process shows that marker.
@@ -18,8 +19,10 @@ from pathlib import Path
 
 import pytest
 
-from grader.execute import procs
-from grader.execute.procs import TOKEN_VAR, TOO_MANY_ENTRIES, ProcessGroup, folder_bytes, folder_usage, fresh_uid, remove_tree
+from grader.execute import cgroups, procfs, trees, uids
+from grader.execute.process_group import TOKEN_VAR, ProcessGroup
+from grader.execute.trees import TOO_MANY_ENTRIES, folder_bytes, folder_usage, remove_tree
+from grader.execute.uids import fresh_uid
 
 linux_only = pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="needs /proc")
 root_only = pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0, reason="needs root")
@@ -305,7 +308,7 @@ def test_finds_and_kills_the_whole_tree_under_bubblewrap(mode):
 @linux_only
 def test_without_proc_only_the_process_group_is_known(monkeypatch):
     # macOS has no /proc: the group is the worker and its process group, nothing more.
-    monkeypatch.setattr(procs, "_PROC", "/nonexistent-proc")
+    monkeypatch.setattr(procfs, "PROC", "/nonexistent-proc")
     group = ProcessGroup.create(uuid.uuid4().hex)
     assert group.kind == "tracking" and "process group" in group.describe()
     marker = f"MARKER-{uuid.uuid4()}"
@@ -485,7 +488,7 @@ def test_fresh_uid():
     if not hasattr(os, "geteuid") or os.geteuid() != 0:
         assert uid is None
         return
-    assert uid is not None and procs.UID_RANGE[0] <= uid < procs.UID_RANGE[1]
+    assert uid is not None and uids.UID_RANGE[0] <= uid < uids.UID_RANGE[1]
     assert uid != fresh_uid()
     with open("/etc/passwd") as f:
         assert str(uid) not in {line.split(":")[2] for line in f if line.count(":") >= 2}
@@ -497,11 +500,11 @@ def test_fresh_uid_never_picks_the_uid_of_a_running_process(monkeypatch):
     taken = fresh_uid()
     proc = subprocess.Popen(["sleep", "30"], user=taken, group=taken)
     try:
-        picks = iter([taken - procs.UID_RANGE[0], 7])  # the random pick lands on the running process's uid first
-        monkeypatch.setattr(procs.secrets, "randbelow", lambda n: next(picks))
-        monkeypatch.setattr(procs, "_issued_uids", set())  # as another grading process would see it
-        monkeypatch.setattr(procs, "_running_seen", (-procs.RUNNING_IDS_SECONDS, set()))  # a fresh look
-        assert fresh_uid() == procs.UID_RANGE[0] + 7
+        picks = iter([taken - uids.UID_RANGE[0], 7])  # the random pick lands on the running process's uid first
+        monkeypatch.setattr(uids.secrets, "randbelow", lambda n: next(picks))
+        monkeypatch.setattr(uids, "_issued_uids", set())  # as another grading process would see it
+        monkeypatch.setattr(uids, "_running_seen", (-uids.RUNNING_IDS_SECONDS, set()))  # a fresh look
+        assert fresh_uid() == uids.UID_RANGE[0] + 7
     finally:
         proc.kill()
         proc.wait()
@@ -517,7 +520,7 @@ def scratch(tmp_path):
     if not (shm.is_dir() and os.access(shm, os.W_OK)):
         yield tmp_path
         return
-    path = shm / f"grader-procs-{uuid.uuid4().hex}"
+    path = shm / f"grader-trees-{uuid.uuid4().hex}"
     path.mkdir()
     try:
         yield path
@@ -633,7 +636,7 @@ def test_remove_tree_hostile_contents(scratch):
 def test_remove_tree_fixes_modes_as_the_owner(tmp_path):
     # As root every mode is ignored; as the (non-root) owner the 000 folders must be chmodded.
     uid = fresh_uid()
-    base = Path(f"/tmp/grader-procs-{uuid.uuid4().hex}")  # reachable by another uid (tmp_path is not)
+    base = Path(f"/tmp/grader-trees-{uuid.uuid4().hex}")  # reachable by another uid (tmp_path is not)
     base.mkdir()
     try:
         os.chown(base, uid, uid)
@@ -744,23 +747,23 @@ HYBRID = ("31 23 0:28 / /sys/fs/cgroup rw - tmpfs tmpfs rw,mode=755\n"
     ("0::/../outside\n", V2_ONLY, []),  # moved out of our cgroup namespace
 ], ids=["v2-only", "hybrid", "bind-mounted-subtree", "not-under-mount", "v1-only", "outside-namespace"])
 def test_own_cgroup2_folder(tmp_path, monkeypatch, cgroup, mountinfo, expected):
-    monkeypatch.setattr(procs, "_PROC", str(fake_proc(tmp_path, cgroup, mountinfo)))
-    assert procs._own_cgroup2_dirs() == expected
+    monkeypatch.setattr(procfs, "PROC", str(fake_proc(tmp_path, cgroup, mountinfo)))
+    assert cgroups._own_cgroup2_dirs() == expected
 
 
 def test_no_usable_cgroup_means_tracking(tmp_path, monkeypatch):
     # A cgroup2 folder that is not there (or not writable): tracking, and no exception.
     fake = fake_proc(tmp_path, "0::/\n", f"40 1 0:38 / {tmp_path}/missing rw - cgroup2 cgroup2 rw\n")
-    monkeypatch.setattr(procs, "_PROC", str(fake))
+    monkeypatch.setattr(procfs, "PROC", str(fake))
     group = ProcessGroup.create(uuid.uuid4().hex, memory_bytes=1 << 30, max_pids=10)
     assert group.kind == "tracking" and group.enforced == ()
 
 
 def test_limits_are_written_only_where_their_files_exist(tmp_path):
-    assert procs._set_limits(str(tmp_path), 1 << 30, 64) == []  # no controller files: nothing enforced
+    assert cgroups._set_limits(str(tmp_path), 1 << 30, 64) == []  # no controller files: nothing enforced
     for name in ("memory.max", "memory.swap.max", "memory.oom.group", "pids.max"):
         (tmp_path / name).write_text("")  # empty: real cgroup files need no truncating, these would
-    assert procs._set_limits(str(tmp_path), 1 << 30, 64) == ["memory", "pids"]
+    assert cgroups._set_limits(str(tmp_path), 1 << 30, 64) == ["memory", "pids"]
     assert (tmp_path / "memory.max").read_text() == str(1 << 30)
     assert (tmp_path / "memory.swap.max").read_text() == "0"
     assert (tmp_path / "pids.max").read_text() == "64"
@@ -787,12 +790,12 @@ def test_remove_tree_leaves_a_mount_inside_the_tree_alone(scratch):
     (top / "sub" / "bound").mkdir(parents=True)
     victim.mkdir()
     (victim / "keep").write_text("keep")
-    code = ("import sys; sys.path.insert(0, sys.argv[1]); from grader.execute.procs import remove_tree; "
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); from grader.execute.trees import remove_tree; "
             "remove_tree(sys.argv[2]); print(open(sys.argv[3]).read())")
     script = 'mount --bind "$1" "$2" && exec "$3" -c "$4" "$5" "$6" "$2/keep"'
     done = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh",
                            str(victim), str(top / "sub" / "bound"), sys.executable, code,
-                           str(Path(procs.__file__).parents[2]), str(top)],
+                           str(Path(trees.__file__).parents[2]), str(top)],
                           capture_output=True, text=True, timeout=30)
     if "mount" in done.stderr and done.returncode:
         pytest.skip(f"cannot bind-mount here: {done.stderr.strip()}")

@@ -107,8 +107,8 @@ def exposed_course(config: "GradeConfig", secrets: list[Path]) -> str | None:
     """Why the submission's code could read ``secrets`` (the course, its reference, the cache) here; None when
     it cannot. With bubblewrap they are not mounted. Without it the code reads what its user may read: it must
     run as a uid of its own (the grader runs as root and finds an unused uid), which ``secrets`` keep out."""
-    from grader.execute.procs import fresh_uid
     from grader.execute.sandbox import readable_unsandboxed, resolve_mode
+    from grader.execute.uids import fresh_uid
 
     if resolve_mode(config.sandbox) == "bwrap":
         return None

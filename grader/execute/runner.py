@@ -10,7 +10,7 @@ Until the worker reports ``ready`` nothing of the submission has run, so a failu
 the grader's own (``WorkerRun.start_failure``, ``WorkerRun.internal``). After it, whatever
 happens is the submission's: a timeout, a crash, memory or disk beyond the limits, a
 malformed or forged record all end the run with a ``Stop``, and the worker's processes
-(all of them: ``grader.execute.procs.ProcessGroup``) are killed.
+(all of them: ``grader.execute.process_group.ProcessGroup``) are killed.
 """
 from __future__ import annotations
 
@@ -29,11 +29,12 @@ from pathlib import Path
 
 from grader.config import Limits
 from grader.execute.observation import Observation, observe
-from grader.execute.procs import (TOKEN_VAR, ProcessGroup, folder_bytes, fresh_uid, owned_bytes, remove_owned,
-                                  remove_tree)
+from grader.execute.process_group import TOKEN_VAR, ProcessGroup
 from grader.execute.protocol import (WORKER_FAILED_EXIT, CallRecord, Done, ErrorInfo, ExecRecord, Internal, Job,
                                      ProtocolViolation, Ready, Record, RecordReader)
 from grader.execute.sandbox import launch
+from grader.execute.trees import folder_bytes, owned_bytes, remove_owned, remove_tree
+from grader.execute.uids import fresh_uid
 from grader.report.messages import signal_name
 from grader.report.outcomes import Stop
 

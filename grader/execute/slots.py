@@ -36,10 +36,10 @@ from typing import Any
 
 from grader.config import Limits
 from grader.errors import InternalError
-from grader.execute.procs import ProcessGroup, fresh_uid
-from grader.execute.procs import TOKEN_VAR
+from grader.execute.process_group import TOKEN_VAR, ProcessGroup
 from grader.execute.runner import STARTUP_TIMEOUT, Process, Worker, pipes, new_token
 from grader.execute.sandbox import launch, rlimits
+from grader.execute.uids import fresh_uid
 
 #: Seconds the zygote may take to fork a child, report an exit status or clean up.
 ANSWER_TIMEOUT = 10.0

@@ -45,8 +45,9 @@ import time
 from typing import Any
 
 from grader.execute import worker
-from grader.execute.procs import TOKEN_VAR, remove_tree
+from grader.execute.process_group import TOKEN_VAR
 from grader.execute.sandbox import WORK_DIR, apply_rlimits
+from grader.execute.trees import remove_tree
 
 #: Largest control message either way.
 MAX_MESSAGE = 1 << 16
