@@ -1,4 +1,5 @@
-"""grader.batch.sources: every layout, identity, the choice among a student's files, safe zips."""
+"""grader.batch.sources and the modules it stands on (layouts, gradescope_meta, unzip, walk): every layout,
+identity, the choice among a student's files, safe zips."""
 from __future__ import annotations
 
 import os
@@ -9,13 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from grader.batch.sources import (
-    Collected,
-    SourceLimits,
-    collect,
-    extract_zip,
-    parse_gradescope_metadata,
-)
+from grader.batch.gradescope_meta import parse_gradescope_metadata
+from grader.batch.sources import Collected, collect
+from grader.batch.unzip import extract_zip
+from grader.batch.walk import SourceLimits
 from grader.errors import UsageError
 
 

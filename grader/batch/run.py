@@ -41,7 +41,8 @@ from typing import Callable
 from grader.batch.gradebook import CanvasNames, columns_from_cases, write_gradebooks, write_whole
 from grader.batch.insights import WorkersUsed, class_summary, summary_html, summary_text
 from grader.batch.similarity import Flag, flags_for_files
-from grader.batch.sources import Collected, SourceLimits, Skipped, Submission, collect
+from grader.batch.sources import Collected, StudentFile, collect
+from grader.batch.walk import SourceLimits, Skipped
 from grader.batch import outdir, workers
 from grader.batch.feedback import feedback_texts, write_texts
 from grader.batch.store import STORE_NAME, Handed, Store, StoredResult, renamed
@@ -223,7 +224,7 @@ def _grade(collected: Collected, chosen: list, store: Store, key: str, copies: o
                        internal, tuple(outputs), slots, worker_cpu, facts, used)
 
 
-def handed(s: Submission, root: Path) -> Handed:
+def handed(s: StudentFile, root: Path) -> Handed:
     """What the student handed in, as the store keeps it: files named as in the source's folder."""
     def name(p: Path) -> str:
         try:
