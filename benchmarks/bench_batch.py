@@ -329,7 +329,7 @@ os.environ["GRADER_CACHE"] = sys.argv[1]
 from grader.config import GradeConfig
 from grader.course.resolve import resolve_course
 from grader.course.assignments import get_assignment
-from grader.course.store import expected_outputs
+from grader.course.reference_outputs import expected_outputs
 from grader.execute.jobs import call_spec, make_job
 from grader.execute import worker, zygote
 from grader.plan.plan import make_plan

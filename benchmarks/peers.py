@@ -10,7 +10,7 @@ installed into the system Python.
 What they check, "the same cases": every case of ``assignments/mha/cases.toml`` (18 cases, 28
 points; both classes of the notebook), each one test worth the case's points, hidden cases as
 hidden tests. The reference's inputs, masks, parameters, loss weights and expected outputs are
-exported once from the grader's reference cache (``grader.course.store.expected_outputs``) into
+exported once from the grader's reference cache (``grader.course.reference_outputs.expected_outputs``) into
 ``peer_cases.pt``; a small support module, ``peer_checks.py`` (its text is ``PEER_CHECKS`` below),
 does what the worker and the judge do for a case: build the student's class with the case's
 ``init`` (seeded), ``eval()``, load the reference's state dict (strict), call forward on the
@@ -543,7 +543,7 @@ def _export_cases(folder: Path) -> None:
     from grader.config import GradeConfig
     from grader.course.assignments import get_assignment
     from grader.course.resolve import resolve_course
-    from grader.course.store import expected_outputs
+    from grader.course.reference_outputs import expected_outputs
 
     assignment = get_assignment(resolve_course(None), ASSIGNMENT)
     ref = expected_outputs(assignment, GradeConfig())

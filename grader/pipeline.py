@@ -24,7 +24,7 @@ from pathlib import Path
 from grader.config import GradeConfig
 from grader.course.assignments import get_assignment, infer_assignment
 from grader.course.resolve import Course, resolve_course
-from grader.course.store import expected_outputs, variant_outputs
+from grader.course.reference_outputs import expected_outputs, variant_outputs
 from grader.errors import InternalError, SubmissionUnreadable, UsageError
 from grader.execute.jobs import call_spec, make_job
 from grader.execute.runner import Worker

@@ -31,7 +31,7 @@ from conftest import ROOT, course, require_bwrap
 from golden_compare import differences, same_number, text_differences
 from golden_reports import GRADED, SAMPLE, STUDENT_VIEWS, normalised
 from grader import GradeConfig, grade_submission, pipeline
-from grader.course import store
+from grader.course import reference_outputs
 from grader.course.assignments import get_assignment
 from grader.execute.observation import Observation
 from grader.execute.protocol import OUTPUT_PREFIXES, CallSpec, Job, StatementSpec
@@ -122,7 +122,7 @@ def graded():
     with pytest.MonkeyPatch.context() as mp:
         for name, path in GRADED.items():
             kept = _RUNS[name] = {}
-            mp.setattr(pipeline, "expected_outputs", _kept(store.expected_outputs, kept, "expected"))
+            mp.setattr(pipeline, "expected_outputs", _kept(reference_outputs.expected_outputs, kept, "expected"))
             mp.setattr(pipeline, "run_cases", _kept(run_cases, kept, "execution"))
             reports[name] = normalised(grade_submission(ROOT / path), path)
     return reports
@@ -358,17 +358,17 @@ def test_goldens_hold_when_a_warm_slot_fills_the_cache_and_grades(slot, tmp_path
     lock = threading.Lock()
 
     @contextmanager
-    def forked(config: GradeConfig):  # the store's worker (the mistakes come two threads at a time): the slot's
+    def forked(config: GradeConfig):  # the reference outputs' worker (the mistakes come two threads at a time): the slot's
         with lock, slot.new_worker() as worker:
             yield worker
 
     @contextmanager
     def cold_workers(config: GradeConfig):  # the mistakes as a grader without warm slots computes them
-        yield lambda: store._worker(config)
+        yield lambda: reference_outputs._worker(config)
 
     variant_forks = []
 
-    class CountedSlot(store.WarmSlot):  # the slots the store starts for the mistakes
+    class CountedSlot(reference_outputs.WarmSlot):  # the slots reference_outputs starts for the mistakes
         def close(self) -> None:
             variant_forks.append(self.forks)
             super().close()
@@ -376,16 +376,16 @@ def test_goldens_hold_when_a_warm_slot_fills_the_cache_and_grades(slot, tmp_path
     for name in ("mha", "lstm"):
         assignment = get_assignment(course(), name)
         with pytest.MonkeyPatch.context() as mp:
-            mp.setattr(store, "_variant_workers", cold_workers)
-            store.variant_outputs(assignment, store.expected_outputs(assignment, cold), cold)
+            mp.setattr(reference_outputs, "_variant_workers", cold_workers)
+            reference_outputs.variant_outputs(assignment, reference_outputs.expected_outputs(assignment, cold), cold)
         forks, variant_forks[:] = slot.forks, []
         with pytest.MonkeyPatch.context() as mp:
-            mp.setattr(store, "_worker", forked)
-            mp.setattr(store, "WarmSlot", CountedSlot)
-            store.variant_outputs(assignment, store.expected_outputs(assignment, warm), warm)
+            mp.setattr(reference_outputs, "_worker", forked)
+            mp.setattr(reference_outputs, "WarmSlot", CountedSlot)
+            reference_outputs.variant_outputs(assignment, reference_outputs.expected_outputs(assignment, warm), warm)
         assert slot.forks - forks == 1, "the reference's outputs not computed in the slot"
         assert sum(variant_forks) == len(load_mistakes(assignment.folder)), "not every mistake forked from a slot"
-        by_cold, by_slot = (_cache_files(store.cache_folder(assignment, c)) for c in (cold, warm))
+        by_cold, by_slot = (_cache_files(reference_outputs.cache_folder(assignment, c)) for c in (cold, warm))
         assert by_slot and set(by_slot) == set(by_cold), (name, sorted(set(by_slot) ^ set(by_cold)))
         assert [f for f in by_slot if by_cold[f] != by_slot[f]] == [], name
     for name, path in GRADED.items():

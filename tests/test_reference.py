@@ -22,7 +22,7 @@ ATOL, RTOL = 1e-5, 1e-4
 def _load(name):
     """The graded classes of reference/<name>.ipynb, executed here (the reference is trusted)."""
     from grader.course.assignments import get_assignment
-    from grader.course.store import reference_statements
+    from grader.course.reference_outputs import reference_statements
 
     namespace = {"__name__": f"reference_{name}_under_test"}
     for st in reference_statements(get_assignment(course(REPO), name)):

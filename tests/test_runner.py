@@ -8,7 +8,7 @@ import time
 from conftest import course
 from grader import GradeConfig, grade_submission
 from grader.course.assignments import get_assignment
-from grader.course.store import reference_statements
+from grader.course.reference_outputs import reference_statements
 
 GOOD = "\n".join(s.source for s in reference_statements(get_assignment(course(), "mha"))) + "\n"
 

@@ -297,7 +297,7 @@ def release(assignment: Assignment, out: Path, config: GradeConfig, force: bool 
 
 def write_bundle(assignment: Assignment, out: Path, config: GradeConfig) -> Bundle:
     """Write the bundle's files into ``out`` with no checks (``release`` checks; ``validate`` compares)."""
-    from grader.course.store import reference_outputs
+    from grader.course.reference_outputs import reference_outputs
 
     paths = bundle_paths(assignment, out)
     paths.cases.parent.mkdir(parents=True, exist_ok=True)

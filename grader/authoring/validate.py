@@ -53,7 +53,7 @@ def validate(assignment: Assignment, config: GradeConfig, update: bool = False) 
     add("every target has a case", not unused, f"no case for {unused}" if unused else "")
     config = dataclasses.replace(config, assignment=assignment.name, root=assignment.folder.parent.parent)
     try:
-        from grader.course.store import apply_edits
+        from grader.course.reference_outputs import apply_edits
         from grader.plan.submission import read_submission
         from grader.spec.mistakes import load_mistakes
         units = read_submission(assignment.reference).units
@@ -113,7 +113,7 @@ def validate(assignment: Assignment, config: GradeConfig, update: bool = False) 
 
 def _silent_mistakes(assignment: Assignment, config: GradeConfig) -> list[str]:
     """The known mistakes (by id) whose variant no case can tell from the reference."""
-    from grader.course.store import expected_outputs, variant_outputs
+    from grader.course.reference_outputs import expected_outputs, variant_outputs
     from grader.judge.diagnose import tells_apart
     from grader.spec.mistakes import load_mistakes
 

@@ -49,7 +49,7 @@ from grader.batch.store import STORE_NAME, Handed, Store, StoredResult, renamed
 from grader.config import GradeConfig
 from grader.course.assignments import get_assignment
 from grader.course.resolve import resolve_course
-from grader.course.store import expected_outputs, fingerprint, variant_outputs
+from grader.course.reference_outputs import expected_outputs, fingerprint, variant_outputs
 from grader.errors import UsageError
 from grader.execute.sandbox import not_requested_reason, resolve_mode
 from grader.execute.slots import SlotTally

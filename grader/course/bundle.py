@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from grader.config import GradeConfig
-from grader.course.store import cache_folder, expected_outputs, fingerprint, variant_outputs, variants_folder
+from grader.course.reference_outputs import cache_folder, expected_outputs, fingerprint, variant_outputs, variants_folder
 from grader.errors import InternalError, UsageError
 from grader.spec.cases import Assignment, load_assignment
 from grader.spec.mistakes import load_mistakes

@@ -4,7 +4,7 @@ The reference is the instructor's code and the case file their data, so a refere
 on a case, times out, or returns other dict keys than the target declares is a
 ``CaseFileError`` (exit 2) that names the file, the case, the key most likely at fault and the
 reference's own message. Only a failure of the grader's own worker is an ``InternalError``.
-``grader.course.store`` calls these on every fresh run of the reference (and checks the
+``grader.course.reference_outputs`` calls these on every fresh run of the reference (and checks the
 declared keys again on a cached one).
 """
 from __future__ import annotations

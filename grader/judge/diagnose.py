@@ -1,6 +1,6 @@
 """Naming known mistakes: does a failing case's observation match a mistake variant's?
 
-Pure: the variants' observations come from ``grader.course.store``. A mistake is named for a
+Pure: the variants' observations come from ``grader.course.reference_outputs``. A mistake is named for a
 case when the student's outputs match the variant's there and the variant can be told
 from the reference in that case, or when the mistake declares a ``signature`` (a property
 of the outputs that the mistake leaves, written differently or not) and the student's

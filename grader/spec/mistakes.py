@@ -1,7 +1,7 @@
 """Known mistakes, as an assignment's ``mistakes.toml`` declares them: edits of the reference.
 
 Each mistake has a name students understand, a hint, and how to make it from the
-reference's code (exact text, replaced a known number of times). ``grader.course.store``
+reference's code (exact text, replaced a known number of times). ``grader.course.reference_outputs``
 makes and runs every variant once; ``grader.judge.diagnose`` names the one a failing case
 matches. A mistake may also declare a ``signature`` (a built-in detector that recognises it
 where the variant's outputs are not matched exactly) and a ``credit`` (the share of a case's
