@@ -13,7 +13,7 @@ import pytest
 
 from conftest import ROOT, run_grade
 from grader.errors import CaseFileError
-from grader.spec.cases import load_assignment
+from grader.spec.case_file import load_assignment
 
 FILLED = str(ROOT / "tests" / "submissions" / "mha" / "filled.ipynb")
 

@@ -5,7 +5,7 @@ import pytest
 
 from conftest import ROOT, course
 from grader.course.assignments import assignment_names, get_assignment, infer_assignment
-from grader.spec.cases import load_assignment
+from grader.spec.case_file import load_assignment
 from grader.errors import CaseFileError, UsageError
 
 HEAD = """

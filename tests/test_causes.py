@@ -10,7 +10,7 @@ from grader.judge.causes import group_causes
 from grader.judge.hints import evidence, hint_applies
 from grader.report.outcomes import Cause, Problem
 from grader.report.result import CaseResult
-from grader.spec.cases import load_assignment
+from grader.spec.case_file import load_assignment
 from grader.spec.mistakes import Mistake
 
 MHA = get_assignment(course(), "mha")

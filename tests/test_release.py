@@ -12,7 +12,7 @@ import pytest
 
 from conftest import ROOT, run_grade, course
 from grader.course.assignments import assignment_names, get_assignment
-from grader.spec.cases import load_assignment
+from grader.spec.case_file import load_assignment
 from grader.config import GradeConfig
 from grader.authoring.release import blank_solutions, dumps_toml, release, released_cases_toml
 from grader.authoring.validate import validate

@@ -5,7 +5,8 @@ from pathlib import Path
 
 from grader.course.resolve import Course
 from grader.errors import UsageError
-from grader.spec.cases import Assignment, load_assignment
+from grader.spec.case_file import load_assignment
+from grader.spec.cases import Assignment
 
 
 def assignment_names(root: Path) -> list[str]:

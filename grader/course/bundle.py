@@ -18,7 +18,8 @@ from pathlib import Path
 from grader.config import GradeConfig
 from grader.course.reference_outputs import cache_folder, expected_outputs, fingerprint, variant_outputs, variants_folder
 from grader.errors import InternalError, UsageError
-from grader.spec.cases import Assignment, load_assignment
+from grader.spec.case_file import load_assignment
+from grader.spec.cases import Assignment
 from grader.spec.mistakes import load_mistakes
 
 #: The two folders of a bundle, under the folder it is written to.
