@@ -1,23 +1,17 @@
-"""The class summary (grader.batch.insights): its numbers, the terminal text and the HTML page."""
-from __future__ import annotations
+"""The class in numbers (grader.batch.insights): what ``class_summary`` counts from stored results.
 
-import re
-from html import escape as html_escape
+The rows built here (``row``, ``a_class``, …) serve the class page's tests too (test_class_page.py,
+test_class_page_browser.py)."""
+from __future__ import annotations
 
 import pytest
 
 from grader.batch.gradebook import Column
-from grader.batch.insights import (
-    Bin,
-    class_summary,
-    histogram,
-    _histogram_svg,
-    summary_html,
-    summary_text,
-)
+from grader.batch.insights import Bin, class_summary, histogram
 from grader.batch.store import StoredResult
 from grader.report.outcomes import Cause
 from grader.report.result import CaseResult, CauseSummary, Report
+from grader.spec.mistakes import Mistake
 
 SHA = "0" * 64
 COLUMNS = (Column("a", "SDPA: shapes", 1, "public"), Column("b", "MHA: values", 3, "public"),
@@ -54,8 +48,21 @@ def exception_cause(number: int, cases: tuple[str, ...], title: str = "RuntimeEr
     return CauseSummary(number, "exception", title, cases, 2)
 
 
-@pytest.fixture
-def klass() -> list[StoredResult]:
+#: the assignment's declared mistakes, one with partial credit
+KNOWN = {"no-scaling": Mistake("no-scaling", "scores not scaled", "Divide by √d_K.", (("a", "b", 1),), None, 0.5),
+         "softmax-dim": Mistake("softmax-dim", "softmax over the wrong dimension", "", (("a", "b", 1),))}
+
+
+def with_declared_mistakes(rows: list[StoredResult]) -> list[StoredResult]:
+    """``rows`` and two students more: one with a mistake ``KNOWN`` declares, one with a mistake it does not."""
+    rows.append(row("t0", failed("b", 3, ("softmax-dim",), 1), causes=(mistake_cause(1, ("b",), "Known mistake: x"),)))
+    rows.append(row("t1", failed("b", 3, ("unknown-id",), 1), causes=(mistake_cause(1, ("b",), "Known mistake: y"),)))
+    return rows
+
+
+def a_class() -> list[StoredResult]:
+    """Six students: all passed, a mistake, a mistake and a crash, a timeout, an unreadable file, the grader's
+    failure."""
     return [
         row("ada", passed("a", 1), passed("b", 3), passed("c", 2), seconds=1.0),
         # the same mistake in two cases: one student, counted once
@@ -70,7 +77,10 @@ def klass() -> list[StoredResult]:
     ]
 
 
-# -- the numbers -------------------------------------------------------------------------------
+@pytest.fixture
+def klass() -> list[StoredResult]:
+    return a_class()
+
 
 def test_scores_statuses_and_counts(klass):
     s = class_summary(klass, COLUMNS)
@@ -93,6 +103,7 @@ def test_pass_rate_per_case_lowest_first(klass):
     assert got == [("b", "MHA: values", "public", 1, 4), ("c", "MHA: grads", "hidden", 1, 4),
                    ("a", "SDPA: shapes", "public", 3, 4)]
     assert [c.rate for c in s.cases] == [0.25, 0.25, 0.75]   # a tie keeps the case file's order
+    assert s.ungraded == 2                                    # eve and fay: no case graded
 
 
 def test_pending_cases_and_cases_no_one_ran():
@@ -148,8 +159,6 @@ def test_histogram_bars_are_whole_points_wide_and_their_labels_short():
     bins = histogram([0, 2.5, 3, 27.5, 28], 28, 10)
     assert [(b.low, b.high) for b in bins] == [(3 * i, min(3 * i + 3, 28)) for i in range(10)]
     assert [b.count for b in bins] == [2, 1, 0, 0, 0, 0, 0, 0, 0, 2]
-    labels = re.findall(r">([^<>]*–[^<>]*)</text>", _histogram_svg(bins))
-    assert labels[0] == "0–3" and labels[-1] == "27–28" and not any("." in x for x in labels)  # not 16.8–19.6
 
 
 def test_histogram_of_a_class_uses_the_rows_max(klass):
@@ -174,89 +183,17 @@ def test_an_empty_class():
     assert s.mistakes == () and s.causes == () and all(c.count == 0 for c in s.statuses)
     assert (s.runtimes.median, s.runtimes.p90, s.runtimes.max) == (None, None, None)
     assert class_summary([]).cases == ()        # no columns, no reports: no cases
-    text = summary_text(s)
-    assert "0 students" in text and all(len(line) <= 80 for line in text.splitlines())
-    page = summary_html(s, "mha")
-    assert "<script" not in page and "0 students" in page
 
 
 def test_only_internal_rows():
     s = class_summary([internal("a"), internal("b", 2.0)], COLUMNS)
     assert s.students == 2 and s.scored == 0 and s.mean is None and s.status("internal") == 2
     assert all(c.graded == 0 for c in s.cases) and s.runtimes.max == 2.0
-    summary_text(s)
-    summary_html(s, "mha")
 
 
 def test_columns_default_to_the_reports(klass):
     s = class_summary(klass)
     assert {c.case_id for c in s.cases} == {"a", "b", "c"}
-
-
-# -- the text and the page ---------------------------------------------------------------------
-
-def test_summary_text_reads_well_at_80_columns(klass):
-    long = "x" * 300
-    klass.append(row(long, failed("b", 3, ("no-scaling",), 1),
-                     causes=(mistake_cause(1, ("b",), "Known mistake: " + long),)))
-    klass.append(row("\x1b[31m" + HOSTILE, passed("a", 1), seconds=99.0))
-    text = summary_text(class_summary(klass, (*COLUMNS, Column("d", "D " + long, 1))))
-    lines = text.splitlines()
-    assert all(len(line) <= 80 for line in lines), [line for line in lines if len(line) > 80]
-    assert all(line == line.rstrip() for line in lines)
-    assert "\x1b" not in text and "\\x1b" in text
-    assert "Pass rate per case (lowest first)" in text and "Recognised mistakes" in text
-    assert re.search(r"25%\s+1/4\s+MHA: grads \(hidden\)", text)
-    assert text.index("MHA: values") < text.index("MHA: grads") < text.index("SDPA: shapes")
-    assert "e.g. bob, cy" in text and "timeout 1" in text and "internal 1" in text
-    assert "90th percentile" in text and "Score histogram" in text
-
-
-def test_summary_html_is_self_contained_and_escaped(klass):
-    klass.append(row(HOSTILE, failed("b", 3, ("no-scaling",), 1),
-                     causes=(mistake_cause(1, ("b",)), exception_cause(2, ("b",), "Error: </td><script>x</script>"))))
-    klass.append(internal("<b>bold</b>"))
-    page = summary_html(class_summary(klass, (*COLUMNS, Column("d", "<i>case</i>", 1))), "mha <script>")
-    lower = page.lower()
-    assert "<script" not in lower and "javascript:" not in lower
-    assert not re.search(r"https?:|//[a-z]|url\(|@import|<link|<img|<iframe|<object", lower)
-    assert HOSTILE not in page and "&lt;img src=x onerror=alert(1)&gt;" in page
-    assert "<b>bold</b>" not in page and "<i>case</i>" not in page and "&lt;i&gt;case&lt;/i&gt;" in page
-    assert "<svg" in page and page.count("<rect") == 6  # max 6: a bar per point
-    assert "Pass rate per case (lowest first)" in page and "Recognised mistakes" in page
-    assert "90th percentile" in page and "unreadable" in page
-    assert page.startswith("<!DOCTYPE html>") and page.rstrip().endswith("</html>")
-
-
-def test_summary_html_lists_cases_lowest_first(klass):
-    klass.append(row("zed", passed("a", 1), passed("b", 3), failed("c", 2)))   # c: 1/5, b: 2/5, a: 4/5
-    page = summary_html(class_summary(klass, COLUMNS), "mha")
-    assert page.index("MHA: grads") < page.index("MHA: values") < page.index("SDPA: shapes")
-    assert "1/5" in page and "4/5" in page and "20%" in page
-
-
-def test_the_workers_line_says_what_happened_not_what_was_planned():
-    from grader.batch.insights import WorkersUsed, workers_lines
-    from grader.execute.slots import SlotTally
-
-    warm = SlotTally(zygotes_started=2, forks=8)
-    assert workers_lines(WorkersUsed(8, 2, warm)) == [
-        "workers: 2 warm slots, 2 zygotes started (torch imported once in each), 8 workers forked from them"]
-    fell = SlotTally(2, 1, 7, 0, ("it never started: no answer within 120 s: ModuleNotFoundError: torch",))
-    assert workers_lines(WorkersUsed(8, 2, fell)) == [
-        "workers: 2 warm slots; 1 worker forked warm, 7 started cold instead (torch imported for each: slower)",
-        "  why: it never started: no answer within 120 s: ModuleNotFoundError: torch"]
-    split = SlotTally(zygotes_started=2, forks=16)  # hidden cases run in a worker of their own
-    assert workers_lines(WorkersUsed(8, 2, split)) == [
-        "workers: 2 warm slots, 2 zygotes started (torch imported once in each), 16 workers forked from them "
-        "for 8 submissions"]
-    replaced = SlotTally(3, 8, 0, 1, ("1 processes of the last run survived its clean-up",))
-    assert workers_lines(WorkersUsed(8, 2, replaced))[0].endswith("; 1 zygote replaced after a run (3 started)")
-    assert workers_lines(WorkersUsed(3, 0, cold_why="--cold was asked for")) == [
-        "workers: a cold one per submission (torch imported for each): --cold was asked for"]
-    assert workers_lines(WorkersUsed(0, 2, warm)) == []  # nothing graded in this run: nothing to say
-    text = summary_text(class_summary([]), WorkersUsed(8, 2, fell))
-    assert text.endswith("\nThis run: 8 graded\n" + "\n".join(workers_lines(WorkersUsed(8, 2, fell))) + "\n")
 
 
 def test_slot_tallies_add_up_and_subtract_to_what_happened_since():
@@ -269,76 +206,10 @@ def test_slot_tallies_add_up_and_subtract_to_what_happened_since():
     assert sum((SlotTally(1, 1, 0, 0, (str(i),)) for i in range(9)), SlotTally()).reasons == tuple("01234")
 
 
-# -- similarity flags on the page, and mistakes by their declared names ------------------------
-
-def _section(page: str, heading: str) -> str:
-    """The part of ``page`` from the ``<h2>`` that starts with ``heading`` to the next ``<h2>``."""
-    start = page.index(f"<h2>{heading}")
-    end = page.find("<h2>", start + 4)
-    return page[start:end if end >= 0 else len(page)]
-
-
-def test_the_class_page_lists_similar_pairs_with_links_and_who_needs_attention(klass):
-    from grader.batch.feedback import feedback_name
-    from grader.batch.similarity import Flag
-
-    flags = [Flag("bob", "cy", 0.93, 0.81), Flag("ada", "dee", 0.5, 0.88), Flag("cy", HOSTILE, 0.85, 0.84),
-             Flag("ada", "fay", 0.81, 0.8)]
-    klass.append(row(HOSTILE, passed("a", 1)))
-    page = summary_html(class_summary(klass, COLUMNS), "mha", flags=flags)
-    similar = _section(page, "Similar code (4 pairs)")
-    # the pairs in the flags' order, each student with their share and a link to their feedback page
-    cell = r"<td>(?:<a href='[^']*'>)?([^<]*)(?:</a>)?</td><td class='num'>(\d+%)</td>"
-    assert re.findall(f"<tr>{cell}{cell}</tr>", similar) == [
-        ("bob", "93%", "cy", "81%"), ("ada", "50%", "dee", "88%"), ("cy", "85%", html_escape(HOSTILE), "84%"),
-        ("ada", "81%", "fay", "80%")]
-    for sid in ("bob", "cy", "ada", "dee", HOSTILE):
-        assert f"<a href='feedback/{html_escape(feedback_name(sid))}.html'>{html_escape(sid)}</a>" in similar, sid
-    assert f"feedback/{feedback_name('fay')}" not in page  # the grader failed on fay: no feedback page to link
-    assert HOSTILE not in page and "<script" not in page.lower()
-    attention = _section(page, "Needs attention")
-    assert attention.startswith("<h2>Needs attention (7 students)</h2>")  # dee, eve, fay, and bob, cy, ada, hostile
-    reasons = dict(re.findall(r"<tr><td>([^<]*)</td><td>([^<]*)</td>", attention))
-    assert reasons["bob"] == "similar code: 93% shared with cy"
-    assert reasons["cy"] == "similar code: 81% shared with bob, 85% with &lt;img src=x onerror=alert(1)&gt;"
-    assert reasons["ada"] == "similar code: 50% shared with dee, 81% with fay"
-    assert reasons["fay"] == "the grader failed: run again; similar code: 80% shared with ada"
-    # one row per student: a status problem and a flag, joined
-    assert reasons["dee"] == "ran out of time; similar code: 88% shared with ada"
-    assert attention.count("<td>dee</td>") == 1 and "could not be read" in reasons["eve"]
-    students = _section(page, "Students")
-    assert "<tr class='trouble'><td>bob</td>" in students and "<tr><td>ada</td>" not in students
-
-
-def test_similarity_not_computed_or_none_flagged_is_one_line(klass):
-    from grader.batch.similarity import Flag
-
-    s = class_summary(klass, COLUMNS)
-    missing = summary_html(s, "mha", flags=None)
-    assert missing.count("Similar code") == 1 and "not computed" in missing and "copydetect" in missing
-    none = summary_html(s, "mha", flags=[])
-    assert "not computed" not in none and "Similar code: none flagged" in none and "<h2>Similar code" not in none
-    assert _section(none, "Needs attention").startswith("<h2>Needs attention (3 students)</h2>")
-    text = summary_text(s, flags=[Flag("bob", "cy", 0.93, 0.81), Flag("ada", HOSTILE, 0.5, 0.9)])
-    assert ("\nSimilar code (2 pairs; each one's share of code found in the other's)\n  bob (93%) and cy (81%)\n"
-            "  ada (50%) and <img src=x onerror=aler… (90%)\n") in text  # ids shortened as elsewhere
-    assert "Similar code" not in summary_text(s, flags=[])
-
-
 def test_a_recognised_mistake_is_titled_by_its_declared_name(klass):
-    from grader.spec.mistakes import Mistake
-
-    known = {"no-scaling": Mistake("no-scaling", "scores not scaled", "Divide by √d_K.", (("a", "b", 1),), None, 0.5),
-             "softmax-dim": Mistake("softmax-dim", "softmax over the wrong dimension", "", (("a", "b", 1),))}
-    klass.append(row("t0", failed("b", 3, ("softmax-dim",), 1), causes=(mistake_cause(1, ("b",), "Known mistake: x"),)))
-    klass.append(row("t1", failed("b", 3, ("unknown-id",), 1), causes=(mistake_cause(1, ("b",), "Known mistake: y"),)))
-    s = class_summary(klass, COLUMNS, mistakes=known)
+    s = class_summary(with_declared_mistakes(klass), COLUMNS, mistakes=KNOWN)
     assert [(m.key, m.title, m.students) for m in s.mistakes] == [
         ("no-scaling", "scores not scaled (partial credit: 50%)", 2),
         ("unknown-id", "Known mistake: y", 1),                        # not declared: the report's title
         ("softmax-dim", "softmax over the wrong dimension", 1)]
-    page = summary_html(s, "mha")
-    mistakes = _section(page, "Recognised mistakes")
-    assert "<td>scores not scaled (partial credit: 50%)</td>" in mistakes and "Known mistake: scores" not in mistakes
-    assert "\n     2  scores not scaled (partial credit: 50%)\n" in summary_text(s)
     assert class_summary(klass, COLUMNS).mistakes[0].title == SCALING      # no mapping: as before

@@ -1,4 +1,4 @@
-"""class.html (grader.batch.insights.summary_html) as Chromium lays it out: what a TA sees, not only its text.
+"""class.html (grader.batch.class_page.summary_html) as Chromium lays it out: what a TA sees, not only its text.
 
 A class is built from stored results here (no grading); its page is opened in the system's headless
 Chromium (tests/browser.py) at a wide and a narrow window, and measured: histogram labels apart and
@@ -14,7 +14,8 @@ from html import escape
 import pytest
 
 from browser import browser, needs_browser
-from grader.batch.insights import class_summary, summary_html
+from grader.batch.class_page import summary_html
+from grader.batch.insights import class_summary
 from grader.batch.similarity import Flag
 from grader.batch.store import Handed, StoredResult
 from test_batch_insights import COLUMNS, HOSTILE, exception_cause, failed, internal, mistake_cause, passed, row

@@ -14,7 +14,7 @@
         worker), its report naming the student's file
         store.put(...), its feedback written            one transaction as each finishes
     gradebook.csv, gradebook_points.csv, canvas_import.csv, feedback/<student>.{html,json,txt},
-    class.html and class.txt (the class at a glance: insights.py), similarity.csv (similarity.py)
+    class.html and class.txt (the class at a glance: insights.py, class_page.py), similarity.csv (similarity.py)
 
 Nothing is lost if the machine dies: every finished submission is in the store, and the same
 command resumes, grading only what is missing. The outputs are written from the store alone
@@ -39,7 +39,8 @@ from pathlib import Path
 from typing import Callable
 
 from grader.batch.gradebook import CanvasNames, columns_from_cases, write_gradebooks, write_whole
-from grader.batch.insights import WorkersUsed, class_summary, summary_html, summary_text
+from grader.batch.class_page import summary_html, summary_text
+from grader.batch.insights import WorkersUsed, class_summary
 from grader.batch.similarity import Flag, flags_for_files
 from grader.batch.sources import Collected, StudentFile, collect
 from grader.batch.walk import SourceLimits, Skipped

@@ -52,7 +52,7 @@ SUBMISSIONS = ROOT / "tests" / "submissions" / "mha"
 CLASS = ("filled.ipynb", "correct_einsum.py", "correct_inf_mask.py", "correct_sdpa_reuse.py",
          "bug_sqrt_dfeat.py", "bug_inverted_mask.py", "bug_softmax_dim.py", "bug_missing_lin_O.py")
 SLOTS = 2
-#: ``workers_lines`` (grader/batch/insights.py) when every slot stayed warm: no cold worker, no zygote replaced.
+#: ``workers_lines`` (grader/batch/class_page.py) when every slot stayed warm: no cold worker, no zygote replaced.
 ALL_WARM = re.compile(r"workers: (\d+) warm slots?, (\d+) zygotes? started \(torch imported once in each\), "
                       r"(\d+) workers forked from them(?: for (\d+) submissions)?")
 LOCATIONS = ("under /tmp", "outside /tmp")
