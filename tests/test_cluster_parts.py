@@ -110,26 +110,6 @@ def test_the_plugin_travels_without_a_pool(tmp_path):
     assert copy.pool is None and copy.folder is None and copy.bundle == b"bundle"
 
 
-def test_chunks_by_count_and_bytes(tmp_path, monkeypatch):
-    files = []
-    for i, size in enumerate([10, 10, 10, 50, 10]):
-        p = tmp_path / f"s{i}.py"
-        p.write_bytes(b"x" * size)
-        files.append((i, p))
-    assert [[i for i, _ in c] for c in cluster._chunks(files, 4, 2)] == [[0, 1], [2, 3], [4]]
-    monkeypatch.setattr(cluster, "MAX_CHUNK_BYTES", 55)
-    assert [[i for i, _ in c] for c in cluster._chunks(files, 1, 16)] == [[0, 1, 2], [3], [4]]
-
-
-def test_chunks_shrink_towards_the_end(tmp_path):
-    path = tmp_path / "s.py"
-    path.write_text("x = 1\n")
-    sizes = [len(c) for c in cluster._chunks([(i, path) for i in range(1000)], 4)]
-    assert sum(sizes) == 1000 and sizes[0] == cluster.MAX_CHUNK and sizes[-1] == 1
-    assert sizes == sorted(sizes, reverse=True)
-    assert [len(c) for c in cluster._chunks([(i, path) for i in range(6)], 2)] == [1] * 6
-
-
 def test_a_file_over_the_readers_cap_travels_as_its_size(tmp_path, monkeypatch):
     big = tmp_path / "big.py"
     with open(big, "wb") as f:

@@ -37,7 +37,6 @@ otherwise its result stands. Any other failure of a task is the grader's own: ``
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import functools
 import hashlib
@@ -60,6 +59,7 @@ from distributed import Client, Future, WorkerPlugin, get_worker, wait
 from distributed.comm import CommClosedError
 from distributed.scheduler import KilledWorker
 
+from grader.batch.chunks import Chunk, Chunks, make_chunks
 from grader.batch.store import prepare
 from grader.batch.workers import Graded, Pool, Shown, as_graded, failed
 from grader.config import GradeConfig
@@ -77,9 +77,6 @@ PLUGIN_PREFIX = "grader-batch-"
 #: How long to wait for a first worker, and for any worker able to grade (the scheduler: Dask's
 #: ``distributed.comm.timeouts.connect``, 30 s unless configured).
 WAIT_SECONDS = 120.0
-#: A chunk's most submissions, and its most bytes (a single larger file goes alone).
-MAX_CHUNK = 16
-MAX_CHUNK_BYTES = 64 * 1024 * 1024
 #: How often the batch looks at the cluster while no task finishes; the least time without any chunk
 #: finishing after which it stops (more for larger chunks and longer submission time limits).
 POLL_SECONDS = 2.0
@@ -431,32 +428,24 @@ class Cluster:
 
     def _grade_all(self, tasks: list[tuple[Any, Path]]) -> Iterator[tuple[Any, Graded]]:
         keys = [key for key, _ in tasks]
-        chunks = _chunks([(i, path) for i, (_, path) in enumerate(tasks)], self.slots, self.chunk_size)
-        size = max(len(c) for c in chunks) if chunks else 1
-        todo = collections.deque(chunks)
-        suspects: list[list[tuple[int, Path]]] = []
-        running: dict[Future, list[tuple[int, Path]]] = {}
-        in_flight = self.slots + 1  # each slot busy, one more ready: the next chunk goes to whichever frees first
+        chunks = Chunks(make_chunks([(i, path) for i, (_, path) in enumerate(tasks)], self.slots, self.chunk_size),
+                        self.slots)
         # No chunk finishing for this long means something below us is stuck (a lost message): stop, not hang.
-        stall = max(STALL_SECONDS, 3 * size * (self.config.timeout + 60))
+        stall = max(STALL_SECONDS, 3 * chunks.largest * (self.config.timeout + 60))
         idle_since = last_done = time.monotonic()
-        while todo or running or suspects:
-            if not todo and not running:  # only the suspects are left: each alone, one after another
-                todo.append(suspects.pop(0))
-                in_flight = 1
-            while todo and len(running) < in_flight:
-                chunk = todo.popleft()
-                running[self._submit(chunk)] = chunk
+        while chunks:
+            for chunk in chunks.to_send():
+                chunks.sent(self._submit(chunk), chunk)
             try:
                 with self.client.as_current():
-                    done, _ = wait(list(running), timeout=POLL_SECONDS, return_when="FIRST_COMPLETED")
+                    done, _ = wait(list(chunks.running), timeout=POLL_SECONDS, return_when="FIRST_COMPLETED")
             except TimeoutError:
                 done = set()
             if not done:
                 able = self._able()
                 if able:
                     idle_since = time.monotonic()
-                    self._unstick(running, todo)
+                    self._unstick(chunks)
                 elif time.monotonic() - idle_since > self.wait_seconds:
                     raise ClusterError(f"no Dask worker able to grade has been connected to {self.address} for "
                                        f"{self.wait_seconds:g} s; what was graded is kept: start workers and run "
@@ -468,8 +457,8 @@ class Cluster:
                 continue
             idle_since = last_done = time.monotonic()
             for future in done:
-                chunk = running.pop(future)
-                for index, graded in self._outcome(future, chunk, in_flight == 1, todo, suspects):
+                chunk = chunks.returned(future)
+                for index, graded in self._outcome(future, chunk, chunks):
                     yield keys[index], graded
                 future.release()
 
@@ -478,9 +467,9 @@ class Cluster:
         return self.client.submit(grade_chunk, self.name, items, resources={self.name: 1}, pure=False,
                                   key=f"grade-chunk-{uuid.uuid4().hex}")
 
-    def _outcome(self, future: Future, chunk: list[tuple[int, Path]], alone: bool,
-                 todo: collections.deque, suspects: list) -> list[tuple[int, Graded]]:
-        """A finished task's results; a chunk lost with its workers is split (or, alone, recorded)."""
+    def _outcome(self, future: Future, chunk: Chunk, chunks: Chunks) -> list[tuple[int, Graded]]:
+        """A finished task's results; a chunk lost is sent again, one lost with its workers split (or,
+        alone, recorded: ``Chunks.killed``)."""
         if future.status == "cancelled":
             raise ClusterError(f"the Dask scheduler at {self.address} cancelled the batch's work (was it "
                                "restarted?); what was graded is kept: run the same command again for the rest")
@@ -488,21 +477,16 @@ class Cluster:
             try:  # held by the worker that made it: lost with it, made again elsewhere (or stuck: see _unstick)
                 return _checked(future.result(timeout=FETCH_SECONDS), chunk)
             except TimeoutError:
-                todo.appendleft(chunk)
+                chunks.again(chunk)
                 future.cancel()
                 return []
         if future.status != "error":  # lost on its way back (a worker gone): graded again, as a new task
-            todo.appendleft(chunk)
+            chunks.again(chunk)
             future.cancel()
             return []
         error = future.exception()
         if isinstance(error, KilledWorker):
-            if len(chunk) > 1:
-                half = len(chunk) // 2
-                todo.extendleft([chunk[half:], chunk[:half]])
-                return []
-            if not alone:
-                suspects.append(chunk)
+            if chunks.killed(chunk):
                 return []
             index, path = chunk[0]
             report = machine_lost_report(str(path), self.assignment, str(self.config.root or ""),
@@ -516,14 +500,15 @@ class Cluster:
         info = self.client.scheduler_info(n_workers=-1)["workers"]
         return any(w.get("resources", {}).get(self.name, 0) > 0 for w in info.values())
 
-    def _unstick(self, running: dict[Future, list[tuple[int, Path]]], todo: collections.deque) -> None:
+    def _unstick(self, chunks: Chunks) -> None:
         """Submit again the chunks the scheduler holds as runnable nowhere. When every worker able to grade
         was lost at once, its tasks wait for a worker with the batch's resource; a worker offers it only
         after it registered (its plugin's setup), and Dask looks at waiting tasks again only when a worker
         registers, so they would wait for ever. New tasks are placed afresh."""
-        stuck = set(self.client.run_on_scheduler(_unrunnable, [f.key for f in running]))
-        for future in [f for f in running if f.key in stuck]:
-            todo.appendleft(running.pop(future))
+        stuck = set(self.client.run_on_scheduler(_unrunnable, [f.key for f in chunks.running]))
+        futures = [f for f in chunks.running if f.key in stuck]
+        chunks.stuck(futures)
+        for future in futures:
             future.cancel()
 
     def close(self) -> None:
@@ -564,37 +549,6 @@ def _stale_plugins(dask_scheduler: Any) -> list[str]:
             if name.startswith(PLUGIN_PREFIX) and name[len(PLUGIN_PREFIX):] not in clients]
 
 
-def _chunks(indexed: list[tuple[int, Path]], slots: int, fixed: int | None = None) -> list[list[tuple[int, Path]]]:
-    """Consecutive chunks of at most ``MAX_CHUNK_BYTES`` (a larger file alone) and ``fixed`` submissions,
-    or, without ``fixed``, a quarter of each slot's share of what is left (1 to ``MAX_CHUNK``): large
-    chunks first, small ones at the end, so that the slots finish together."""
-    chunks: list[list[tuple[int, Path]]] = []
-    current: list[tuple[int, Path]] = []
-    used = 0
-    left = len(indexed)
-    size = fixed or max(1, min(MAX_CHUNK, left // max(1, 4 * slots)))
-    for index, path in indexed:
-        nbytes = _sent_bytes(path)
-        if current and (len(current) >= size or used + nbytes > MAX_CHUNK_BYTES):
-            chunks.append(current)
-            left -= len(current)
-            current, used = [], 0
-            size = fixed or max(1, min(MAX_CHUNK, left // max(1, 4 * slots)))
-        current.append((index, path))
-        used += nbytes
-    if current:
-        chunks.append(current)
-    return chunks
-
-
-def _sent_bytes(path: Path) -> int:
-    try:
-        size = path.stat().st_size
-    except OSError:
-        return 0
-    return size if size <= size_cap(path) else 0
-
-
 def _item(index: int, path: Path) -> Item:
     """A submission as sent: its bytes (read now, so the client holds only the chunks in flight)."""
     try:
@@ -605,7 +559,7 @@ def _item(index: int, path: Path) -> Item:
     return Item(index, path.name, data, size, str(path))
 
 
-def _checked(results: Any, chunk: list[tuple[int, Path]]) -> list[tuple[int, Graded]]:
+def _checked(results: Any, chunk: Chunk) -> list[tuple[int, Graded]]:
     """A chunk's results as sent back: one ``Graded`` per submission sent; any other is the grader's failure."""
     sent = {index for index, _ in chunk}
     got: dict[int, Graded] = {}
