@@ -34,7 +34,6 @@ def slot():
         return
     with WarmSlot("bwrap", GradeConfig().limits) as warm:
         yield warm
-    assert warm.fallbacks == 0
 
 
 def test_every_submission_has_an_expectation():
@@ -48,8 +47,11 @@ def test_every_submission_has_an_expectation():
 def test_submission_outcome(relpath, slot):
     spec = EXPECTED[relpath]
     config = GradeConfig(case_timeout=spec["case_timeout"]) if "case_timeout" in spec else None
+    fallbacks = slot.fallbacks if slot is not None else 0
     report = grade_submission(ROOT / relpath, config, slot)
     assert report.problem is None
+    # graded in a worker forked from the slot, as grade batch grades it, not in a cold fallback
+    assert slot is None or slot.fallbacks == fallbacks, slot.tally().reasons
     statuses = {c.case_id: c.status for c in report.cases}
     if spec.get("all"):
         expected = {cid: spec["all"] for cid in statuses}
