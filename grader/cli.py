@@ -225,7 +225,7 @@ def batch_cmd(source: Path, assignment: str, out: Path, jobs: int | None, regrad
               root: Path | None) -> None:
     """Grade every submission in SOURCE (a folder, a zip, an LMS export) into OUT, resumably."""
     from grader.batch.progress import progress_reporter
-    from grader.batch.run import Interrupted, run_batch
+    from grader.batch.run import BatchOptions, Interrupted, run_batch
     from grader.batch.store import STORE_NAME, StoredResult
     from grader.config import GradeConfig
     from grader.report.text import safe_text
@@ -250,10 +250,9 @@ def batch_cmd(source: Path, assignment: str, out: Path, jobs: int | None, regrad
                     saved.update(now=saved["now"] + 1, done=done, total=total)
                     progress(student_id, stored, done, total)
 
-                result = run_batch(source, assignment, out, config, jobs or os.cpu_count() or 1, regrade, student,
-                                   id_regex, layout, counted, warm=not cold, scheduler=scheduler,
-                                   chunk_size=chunk_size, allow_unsandboxed_workers=allow_unsandboxed_workers,
-                                   canvas=canvas)
+                options = BatchOptions(jobs or os.cpu_count() or 1, regrade, student, id_regex, layout, not cold,
+                                       scheduler, chunk_size, allow_unsandboxed_workers, canvas)
+                result = run_batch(source, assignment, out, config, options, counted)
         except KeyboardInterrupt as stop:
             if isinstance(stop, Interrupted):  # counted from the store once the grading stopped
                 saved.update(now=stop.graded_now, done=stop.in_store, total=stop.total)
@@ -296,10 +295,9 @@ def batch_cmd(source: Path, assignment: str, out: Path, jobs: int | None, regrad
         for r in result.internal:
             click.echo(f"  grader error on {safe_text(r.student_id, one_line=True)}: "
                        f"{safe_text(r.message, one_line=True)} (graded again by the next run)", err=True)
-        click.echo((out / "class.txt").read_text(encoding="utf-8"), nl=False)
-        if (out / "similarity.csv").is_file():
-            flagged = (out / "similarity.csv").read_text(encoding="utf-8").count("\n") - 1
-            click.echo(f"{flagged} pairs of students with alike code (over 80%, template code left out): "
+        click.echo(result.summary, nl=False)
+        if result.flags is not None:
+            click.echo(f"{len(result.flags)} pairs of students with alike code (over 80%, template code left out): "
                        f"{out / 'similarity.csv'}")
         else:
             click.echo("similarity flags not computed: pip install copydetect (the grader's [batch] extra)")

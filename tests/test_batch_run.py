@@ -180,7 +180,7 @@ def test_what_is_graded_is_the_bytes_whose_hash_is_stored(source, uninterrupted,
     as it was when hashed, never stored under the hash of other bytes; the next run grades the change."""
     import hashlib
 
-    from grader.batch.run import STORE_FILE, run_batch
+    from grader.batch.run import STORE_FILE, BatchOptions, run_batch
     from grader.config import GradeConfig
 
     folder = tmp_path / "class"
@@ -194,7 +194,7 @@ def test_what_is_graded_is_the_bytes_whose_hash_is_stored(source, uninterrupted,
                 shutil.copy(SUBMISSIONS / "mha" / other, folder / name)
 
     out = tmp_path / "out"
-    result = run_batch(folder, "mha", out, GradeConfig(root=ROOT), jobs=1, progress=overwrite_the_rest, warm=False)
+    result = run_batch(folder, "mha", out, GradeConfig(root=ROOT), BatchOptions(jobs=1, warm=False), overwrite_the_rest)
     assert result.graded == tuple(sorted(CLASS)) and not result.internal
     assert scores_of(out) == SCORES
     from grader.batch.run import grading_key
@@ -215,7 +215,7 @@ def test_what_is_graded_is_the_bytes_whose_hash_is_stored(source, uninterrupted,
 def test_ctrl_c_just_after_a_result_is_stored_counts_it(source, uninterrupted, tmp_path):
     """The signal can come between the store's commit and anything the caller counts: the words after
     Ctrl-C are read from the store once the grading stopped, so they match what the next run finds."""
-    from grader.batch.run import Interrupted, run_batch
+    from grader.batch.run import BatchOptions, Interrupted, run_batch
     from grader.config import GradeConfig
 
     out = tmp_path / "out"
@@ -228,7 +228,7 @@ def test_ctrl_c_just_after_a_result_is_stored_counts_it(source, uninterrupted, t
         raise KeyboardInterrupt  # the first result is committed; nothing after it has run
 
     with pytest.raises(Interrupted) as stop:
-        run_batch(source, "mha", out, GradeConfig(root=ROOT), jobs=1, progress=ctrl_c, warm=False)
+        run_batch(source, "mha", out, GradeConfig(root=ROOT), BatchOptions(jobs=1, warm=False), ctrl_c)
     assert (stop.value.graded_now, stop.value.in_store, stop.value.total) == (1, 4, 5)
     again = run_grade("batch", str(source), "--assignment", "mha", "--out", str(out), "--cold")
     assert again.returncode == 0 and "1 graded now, 4 already in the store" in again.stdout, again.stdout
@@ -330,24 +330,6 @@ def test_a_conflict_is_reported_where_the_ta_reads_and_graded_as_no_one(source, 
     assert "conflict over student alice: 2 entries claim this student (alice, alice.ipynb): none is graded" in p.stdout
     assert "\n  alice: 2 entries claim this student" in (out / "class.txt").read_text()
     assert "alice" not in scores_of(out) and "alice" in (out / "class.html").read_text()
-
-
-def test_a_report_graded_elsewhere_names_the_students_file_not_the_copy(tmp_path):
-    """A Dask cluster names the path it was sent (the run's private copy): renamed before it is stored."""
-    from grader.batch.run import _naming
-    from grader.batch.store import prepare
-    from grader.batch.workers import Graded
-    from grader.batch.feedback import feedback_texts
-    from grader.report.result import CaseResult, Report
-
-    copy = tmp_path / ".grade-batch-copies-x" / "1" / "alice.ipynb"
-    report = Report(str(copy), "mha", (CaseResult("a", "SDPA: shapes", "SDPA", "passed", 1, 1),))
-    graded = Graded(prepare(report), 1.0, feedback_texts(report), 0.0)
-    named = _naming(graded, tmp_path / "class" / "alice.ipynb")
-    assert named.entry.report.submission == str(tmp_path / "class" / "alice.ipynb")
-    assert str(copy) not in named.entry.text and ".grade-batch-copies" not in "".join(t for _, t in named.feedback)
-    assert (named.entry.status, named.entry.score, named.seconds) == (graded.entry.status, 1.0, 1.0)
-    assert _naming(named, tmp_path / "class" / "alice.ipynb") is named  # already the student's: as it is
 
 
 @pytest.mark.parametrize("when, mode", [("after a result", "--cold"), ("after a result", "--regrade"),

@@ -114,13 +114,13 @@ def test_a_file_over_the_readers_cap_travels_as_its_size(tmp_path, monkeypatch):
     big = tmp_path / "big.py"
     with open(big, "wb") as f:
         f.truncate(300 * 1024)  # over the 256 KiB a .py may have
-    item = cluster._item(3, big)
-    assert item.data is None and item.size == 300 * 1024 and item.shown == str(big)
+    item = cluster._item(3, big, "/class/big.py")
+    assert item.data is None and item.size == 300 * 1024 and item.shown == "/class/big.py"
     small = tmp_path / "small.py"
     small.write_text("x = 1\n")
-    assert cluster._item(0, small).data == b"x = 1\n"
-    gone = cluster._item(1, tmp_path / "gone.py")
-    assert gone.size == -1 and "gone.py" in gone.shown
+    assert cluster._item(0, small, "/class/small.py").data == b"x = 1\n"
+    gone = cluster._item(1, tmp_path / "gone.py", "/class/gone.py")
+    assert gone.size == -1 and "gone.py" in gone.error and gone.shown == "/class/gone.py"
 
 
 def test_what_a_worker_sends_back_is_checked():

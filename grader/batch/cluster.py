@@ -48,7 +48,7 @@ import tarfile
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import CancelledError
 from dataclasses import dataclass, replace
 from importlib import metadata
@@ -61,7 +61,7 @@ from distributed.scheduler import KilledWorker
 
 from grader.batch.chunks import Chunk, Chunks, make_chunks
 from grader.batch.store import prepare
-from grader.batch.workers import Graded, Pool, Shown, as_graded, failed
+from grader.batch.workers import Graded, Pool, Shown, Task, as_graded, failed
 from grader.config import GradeConfig
 from grader.course.bundle import write_bundle
 from grader.errors import UsageError
@@ -117,7 +117,10 @@ class Item:
     name: str
     data: bytes | None
     size: int
+    #: what its report calls it (``workers.Task.shown``: the student's own file on the client)
     shown: str
+    #: why the client could not read it (with size -1)
+    error: str = ""
 
 
 # --------------------------------------------------------------------------- both sides
@@ -283,7 +286,7 @@ def _grade_item(plugin: CoursePlugin, folder: Path, item: Item) -> Graded:
     if Path(item.name).name != item.name or item.name in ("", ".", ".."):
         return failed(f"the batch sent an unusable file name {item.name!r}")
     if item.size < 0:
-        return failed(f"the batch could not read {item.shown}")
+        return failed(f"the batch could not read {item.error}")
     folder.mkdir(parents=True)
     path = folder / item.name
     with open(path, "wb") as f:
@@ -324,6 +327,7 @@ class Cluster:
         self.name = f"{PLUGIN_PREFIX}{self.client.id}"
         self._registered = False
         self._gone = False  # the scheduler went away: nothing more to ask it
+        self._shown: list[str] = []  # what each task's report calls its submission, by index
 
     @contextlib.contextmanager
     def _talking(self) -> Iterator[None]:
@@ -416,9 +420,9 @@ class Cluster:
         """The grading processes of the workers that grade (checked at the start)."""
         return sum(w.threads for w in self.workers if not w.refused)
 
-    def grade_all(self, tasks: list[tuple[Any, Path]], config: GradeConfig) -> Iterator[tuple[Any, Graded]]:
-        """Grade each (key, path) on the cluster; yield (key, Graded) as chunks finish (see the module docstring).
-        The scheduler going away is a ``ClusterError`` (``SCHEDULER_GONE``)."""
+    def grade_all(self, tasks: Sequence[Task], config: GradeConfig) -> Iterator[tuple[Any, Graded]]:
+        """Grade each task on the cluster; yield (key, Graded) as chunks finish (``workers.GradingEngine``; see
+        the module docstring). The scheduler going away is a ``ClusterError`` (``SCHEDULER_GONE``)."""
         if not self.workers:
             self.check()
         with self._talking():
@@ -426,9 +430,10 @@ class Cluster:
                 self._register()
             yield from self._grade_all(tasks)
 
-    def _grade_all(self, tasks: list[tuple[Any, Path]]) -> Iterator[tuple[Any, Graded]]:
-        keys = [key for key, _ in tasks]
-        chunks = Chunks(make_chunks([(i, path) for i, (_, path) in enumerate(tasks)], self.slots, self.chunk_size),
+    def _grade_all(self, tasks: Sequence[Task]) -> Iterator[tuple[Any, Graded]]:
+        keys = [t.key for t in tasks]
+        self._shown = [t.shown for t in tasks]
+        chunks = Chunks(make_chunks([(i, t.path) for i, t in enumerate(tasks)], self.slots, self.chunk_size),
                         self.slots)
         # No chunk finishing for this long means something below us is stuck (a lost message): stop, not hang.
         stall = max(STALL_SECONDS, 3 * chunks.largest * (self.config.timeout + 60))
@@ -463,7 +468,7 @@ class Cluster:
                 future.release()
 
     def _submit(self, chunk: list[tuple[int, Path]]) -> Future:
-        items = [_item(index, path) for index, path in chunk]
+        items = [_item(index, path, self._shown[index]) for index, path in chunk]
         return self.client.submit(grade_chunk, self.name, items, resources={self.name: 1}, pure=False,
                                   key=f"grade-chunk-{uuid.uuid4().hex}")
 
@@ -549,14 +554,14 @@ def _stale_plugins(dask_scheduler: Any) -> list[str]:
             if name.startswith(PLUGIN_PREFIX) and name[len(PLUGIN_PREFIX):] not in clients]
 
 
-def _item(index: int, path: Path) -> Item:
+def _item(index: int, path: Path, shown: str) -> Item:
     """A submission as sent: its bytes (read now, so the client holds only the chunks in flight)."""
     try:
         size = path.stat().st_size
         data = path.read_bytes() if size <= size_cap(path) else None
     except OSError as e:  # gone or unreadable since it was collected: the grader's failure, as it is locally
-        return Item(index, path.name, None, -1, f"{path} ({e.strerror or e})")
-    return Item(index, path.name, data, size, str(path))
+        return Item(index, path.name, None, -1, shown, f"{path} ({e.strerror or e})")
+    return Item(index, path.name, data, size, shown)
 
 
 def _checked(results: Any, chunk: Chunk) -> list[tuple[int, Graded]]:

@@ -14,9 +14,8 @@ cluster's workers that are sent the file's bytes), each reading a path when its 
 path in the SOURCE can change under a running batch (a folder the TA syncs, an export unzipped
 again); a copy made from the very bytes that were hashed, in a folder only this run writes
 (0700, under the lock), cannot. So a stored result always names the bytes it graded, whatever
-engine graded them; the local grading processes are told the student's path to show
-(``workers.Pool.grade_all``'s ``shown``), a Dask cluster's reports are renamed as they come back
-(``grader.batch.run``), and ``Cluster.grade_all(tasks, config)`` is unchanged.
+engine graded them; every engine is told the student's path to show (``workers.Task.shown``:
+the local grading processes and a Dask cluster's workers alike).
 """
 from __future__ import annotations
 

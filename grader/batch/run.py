@@ -46,7 +46,7 @@ from grader.batch.sources import Collected, StudentFile, collect
 from grader.batch.walk import SourceLimits, Skipped
 from grader.batch import outdir, workers
 from grader.batch.feedback import feedback_texts, write_texts
-from grader.batch.store import STORE_NAME, Handed, Store, StoredResult, renamed
+from grader.batch.store import STORE_NAME, Handed, Store, StoredResult
 from grader.config import GradeConfig
 from grader.course.assignments import get_assignment
 from grader.course.resolve import resolve_course
@@ -61,6 +61,31 @@ from grader.spec.mistakes import load_mistakes, mistakes_file
 STORE_FILE = STORE_NAME
 FEEDBACK = "feedback"
 CLASS_PAGE, CLASS_TEXT, SIMILARITY = "class.html", "class.txt", "similarity.csv"
+
+
+@dataclass(frozen=True)
+class BatchOptions:
+    """How a batch grades, besides what and where (``run_batch``'s ``source``, assignment and ``out``).
+
+    ``jobs``: grading processes at once. ``regrade``: grade every submission again; ``student``: only
+    that student's, again. ``identity`` and ``layout``: how the source is read (``sources.collect``).
+    ``warm=False``: a cold worker per submission even where warm slots could run. ``scheduler``: grade
+    on the Dask cluster of that scheduler (``grader.batch.cluster``; ``chunk_size`` submissions per task,
+    default: chosen from the class and the cluster's size) instead of in local processes;
+    ``allow_unsandboxed_workers``: let its workers without bubblewrap grade, where their submissions get
+    no network (``cluster.refusal``). ``canvas``: how ``canvas_import.csv`` names the assignment's column
+    and the students, as Canvas does."""
+
+    jobs: int = 1
+    regrade: bool = False
+    student: str | None = None
+    identity: str | None = None
+    layout: str = "auto"
+    warm: bool = True
+    scheduler: str | None = None
+    chunk_size: int | None = None
+    allow_unsandboxed_workers: bool = False
+    canvas: CanvasNames | None = None
 
 
 @dataclass(frozen=True)
@@ -80,6 +105,10 @@ class BatchResult:
     cluster: tuple = ()
     #: how this run's submissions were run, as it happened (warm slots, cold fallbacks, and why)
     workers: WorkersUsed = WorkersUsed(0, 0)
+    #: the class at a glance, as class.txt holds it
+    summary: str = ""
+    #: the pairs of students with alike code (None: not computed, copydetect is missing)
+    flags: tuple[Flag, ...] | None = None
 
 
 class Interrupted(KeyboardInterrupt):
@@ -96,17 +125,10 @@ class Interrupted(KeyboardInterrupt):
 Progress = Callable[[str, StoredResult, int, int], None]
 
 
-def run_batch(source: Path, assignment_name: str, out: Path, config: GradeConfig, jobs: int = 1,
-              regrade: bool = False, student: str | None = None, identity: str | None = None,
-              layout: str = "auto", progress: Progress | None = None, warm: bool = True,
-              scheduler: str | None = None, chunk_size: int | None = None,
-              allow_unsandboxed_workers: bool = False, canvas: CanvasNames | None = None) -> BatchResult:
-    """Grade ``source`` into ``out`` (see the module docstring); resumable. ``warm=False``: a cold
-    worker per submission even where warm slots could run. ``scheduler``: grade on the Dask cluster
-    of that scheduler (``grader.batch.cluster``; ``chunk_size`` submissions per task, default: chosen
-    from the class and the cluster's size) instead of in local processes; ``allow_unsandboxed_workers``:
-    let its workers without bubblewrap grade, where their submissions get no network (``cluster.refusal``).
-    ``canvas``: how ``canvas_import.csv`` names the assignment's column and the students, as Canvas does.
+def run_batch(source: Path, assignment_name: str, out: Path, config: GradeConfig,
+              options: BatchOptions = BatchOptions(), progress: Progress | None = None) -> BatchResult:
+    """Grade ``source`` into ``out`` as ``options`` say (see the module docstring); resumable;
+    ``progress`` is called as each submission is stored.
 
     Another batch using ``out``, a ``grades.sqlite`` there that is not a results store, an
     ``extracted`` there that no batch made: ``UsageError``, before anything of theirs is changed."""
@@ -115,8 +137,9 @@ def run_batch(source: Path, assignment_name: str, out: Path, config: GradeConfig
     config = dataclasses.replace(config, assignment=assignment.name, root=course.root)
     with outdir.hold(out), Store.open(out / STORE_FILE) as store:
         is_zip = source.is_file() and zipfile.is_zipfile(source)
-        collected = collect(source, extract_to=outdir.extraction_folder(out) if is_zip else None, layout=layout,
-                            identity=identity)
+        collected = collect(source, extract_to=outdir.extraction_folder(out) if is_zip else None,
+                            layout=options.layout, identity=options.identity)
+        student = options.student
         chosen = [s for s in collected.submissions if student is None or s.student_id == student]
         if student is not None and not chosen:
             why = dict(not_graded(collected)).get(student)
@@ -125,22 +148,22 @@ def run_batch(source: Path, assignment_name: str, out: Path, config: GradeConfig
         reference = expected_outputs(assignment, config)  # once for the batch, before any submission runs
         if load_mistakes(assignment.folder):
             variant_outputs(assignment, reference, config)
-        if regrade or student is not None:
+        if options.regrade or student is not None:
             for s in chosen:
                 store.forget(student_id=s.student_id, grading_key=key)
         copies = outdir.Copies(out, SourceLimits().max_file_bytes)
         try:
             return _grade(collected, chosen, store, key, copies, assignment, config, course.root, source, out,
-                          jobs, progress, warm, scheduler, chunk_size, allow_unsandboxed_workers, canvas)
+                          options, progress)
         finally:
             copies.remove()
 
 
 def _grade(collected: Collected, chosen: list, store: Store, key: str, copies: outdir.Copies, assignment,
-           config: GradeConfig, course_root: Path, source: Path, out: Path, jobs: int, progress: Progress | None,
-           warm: bool, scheduler: str | None, chunk_size: int | None,
-           allow_unsandboxed_workers: bool = False, canvas: CanvasNames | None = None) -> BatchResult:
+           config: GradeConfig, course_root: Path, source: Path, out: Path, options: BatchOptions,
+           progress: Progress | None) -> BatchResult:
     """The grading and the outputs of ``run_batch``, holding ``out``."""
+    warm, scheduler = options.warm, options.scheduler
     todo, done, unread = [], [], []
     for s in chosen:  # each file read once: the hash stored is the hash of the bytes graded
         copy = copies.take(s.path)
@@ -168,30 +191,29 @@ def _grade(collected: Collected, chosen: list, store: Store, key: str, copies: o
         if not flags_started:
             flags, flags_started = _start_flags(assignment, collected), True
     feedback_written: dict[str, list[Path]] = {}  # student -> files, written as each one finishes
-    width = max(1, min(jobs, len(todo)))
+    width = max(1, min(options.jobs, len(todo)))
     warm_mode = bool(warm and todo and not scheduler and resolve_mode(config.sandbox) == "bwrap")
     worker_cpu, slots, facts, tally = 0.0, width if warm_mode else 0, (), SlotTally()
     if todo:
-        tasks = [((s, c.sha), c.path) for s, c in todo]
+        tasks = [workers.Task((s, c.sha), c.path, str(s.path)) for s, c in todo]
+        engine: workers.GradingEngine
         if scheduler:
-            engine = _cluster().Cluster(scheduler, assignment, config, warm, chunk_size,
-                                        allow_unsandboxed=allow_unsandboxed_workers)
+            engine = _cluster().Cluster(scheduler, assignment, config, warm, options.chunk_size,
+                                        allow_unsandboxed=options.allow_unsandboxed_workers)
             try:
                 facts = engine.check()
             except BaseException:
                 engine.close()
                 raise
             slots = sum(w.threads for w in facts if w.sandbox == "bwrap") if warm else 0
-            told: tuple = ()  # a cluster names what it was sent: renamed as results come (_naming)
+
         else:
             hide = (course_root, config.cache_dir, source.resolve(), out.resolve())
-            engine = workers.Pool(width, warm_mode, config.limits, hide)
-            told = ({c.path: workers.Shown(str(s.path), str(course_root)) for s, c in todo},)
+            engine = workers.Pool(width, warm_mode, config.limits, hide, str(course_root))
         mark = store.last_id()
         try:
             with engine:
-                for (s, sha), graded in engine.grade_all(tasks, config, *told):
-                    graded = _naming(graded, s.path)
+                for (s, sha), graded in engine.grade_all(tasks, config):
                     stored = store.put(s.student_id, s.name or "", sha, key, graded.entry, graded.seconds,
                                        handed(s, collected.root))
                     feedback_written[s.student_id] = write_texts(out / FEEDBACK, s.student_id, graded.feedback)
@@ -209,7 +231,7 @@ def _grade(collected: Collected, chosen: list, store: Store, key: str, copies: o
     start_flags()
     rows = [r for r in store.results(key) if r.student_id in {s.student_id for s in collected.submissions}]
     columns = columns_from_cases(assignment.cases)
-    outputs = write_gradebooks(out, rows, columns, assignment.name, names=canvas)
+    outputs = write_gradebooks(out, rows, columns, assignment.name, names=options.canvas)
     outputs += write_feedback(out / FEEDBACK, [r for r in rows if r.student_id not in feedback_written])
     outputs += [p for r in rows for p in feedback_written.get(r.student_id, ())]
     found = flags.result() if flags is not None else None
@@ -218,11 +240,13 @@ def _grade(collected: Collected, chosen: list, store: Store, key: str, copies: o
     summary = class_summary(rows, columns, mistakes={m.id: m for m in load_mistakes(assignment.folder)})
     used = WorkersUsed(len(todo), slots, tally, "" if slots or scheduler else _cold_why(warm, config))
     missing = not_graded(collected)
+    text = summary_text(summary, used, missing, found)
     outputs += [write_whole(out / CLASS_PAGE, summary_html(summary, assignment.name, missing, found)),
-                write_whole(out / CLASS_TEXT, summary_text(summary, used, missing, found))]
+                write_whole(out / CLASS_TEXT, text)]
     internal = tuple(r for r in rows if r.status == "internal")
     return BatchResult(collected, tuple(s.student_id for s, _ in todo), tuple(s.student_id for s, _ in done),
-                       internal, tuple(outputs), slots, worker_cpu, facts, used)
+                       internal, tuple(outputs), slots, worker_cpu, facts, used, text,
+                       tuple(found) if found is not None else None)
 
 
 def handed(s: StudentFile, root: Path) -> Handed:
@@ -233,17 +257,6 @@ def handed(s: StudentFile, root: Path) -> Handed:
         except ValueError:
             return p.name
     return Handed(name(s.path), s.late, s.resubmission, tuple(name(p) for p in s.others))
-
-
-def _naming(graded: workers.Graded, path: Path) -> workers.Graded:
-    """``graded`` with its report naming the student's own file, not the private copy that was graded.
-    The local grading processes are told the name (``workers.Shown``); an engine that names what it was
-    sent (a Dask cluster) is renamed here, and its feedback rendered again."""
-    report = graded.entry.report
-    if report is None or report.submission == safe_text(str(path), one_line=True):
-        return graded
-    entry = renamed(graded.entry, str(path))
-    return dataclasses.replace(graded, entry=entry, feedback=feedback_texts(entry.report))
 
 
 def not_graded(collected: Collected) -> tuple[tuple[str, str], ...]:

@@ -226,15 +226,6 @@ def prepare(report: Report | None, status: Status | None = None, message: str = 
     return Entry(status, score, max_score, text, trimmed, message, stored)
 
 
-def renamed(entry: Entry, submission: str) -> Entry:
-    """``entry`` with its report calling its submission ``submission`` (a batch grades a private copy of
-    each student's file, and shows the student's own path); status, scores and trimming untouched."""
-    if entry.report is None:
-        return entry
-    report = dataclasses.replace(entry.report, submission=submission)
-    return dataclasses.replace(entry, text=None if entry.text is None else _json(report), report=report)
-
-
 class Store:
     """A batch's results. Use ``Store.open(path)``, as a context manager, from one process only.
 

@@ -30,10 +30,10 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Protocol
 
 from grader.batch.feedback import feedback_texts
 from grader.batch.store import Entry, prepare
@@ -60,6 +60,28 @@ class Graded:
     #: what the grading process's warm slot did since its last submission (its start, for the first);
     #: None with cold workers
     slot: SlotTally | None = None
+
+
+@dataclass(frozen=True)
+class Task:
+    """One submission for an engine to grade: the caller's ``key``, the file graded (``path``: the run's
+    private copy of the student's file), and what its report calls it (``shown``: the student's own file)."""
+
+    key: Any
+    path: Path
+    shown: str
+
+
+class GradingEngine(Protocol):
+    """What ``run_batch`` grades with: the local ``Pool`` or a Dask ``Cluster``. A context manager (leaving
+    it stops every grading process); ``grade_all`` yields (key, ``Graded``) as each task finishes, in any
+    order, each task once, the report naming its ``shown`` file and the course as this machine names it."""
+
+    def grade_all(self, tasks: Sequence[Task], config: GradeConfig) -> Iterator[tuple[Any, Graded]]: ...
+
+    def __enter__(self) -> "GradingEngine": ...
+
+    def __exit__(self, *exc: object) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -161,8 +183,10 @@ class Pool:
     grades are in flight) ends every process the pool started, and the pool starts no other.
     """
 
-    def __init__(self, width: int, warm: bool, limits: Limits, hide: tuple[Path, ...]):
+    def __init__(self, width: int, warm: bool, limits: Limits, hide: tuple[Path, ...], course_shown: str = ""):
         self._setup = (warm, limits, tuple(hide))
+        #: what reports call the course folder (``Task.shown`` names each submission); "" leaves both as graded
+        self.course_shown = course_shown
         self.width = max(1, width)
         self._idle: queue.SimpleQueue[_Process | None] = queue.SimpleQueue()  # None: the pool is closed
         self._lock = threading.Lock()
@@ -231,12 +255,10 @@ class Pool:
             if process is not None and not self._closed:
                 self._idle.put(process)
 
-    def grade_all(self, tasks: list[tuple[Any, Path]], config: GradeConfig,
-                  shown: dict[Path, Shown] | None = None) -> Iterator[tuple[Any, Graded]]:
-        """Grade each (key, path) with ``width`` threads; yield (key, Graded) in the order they finish.
-        ``shown``: what the report of a path calls its submission and course (``grade batch`` grades a
-        private copy of each student's file and names the student's own)."""
-        todo: queue.SimpleQueue[tuple[Any, Path]] = queue.SimpleQueue()
+    def grade_all(self, tasks: Sequence[Task], config: GradeConfig) -> Iterator[tuple[Any, Graded]]:
+        """Grade each task with ``width`` threads; yield (key, Graded) in the order they finish
+        (``GradingEngine``)."""
+        todo: queue.SimpleQueue[Task] = queue.SimpleQueue()
         for task in tasks:
             todo.put(task)
         done: queue.SimpleQueue[tuple[Any, Graded]] = queue.SimpleQueue()
@@ -244,10 +266,11 @@ class Pool:
         def serve() -> None:
             while True:
                 try:
-                    key, path = todo.get_nowait()
+                    task = todo.get_nowait()
                 except queue.Empty:
                     return
-                done.put((key, self.grade_one(path, config, (shown or {}).get(path))))
+                shown = Shown(task.shown, self.course_shown) if self.course_shown else None
+                done.put((task.key, self.grade_one(task.path, config, shown)))
 
         threads = [threading.Thread(target=serve, daemon=True) for _ in range(self.width)]
         for t in threads:
