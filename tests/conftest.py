@@ -1,4 +1,13 @@
-"""Shared fixtures: one reference cache for the whole test session, and the repo's paths."""
+"""Shared fixtures: one reference cache for the whole test session, the repo's paths, and the markers.
+
+Markers are given here, from what each test uses (its code, the helpers of its module it calls, its
+fixtures, recursively), so that no list must be kept by hand:
+
+- ``e2e``: the test starts the grader's own machinery: the `grade` command, a grading worker, a warm
+  slot, the batch's grading processes, a Dask cluster. ``python -m pytest -m "not e2e"`` is the fast
+  loop (the pure tests: reading, slicing, checks, wording, the stores, the class page);
+- ``bwrap``: the test needs bubblewrap (it asks for it, or runs a case in the ``bwrap`` mode).
+"""
 from __future__ import annotations
 
 import os
@@ -39,6 +48,60 @@ def _remove_the_cache():
 def grade_cli():
     """The `grade` command as a function returning CompletedProcess."""
     return run_grade
+
+
+#: Names whose use starts the grader's machinery (``e2e``).
+E2E_NAMES = frozenset({
+    "run_grade", "grade_cli", "grade_submission", "grade_source", "check", "Pool", "WarmSlot", "Cluster",
+    "run_batch", "expected_outputs", "variant_outputs", "run_cases", "start_worker", "Worker", "Zygote",
+    "new_worker", "NotebookClient", "package", "validate", "release",
+})
+#: Text that runs the grader in another process (``python -m grader``, a script importing it).
+_GRADER_CODE = ("from grader", "import grader")
+
+
+def _used_names(code, seen: set, module: dict, fixtures: dict, depth: int = 0) -> set[str]:
+    """Every global name ``code`` uses, with those of the module's own functions and of the fixtures it
+    calls, recursively."""
+    if id(code) in seen or depth > 8:
+        return set()
+    seen.add(id(code))
+    names = set(code.co_names) | set(code.co_varnames)
+    texts = [c for c in code.co_consts if isinstance(c, str)]
+    for const in code.co_consts:
+        if hasattr(const, "co_names"):
+            names |= _used_names(const, seen, module, fixtures, depth + 1)
+    for name in list(names):
+        target = module.get(name)
+        if isinstance(target, str):
+            texts.append(target)
+        if callable(target) and getattr(target, "__module__", None) == module.get("__name__"):
+            inner = getattr(target, "__code__", None) or getattr(getattr(target, "__init__", None), "__code__", None)
+            if inner is not None:
+                names |= _used_names(inner, seen, module, fixtures, depth + 1)
+        for fixture in fixtures.get(name, ()):
+            fn = getattr(fixture, "func", None)
+            if fn is not None and hasattr(fn, "__code__"):
+                names |= _used_names(fn.__code__, seen, vars(sys.modules.get(fn.__module__, sys)), fixtures,
+                                     depth + 1)
+    if any(t == "grader" or any(g in t for g in _GRADER_CODE) for t in texts):
+        names.add("run_grade")  # it runs the grader in another process
+    return names
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        fn = getattr(item, "function", None)
+        if fn is None:
+            continue
+        fixtures = dict(getattr(getattr(item, "_fixtureinfo", None), "name2fixturedefs", {}) or {})
+        names = _used_names(fn.__code__, set(), vars(item.module), fixtures)
+        names |= set(item.fixturenames)
+        if names & E2E_NAMES:
+            item.add_marker(pytest.mark.e2e)
+        callspec = getattr(item, "callspec", None)
+        if names & {"require_bwrap", "bwrap_usable"} or (callspec is not None and "bwrap" in callspec.id.split("-")):
+            item.add_marker(pytest.mark.bwrap)
 
 
 def require_bwrap() -> None:
