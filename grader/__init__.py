@@ -18,7 +18,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from grader.config import GradeConfig
     from grader.pipeline import grade_submission
     from grader.local import check
-    from grader.report.result import CheckResult, Report
+    from grader.model.result import CheckResult, Report
 
 
 def __getattr__(name: str) -> Any:
@@ -33,6 +33,6 @@ def __getattr__(name: str) -> Any:
         from grader.pipeline import grade_submission
         return grade_submission
     if name in ("Report", "CheckResult"):
-        from grader.report import result
+        from grader.model import result
         return getattr(result, name)
     raise AttributeError(f"module 'grader' has no attribute {name!r}")

@@ -141,7 +141,7 @@ def grade_one(submission: Path, assignment: str | None, fmt: str, output: Path |
 def guarded(action: "Callable[[], int]") -> int:  # noqa: F821
     """Run a command's work: the one place exceptions become exit codes."""
     from grader.errors import GraderError, UsageError
-    from grader.report.text import safe_text  # messages may quote a file's name or metadata
+    from grader.model.text import safe_text  # messages may quote a file's name or metadata
 
     try:
         return action()
@@ -228,7 +228,7 @@ def batch_cmd(source: Path, assignment: str, out: Path, jobs: int | None, regrad
     from grader.batch.run import BatchOptions, Interrupted, run_batch
     from grader.batch.store import STORE_NAME, StoredResult
     from grader.config import GradeConfig
-    from grader.report.text import safe_text
+    from grader.model.text import safe_text
 
     if allow_unsandboxed_workers:
         if not scheduler:
@@ -325,7 +325,7 @@ def release_cmd(assignment: str, out: Path, root: Path | None, force: bool = Fal
         a = get_assignment(_course(root), assignment)
         paths = release(a, out, GradeConfig(), force=force)
         if paths.overridden:
-            from grader.report.text import safe_text
+            from grader.model.text import safe_text
             click.echo(safe_text(f"grade: WARNING: --force released {a.name} despite:"
                                  + "".join(f"\n  {o}" for o in paths.overridden)
                                  + f"\nTHE BUNDLE IN {out} MAY CONTAIN THE SOLUTION: check it before giving it "

@@ -29,9 +29,9 @@ from pathlib import Path
 
 from grader.config import GradeConfig
 from grader.errors import SubmissionUnreadable, UsageError
-from grader.report.outcomes import Note
+from grader.model.outcomes import Note
 from grader.report.audience import for_audience
-from grader.report.result import Report
+from grader.model.result import Report
 
 
 def find_notebook(folder: Path | None = None) -> Path:

@@ -36,9 +36,9 @@ from grader.judge.judge import judge, name_mistakes, not_run
 from grader.plan.plan import Plan, make_plan
 from grader.plan.slicing import ParsedSource, parse_units
 from grader.plan.submission import Submission, read_submission
-from grader.report import messages
-from grader.report.outcomes import Cause, Note
-from grader.report.result import Report
+from grader.model import messages
+from grader.model.outcomes import Cause, Note
+from grader.model.result import Report
 from grader.spec.cases import Assignment
 from grader.spec.mistakes import load_mistakes
 

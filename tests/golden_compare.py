@@ -13,7 +13,7 @@ import math
 import re
 from typing import Any
 
-from grader.report.result import FIGURE_DECIMALS
+from grader.model.result import FIGURE_DECIMALS
 
 JSON_FORMATS = ("json", "gradescope")
 #: How far a JSON float may be from the golden's: the grader's own relative tolerance (cases.toml's rtol,

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import dataclasses
 
-from grader.report.outcomes import Cause, Problem
-from grader.report.result import CaseResult, CauseSummary, Report
+from grader.model.outcomes import Cause, Problem
+from grader.model.result import CaseResult, CauseSummary, Report
 
 _ERROR = {"type": "RuntimeError", "message": "boom", "label": "cell 7", "line": 3, "function": "forward",
           "code": "y = x @ w", "traceback": "cell 7, line 3, in forward\n    y = x @ w"}

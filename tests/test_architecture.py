@@ -1,8 +1,9 @@
 """The package's layers: imports between folders run one way, so the arrows read like the data flow.
 
-From the bottom: the shared ground (errors, exit codes, config, memo), report (the result model,
-its vocabulary and its views), spec (the case files' model), plan, execute, judge, course
-(which course, the reference store), the pipeline, and the front ends (cli, local, authoring).
+From the bottom: the shared ground (errors, exit codes, config, memo), model (the result model,
+the facts stages return, and their words), spec (the case files' model), plan, execute, judge,
+course (which course, the reference's outputs), the pipeline, report (the views of a report: rich,
+JSON, Gradescope, JUnit, CSV, HTML, the audiences), batch, and the front ends (cli, local, authoring).
 A module may import its own layer and those below it, never one above. The worker, which
 runs in the sandbox, imports only the standard library, torch, two modules of its own layer and
 the pure data of the forbidden operator families (``grader.spec.operators``).
@@ -17,13 +18,14 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "grader"
 LAYERS = [
     {"errors", "exitcodes", "config", "memo"},
-    {"report"},
+    {"model"},
     {"spec"},
     {"plan"},
     {"execute"},
     {"judge"},
     {"course"},
     {"pipeline"},
+    {"report"},
     {"batch"},
     {"authoring", "local", "cli", "__init__", "__main__"},
 ]

@@ -9,8 +9,8 @@ import pytest
 from grader.batch.gradebook import Column
 from grader.batch.insights import Bin, class_summary, histogram
 from grader.batch.store import StoredResult
-from grader.report.outcomes import Cause
-from grader.report.result import CaseResult, CauseSummary, Report
+from grader.model.outcomes import Cause
+from grader.model.result import CaseResult, CauseSummary, Report
 from grader.spec.mistakes import Mistake
 
 SHA = "0" * 64

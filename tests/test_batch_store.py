@@ -20,8 +20,8 @@ from grader.batch import gradebook as gb
 from grader.batch import store as st
 from grader.batch.store import Store, StoreError, status_of
 from grader.errors import UsageError
-from grader.report.outcomes import Cause
-from grader.report.result import CaseResult, Report
+from grader.model.outcomes import Cause
+from grader.model.result import CaseResult, Report
 
 ROOT = Path(__file__).resolve().parents[1]
 KEY = "mha:cases=abc:ref=def:grader=1"
@@ -290,7 +290,7 @@ N_KILL = 1000
 _CHILD = textwrap.dedent("""
     import hashlib, sys
     from grader.batch.store import Store
-    from grader.report.result import CaseResult, Report
+    from grader.model.result import CaseResult, Report
     path, key, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
     with Store.open(path) as s:
         for i in range(n):

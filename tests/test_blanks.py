@@ -14,8 +14,8 @@ from grader.course.assignments import get_assignment
 from grader.plan.plan import blank_cause, make_plan, missing_cause
 from grader.plan.slicing import find_blanks, parse_units
 from grader.plan.submission import SourceUnit
-from grader.report.messages import cause_reason, missing_explanation, note_text
-from grader.report.outcomes import Note
+from grader.model.messages import cause_reason, missing_explanation, note_text
+from grader.model.outcomes import Note
 
 HEAD = "import torch\nimport torch.nn as nn\n"
 

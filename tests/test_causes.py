@@ -8,8 +8,8 @@ from grader.course.assignments import get_assignment
 from grader.errors import CaseFileError
 from grader.judge.causes import group_causes
 from grader.judge.hints import evidence, hint_applies
-from grader.report.outcomes import Cause, Problem
-from grader.report.result import CaseResult
+from grader.model.outcomes import Cause, Problem
+from grader.model.result import CaseResult
 from grader.spec.case_file import load_assignment
 from grader.spec.mistakes import Mistake
 

@@ -10,7 +10,7 @@ from grader.execute.observation import Observation
 from grader.execute.protocol import ErrorInfo
 from grader.judge.checks import first_largest
 from grader.judge.judge import evaluate_case
-from grader.report.outcomes import Cause
+from grader.model.outcomes import Cause
 from grader.spec.cases import Case, Target
 
 ATT = Target("Att", ("Q", "K", "V"), ("out", "attention"), attention="attention", final="out",

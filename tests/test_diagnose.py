@@ -12,8 +12,8 @@ from grader.execute.protocol import ErrorInfo
 from grader.judge.checks import check_match
 from grader.judge.diagnose import DETECTORS, diagnose, integer_scores, softmax_dim
 from grader.judge.judge import evaluate_case
-from grader.report.messages import problem_text
-from grader.report.outcomes import Cause, Problem
+from grader.model.messages import problem_text
+from grader.model.outcomes import Cause, Problem
 from grader.spec.cases import Case, Target
 from grader.spec.mistakes import SIGNATURES, Mistake, load_mistakes
 

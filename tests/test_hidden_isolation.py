@@ -31,9 +31,9 @@ from grader.execute.observation import Observation
 from grader.execute.runner import WorkerRun
 from grader.execute.session import MAX_RESTARTS, Part, run_cases
 from grader.report.audience import for_audience
-from grader.report.outcomes import Cause, Problem, Stop
+from grader.model.outcomes import Cause, Problem, Stop
 from grader.report.render import FORMATS, render
-from grader.report.result import CaseResult, CauseSummary, Report
+from grader.model.result import CaseResult, CauseSummary, Report
 
 SPY = Path(__file__).parent / "hidden" / "spy_mha.py"
 MHA = get_assignment(course(), "mha")

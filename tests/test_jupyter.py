@@ -10,8 +10,8 @@ import pytest
 from conftest import ROOT, SUBMISSIONS, run_grade
 from grader import local
 from grader.config import GradeConfig
-from grader.report.messages import note_text
-from grader.report.outcomes import Note
+from grader.model.messages import note_text
+from grader.model.outcomes import Note
 
 BUGGY = SUBMISSIONS / "mha" / "bug_softmax_dim.py"
 

@@ -20,8 +20,8 @@ import pytest
 
 from conftest import ROOT
 from grader.plan.plan import missing_cause
-from grader.report.messages import cause_reason, missing_explanation, problem_text
-from grader.report.outcomes import Problem
+from grader.model.messages import cause_reason, missing_explanation, problem_text
+from grader.model.outcomes import Problem
 from grader.errors import SubmissionUnreadable
 from grader.plan import limits, slicing, submission
 from grader.plan.policy import forbidden_uses

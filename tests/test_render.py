@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 
 from grader.report.render import render
-from grader.report.result import CaseResult, Report
+from grader.model.result import CaseResult, Report
 from golden_reports import SAMPLE as REPORT
 
 def test_unreadable_gradescope():

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from grader.plan.plan import missing_cause
-from grader.report.messages import cause_reason, missing_explanation
+from grader.model.messages import cause_reason, missing_explanation
 from grader.plan.slicing import parse_units, slice_for
 from grader.plan.submission import SourceUnit
 

@@ -110,7 +110,7 @@ def test_a_deep_or_huge_count_is_skipped_within_the_scanners_bounds(tmp_path):
 
 def test_a_line_named_in_a_labelled_cell_keeps_its_code(tmp_path):
     from grader.plan.slicing import parse_units
-    from grader.report.messages import unit_error_text
+    from grader.model.messages import unit_error_text
 
     nb = _nb(["#md t", "x = (1,"])
     nb.cells[1].execution_count = 5

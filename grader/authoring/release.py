@@ -35,7 +35,7 @@ from typing import Any
 from grader.config import GradeConfig
 from grader.spec.cases import RELEASED_HIDDEN_KEYS, Assignment
 from grader.errors import UsageError
-from grader.report.result import Report
+from grader.model.result import Report
 
 SOLUTION = "# SOLUTION"
 BEGIN, END = "# BEGIN SOLUTION", "# END SOLUTION"

@@ -23,8 +23,8 @@ from grader.authoring.release import (grade_template, marker_problems, read_note
                                       write_bundle)
 from grader.config import GradeConfig
 from grader.errors import CaseFileError
-from grader.report.result import Report
-from grader.report.text import shortened
+from grader.model.result import Report
+from grader.model.text import shortened
 from grader.spec.cases import Assignment
 
 

@@ -25,8 +25,8 @@ from collections.abc import Mapping, Sequence
 from grader.batch.insights import EXAMPLES, TROUBLE, Bin, ClassSummary, StudentLine, WorkersUsed
 from grader.batch.similarity import Flag
 from grader.batch.store import Handed
-from grader.report.messages import hidden_label
-from grader.report.text import safe_text, shortened
+from grader.model.messages import hidden_label
+from grader.model.text import safe_text, shortened
 
 #: The terminal summary's width.
 WIDTH = 80

@@ -8,7 +8,7 @@ from pathlib import Path
 from grader.batch.gradebook import write_whole
 from grader.report.audience import for_audience
 from grader.report.render import render, render_rich_text
-from grader.report.result import Report
+from grader.model.result import Report
 
 _UNSAFE_NAME = re.compile(r"[^A-Za-z0-9._@+-]")
 

@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from grader.batch.store import Handed, StoredResult
-from grader.report.text import safe_text, spreadsheet_safe
+from grader.model.text import safe_text, spreadsheet_safe
 
 GRADEBOOK = "gradebook.csv"
 POINTS = "gradebook_points.csv"

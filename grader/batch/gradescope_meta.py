@@ -13,7 +13,7 @@ import re
 from pathlib import Path
 
 from grader.batch.walk import MAX_TEXT, SourceLimits, Skipped
-from grader.report.text import human_size
+from grader.model.text import human_size
 
 #: Gradescope's metadata file (at the top of the export, or in a submission's folder)
 GRADESCOPE_METADATA = "submission_metadata.yml"

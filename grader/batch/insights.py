@@ -43,7 +43,7 @@ from dataclasses import dataclass
 from grader.batch.gradebook import Column, columns_from_results
 from grader.batch.store import STATUSES, Handed, StoredResult
 from grader.execute.slots import SlotTally
-from grader.report.text import safe_text, shortened
+from grader.model.text import safe_text, shortened
 from grader.spec.mistakes import Mistake
 
 #: Bins of the score histogram.

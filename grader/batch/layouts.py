@@ -13,7 +13,7 @@ student's free text sits on both sides of the fixed fields (a display name on th
 name on the right), every way of reading the name is tried: a name that reads as two students
 is not guessed at (``Reader.settle``). Student ids and names are plain strings kept as data:
 they are never used to build a path or a command here, and whoever shows them or writes them to
-a CSV makes them safe there (``grader.report.text``).
+a CSV makes them safe there (``grader.model.text``).
 """
 from __future__ import annotations
 

@@ -9,7 +9,7 @@ import click
 
 from grader.batch.run import Progress
 from grader.batch.store import StoredResult
-from grader.report.text import safe_text
+from grader.model.text import safe_text
 
 
 @contextlib.contextmanager

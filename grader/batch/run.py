@@ -54,7 +54,7 @@ from grader.course.reference_outputs import expected_outputs, fingerprint, varia
 from grader.errors import UsageError
 from grader.execute.sandbox import not_requested_reason, resolve_mode
 from grader.execute.slots import SlotTally
-from grader.report.text import safe_text, spreadsheet_safe
+from grader.model.text import safe_text, spreadsheet_safe
 from grader.spec.mistakes import load_mistakes, mistakes_file
 
 #: The outputs' names under the batch's out folder (the store's: ``STORE_NAME``).

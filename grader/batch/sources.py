@@ -11,7 +11,7 @@ each layout follows, and the order they are tried in, are in ``docs/batch.md`` (
 Everything taken from a SOURCE is untrusted: file and folder names, the members of a zip, the
 metadata. Student ids and names are plain strings kept as data: they are never used to build a
 path or a command here, and whoever shows them or writes them to a CSV makes them safe there
-(``grader.report.text``).
+(``grader.model.text``).
 """
 from __future__ import annotations
 

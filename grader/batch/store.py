@@ -46,8 +46,8 @@ from types import TracebackType
 from typing import Any, Literal
 
 from grader.errors import GraderError, UsageError
-from grader.report.result import Report
-from grader.report.text import safe_text, shortened
+from grader.model.result import Report
+from grader.model.text import safe_text, shortened
 
 #: The store's file name inside a batch's out folder.
 STORE_NAME = "grades.sqlite"

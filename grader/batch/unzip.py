@@ -22,7 +22,7 @@ from pathlib import Path
 
 from grader.batch.walk import SourceLimits, Skipped, is_system
 from grader.errors import UsageError
-from grader.report.text import human_size
+from grader.model.text import human_size
 
 #: what reading a damaged or unsupported member raises
 _DAMAGED: tuple[type[BaseException], ...] = (zipfile.BadZipFile, EOFError, OSError, ValueError,

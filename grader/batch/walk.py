@@ -15,7 +15,7 @@ from pathlib import Path
 
 from grader.errors import UsageError
 from grader.plan.limits import MAX_NOTEBOOK_BYTES
-from grader.report.text import human_size
+from grader.model.text import human_size
 
 #: the longest student id or name kept (the rest is cut)
 MAX_TEXT = 200

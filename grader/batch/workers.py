@@ -39,7 +39,7 @@ from grader.batch.feedback import feedback_texts
 from grader.batch.store import Entry, prepare
 from grader.config import GradeConfig, Limits
 from grader.execute.slots import SlotTally
-from grader.report.messages import signal_name
+from grader.model.messages import signal_name
 
 _FRAME = struct.Struct("!Q")
 #: How long a grading process may take to finish its slot when told to stop.

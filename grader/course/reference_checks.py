@@ -19,7 +19,7 @@ from grader.execute.observation import Observation
 from grader.execute.protocol import ErrorInfo
 from grader.execute.runner import WorkerRun
 from grader.plan.slicing import Statement
-from grader.report.messages import kwargs, stop_phrase
+from grader.model.messages import kwargs, stop_phrase
 from grader.spec.cases import Assignment, Case
 
 

@@ -35,8 +35,8 @@ from grader.execute.protocol import (WORKER_FAILED_EXIT, CallRecord, Done, Error
 from grader.execute.sandbox import launch
 from grader.execute.trees import folder_bytes, owned_bytes, remove_owned, remove_tree
 from grader.execute.uids import fresh_uid
-from grader.report.messages import signal_name
-from grader.report.outcomes import Stop
+from grader.model.messages import signal_name
+from grader.model.outcomes import Stop
 
 #: Seconds a worker may take to start (import torch, read its job) before it counts as broken.
 STARTUP_TIMEOUT = 120.0

@@ -27,7 +27,7 @@ from grader.errors import InternalError
 from grader.execute.observation import Observation
 from grader.execute.protocol import ErrorInfo, Job
 from grader.execute.runner import STARTUP_TIMEOUT, Worker, WorkerRun
-from grader.report.outcomes import Cause, Note
+from grader.model.outcomes import Cause, Note
 
 #: How many fresh workers may replace one that crashed or hung, per submission (all parts together).
 MAX_RESTARTS = 3

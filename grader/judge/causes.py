@@ -25,9 +25,9 @@ from __future__ import annotations
 import dataclasses
 from typing import Hashable
 
-from grader.report import messages, summaries
-from grader.report.outcomes import Cause, Problem
-from grader.report.result import CaseResult, CauseSummary
+from grader.model import messages, summaries
+from grader.model.outcomes import Cause, Problem
+from grader.model.result import CaseResult, CauseSummary
 from grader.spec.cases import Case
 from grader.spec.mistakes import Mistake
 from grader.judge.hints import evidence

@@ -13,7 +13,7 @@ import numpy as np
 
 from grader.execute.observation import Observation, Tensors
 from grader.execute.protocol import UNROLL_OUTPUTS
-from grader.report.outcomes import Problem
+from grader.model.outcomes import Problem
 from grader.spec.cases import Case, Target
 
 #: How close masked attention weights must be to 0, and rows' sums to 1.

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 
-from grader.report.outcomes import Cause, Problem
+from grader.model.outcomes import Cause, Problem
 
 #: problem kind -> the evidence it is (``value_differs`` and ``shape_differs`` depend on ``grad``)
 _PROBLEM_EVIDENCE = {

@@ -3,7 +3,7 @@
 Capture, then classify: every case becomes ``passed``, ``failed`` (the code ran and gave a
 wrong answer), ``error`` (it could not run: not defined, a blank, an exception, a crash or
 a timeout) or ``pending`` (a hidden case in a student's local check). The facts of each
-verdict are kept as data (``Cause``, ``Problem``); ``grader.report.messages`` words them.
+verdict are kept as data (``Cause``, ``Problem``); ``grader.model.messages`` words them.
 """
 from __future__ import annotations
 
@@ -18,9 +18,9 @@ from grader.judge.checks import CHECKS, DECIDED_ELSEWHERE, first_largest
 from grader.judge.diagnose import Variants, diagnose
 from grader.judge.hints import hint_applies
 from grader.plan.plan import Plan
-from grader.report import messages
-from grader.report.outcomes import Cause, Problem
-from grader.report.result import FIGURE_DECIMALS, CaseResult
+from grader.model import messages
+from grader.model.outcomes import Cause, Problem
+from grader.model.result import FIGURE_DECIMALS, CaseResult
 from grader.spec.cases import Assignment, Case, Target
 from grader.spec.mistakes import Mistake
 

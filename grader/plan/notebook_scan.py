@@ -14,7 +14,7 @@ import json
 import re
 
 from grader.plan.limits import MAX_CELLS, MAX_CODE_BYTES, MAX_NOTEBOOK_NODES
-from grader.report.text import human_size
+from grader.model.text import human_size
 
 
 def scan_notebook(data: bytearray, file) -> tuple[dict, list[int | None]] | None:

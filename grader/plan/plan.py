@@ -2,7 +2,7 @@
 
 Nothing here starts a process or words a sentence for a student: missing classes, syntax
 errors and forbidden calls found in the source are facts (``Cause``, ``Problem``, ``Note``),
-worded later by ``grader.report.messages``. The forbidden-call verdict found here does not
+worded later by ``grader.model.messages``. The forbidden-call verdict found here does not
 depend on the worker: it holds even when the submission never runs.
 """
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any
 
 from grader.plan.policy import forbidden_uses
 from grader.plan.slicing import ParsedSource, Slice, Statement, slice_for
-from grader.report.outcomes import Cause, Note, Problem
+from grader.model.outcomes import Cause, Note, Problem
 from grader.spec.cases import Assignment, Case, Target
 
 #: How a cell that cannot be read explains a graded class defined in it.

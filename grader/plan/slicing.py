@@ -28,7 +28,7 @@ from functools import cached_property
 from typing import Any, ClassVar
 
 from grader.plan.submission import SourceUnit
-from grader.report.messages import unit_error_text
+from grader.model.messages import unit_error_text
 
 #: The template's blank, found in comments: where it still marks an empty slot, the code is not
 #: implemented yet, whether or not it parses (see ``find_blanks``).
@@ -101,7 +101,7 @@ class UnitSyntaxError:
     kind: ClassVar[str] = "syntax_error"
 
     def facts(self) -> dict[str, Any]:
-        """What went wrong, as plain data (``grader.report.messages`` words it)."""
+        """What went wrong, as plain data (``grader.model.messages`` words it)."""
         kind = "blank" if self.kind == "syntax_error" and BLANK_MARKER in self.text else self.kind
         return {"kind": kind, "label": self.unit.label, "line": self.lineno, "code": _shown(self.text),
                 "message": self.message}

@@ -24,7 +24,7 @@ from grader.errors import SubmissionUnreadable, UsageError
 from grader.plan.ipython import clean_ipython
 from grader.plan.limits import MAX_CODE_BYTES, MAX_NOTEBOOK_BYTES
 from grader.plan.notebook_scan import BadNotebook, CodeTooBig, NotJSON, TooMuch, scan_notebook
-from grader.report.text import human_size
+from grader.model.text import human_size
 
 @dataclass(frozen=True)
 class SourceUnit:

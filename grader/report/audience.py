@@ -23,8 +23,8 @@ from __future__ import annotations
 
 import dataclasses
 
-from grader.report import messages
-from grader.report.result import CaseResult, CauseSummary, Report
+from grader.model import messages
+from grader.model.result import CaseResult, CauseSummary, Report
 
 AUDIENCES = ("instructor", "student")
 

@@ -11,9 +11,9 @@ import html
 import re
 from typing import Any
 
-from grader.report.messages import points, value
-from grader.report.summaries import causes_heading, seen_in, summary_costs
-from grader.report.result import FIGURE_DECIMALS, CaseResult, CauseSummary, Report
+from grader.model.messages import points, value
+from grader.model.summaries import causes_heading, seen_in, summary_costs
+from grader.model.result import FIGURE_DECIMALS, CaseResult, CauseSummary, Report
 from grader.report.rows import case_body, case_points, case_rows, labelled, more_details, shown_in_cause, shown_notes
 
 #: The most cases of one cause whose attention maps the page draws.

@@ -1,7 +1,7 @@
 """Rendering a ``Report``: a rich table for people; JSON, Gradescope JSON, JUnit XML, CSV for machines.
 
 The result model knows nothing of presentation; everything about looks lives here. Text in
-the model is already safe (``grader.report.text``); renderers never parse it as markup:
+the model is already safe (``grader.model.text``); renderers never parse it as markup:
 rich gets ``Text`` objects, never markup strings.
 """
 from __future__ import annotations
@@ -13,12 +13,12 @@ import xml.etree.ElementTree as ET
 from typing import Any
 
 from grader.report.formats import FORMATS
-from grader.report.messages import points as _points
-from grader.report.messages import hint_line
-from grader.report.summaries import cause_pointer, causes_heading, more_lines, seen_in, summary_costs
-from grader.report.result import CaseResult, CauseSummary, Report
+from grader.model.messages import points as _points
+from grader.model.messages import hint_line
+from grader.model.summaries import cause_pointer, causes_heading, more_lines, seen_in, summary_costs
+from grader.model.result import CaseResult, CauseSummary, Report
 from grader.report.rows import case_body, case_points, case_rows, labelled, more_details, shown_in_cause, shown_notes
-from grader.report.text import spreadsheet_safe
+from grader.model.text import spreadsheet_safe
 
 _STATUS_STYLE = {"passed": ("PASS", "bold green"), "failed": ("FAIL", "bold red"), "error": ("ERROR", "bold yellow"),
                  "pending": ("LATER", "dim")}

@@ -5,9 +5,9 @@ per-case details in the same order.
 """
 from __future__ import annotations
 
-from grader.report.messages import hidden_label, hint_line
-from grader.report.messages import points as _points
-from grader.report.result import CaseResult, Report
+from grader.model.messages import hidden_label, hint_line
+from grader.model.messages import points as _points
+from grader.model.result import CaseResult, Report
 
 
 def case_points(c: CaseResult) -> str:

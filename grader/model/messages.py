@@ -1,6 +1,6 @@
 """Every sentence a student or an instructor reads about a submission, in one place.
 
-Stages return facts (``grader.report.outcomes``, ``ErrorInfo``); these functions word
+Stages return facts (``grader.model.outcomes``, ``ErrorInfo``); these functions word
 them. Nothing else in the grader builds student-facing text from outcomes, and nothing
 parses the text built here.
 """
@@ -9,7 +9,7 @@ from __future__ import annotations
 import signal
 from typing import Any, Iterable
 
-from grader.report.outcomes import Cause, Note, Problem, Stop
+from grader.model.outcomes import Cause, Note, Problem, Stop
 
 #: How each known cause of a scale error in the attention scores is explained.
 SCALE_CAUSES = {

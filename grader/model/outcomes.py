@@ -1,4 +1,4 @@
-"""What happened, as data: the facts each stage returns, and ``grader.report.messages`` words.
+"""What happened, as data: the facts each stage returns, and ``grader.model.messages`` words.
 
 Nothing here is English meant for a person. Stages build these; consumers that need to
 know *what* happened (validate, batch statistics, the renderers' grouping) read ``kind``

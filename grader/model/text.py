@@ -1,7 +1,7 @@
 """Making text that came from a submission safe to show, in every format.
 
 A student controls their file's name, comments, exception messages and printed output.
-``safe_text`` is applied where that text enters the report model (``grader.report.result``),
+``safe_text`` is applied where that text enters the report model (``grader.model.result``),
 so every renderer receives text in which control characters (terminal escapes, carriage
 returns, bidirectional overrides, zero-width characters), lone surrogates and
 non-characters are shown escaped (``\\x1b``, ``\\u202e``), never interpreted. What is left

@@ -3,15 +3,15 @@ small phrases that frame it ("Cause 2: …", "Costs 8 points in 4 cases.").
 
 An entry stands for every case one cause explains (``grader.judge.causes`` groups them); what it
 says is worded here, once for all its cases, from the same facts (``Cause``, ``Problem``) the
-per-case lines of ``grader.report.messages`` are worded from.
+per-case lines of ``grader.model.messages`` are worded from.
 """
 from __future__ import annotations
 
 from typing import Any
 
-from grader.report.messages import (cause_details, cause_reason, error_lead, function_names, location, mistake_lead,
+from grader.model.messages import (cause_details, cause_reason, error_lead, function_names, location, mistake_lead,
                                     points, problem_text, rename_to, stop_phrase)
-from grader.report.outcomes import Cause, Problem, Stop
+from grader.model.outcomes import Cause, Problem, Stop
 
 
 #: A wrong answer shown by problems of different outputs, by what they show (``EVIDENCE`` names).

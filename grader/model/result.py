@@ -2,7 +2,7 @@
 
 Everything here is JSON-able (``to_dict``/``from_dict``) so reports can be stored,
 compared in tests and rendered by ``grader.report.render`` in any format. Text fields are
-made safe (``grader.report.text.safe_text``) as the model is built: this is the one
+made safe (``grader.model.text.safe_text``) as the model is built: this is the one
 boundary every student-derived string crosses on its way to a report.
 """
 from __future__ import annotations
@@ -12,8 +12,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from grader.report.outcomes import Cause, Problem
-from grader.report.text import safe_text, shortened
+from grader.model.outcomes import Cause, Problem
+from grader.model.text import safe_text, shortened
 
 Status = Literal["passed", "failed", "error", "pending"]
 STATUSES: tuple[str, ...] = ("passed", "failed", "error", "pending")
