@@ -87,8 +87,9 @@ def _grade(path: Path, read: Callable[[], Submission], config: GradeConfig, lead
         try:
             submission = read()
         except SubmissionUnreadable as e:
-            return Report(str(path), forced.name if forced else None, (), str(e), (), _isolation(mode, worker, secrets),
-                          round(time.perf_counter() - start, 3),
+            return Report(submission=str(path), assignment=forced.name if forced else None, problem=str(e),
+                          isolation=_isolation(mode, worker, secrets),
+                          execution_time=round(time.perf_counter() - start, 3),
                           declared_max_score=forced.max_score if forced else 0.0, course=str(course.root))
         parsed = parse_units(submission.units)
         assignment = forced or _assignment_for(course, submission, parsed)
@@ -118,9 +119,9 @@ def _grade(path: Path, read: Callable[[], Submission], config: GradeConfig, lead
     shown = tuple(messages.note_text(n) for n in (*lead, *_notes(plan, execution, course)))
     # What the hidden cases' workers showed (their output, stops, top-level errors) may carry their inputs.
     kept_back = tuple(messages.note_text(n) for n in execution.private_notes)
-    return Report(str(path), assignment.name, results, None, shown, _isolation(mode, worker, secrets),
-                  round(time.perf_counter() - start, 3), local=plan.local, course=str(course.root), causes=causes,
-                  instructor_notes=kept_back)
+    return Report(submission=str(path), assignment=assignment.name, cases=results, notes=shown,
+                  isolation=_isolation(mode, worker, secrets), execution_time=round(time.perf_counter() - start, 3),
+                  local=plan.local, course=str(course.root), causes=causes, instructor_notes=kept_back)
 
 
 def machine_lost_report(submission: str, assignment: Assignment, course: str, deaths: int) -> Report:
@@ -130,7 +131,7 @@ def machine_lost_report(submission: str, assignment: Assignment, course: str, de
     sees it listed and can grade it again with ``--student``."""
     results = not_run(assignment, Cause("not_run", {"why": "machine", "stops": deaths}))
     results, causes = group_causes(results, {c.id: c for c in assignment.cases}, {})
-    return Report(submission, assignment.name, results, None, (), "", 0.0, course=course, causes=causes)
+    return Report(submission=submission, assignment=assignment.name, cases=results, course=course, causes=causes)
 
 
 def _isolation(mode: str, worker: Worker, secrets: tuple[Path, ...] = ()) -> str:

@@ -210,6 +210,7 @@ def _result(case: Case, status: str, cause: Cause | None, problems: tuple[Proble
         details = messages.cause_details(cause, case, problems)
         hint_text = case.hint if show else ""
     score = case.points if status == "passed" else 0.0
-    return CaseResult(case.id, case.name, case.target, status, score, case.points, reason, details,
-                      case.visibility, ran.duration if ran is not None else 0.0,
-                      cause=cause, problems=problems, hint=hint_text)
+    return CaseResult(case_id=case.id, name=case.name, target=case.target, status=status, score=score,
+                      max_score=case.points, reason=reason, details=details, visibility=case.visibility,
+                      duration=ran.duration if ran is not None else 0.0, cause=cause, problems=problems,
+                      hint=hint_text)

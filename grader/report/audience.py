@@ -55,8 +55,9 @@ def _hidden_view(c: CaseResult, cause_ref: int) -> CaseResult:
     """A hidden case as a student sees it: name, points and result."""
     if c.status == "pending":
         return c
-    return CaseResult(c.case_id, c.name, c.target, c.status, c.score, c.max_score,
-                      messages.hidden_case_reason(c.status), "", "hidden", cause_ref=cause_ref)
+    return CaseResult(case_id=c.case_id, name=c.name, target=c.target, status=c.status, score=c.score,
+                      max_score=c.max_score, reason=messages.hidden_case_reason(c.status), visibility="hidden",
+                      cause_ref=cause_ref)
 
 
 def _students_causes(report: Report) -> tuple[CauseSummary, ...]:
