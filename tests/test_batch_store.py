@@ -18,7 +18,9 @@ import pytest
 
 from grader.batch import gradebook as gb
 from grader.batch import store as st
-from grader.batch.store import Store, StoreError, status_of
+from grader.batch import entries as en
+from grader.batch.entries import status_of
+from grader.batch.store import Store, StoreError
 from grader.errors import UsageError
 from grader.model.outcomes import Cause
 from grader.model.result import CaseResult, Report
@@ -102,7 +104,7 @@ def test_what_was_handed_in_is_kept_bounded_and_noted_again_for_a_file_done(stor
     handed = st.Handed("doe_late_1_2_mha-2.ipynb\nx", late=True, resubmission=2, others=others)
     stored = store.record("1001", "Ada", sha("a"), KEY, report(PASS_A), seconds=1.0)
     assert stored.handed == st.Handed()  # record() keeps nothing of it; put() does
-    entry = st.prepare(report(PASS_A), None, "")
+    entry = en.prepare(report(PASS_A), None, "")
     stored = store.put("1001", "Ada", sha("a"), KEY, entry, 1.0, handed)
     [row] = store.results(KEY)
     assert row.handed == stored.handed
@@ -131,7 +133,7 @@ def test_a_store_of_version_1_is_brought_up_to_date_with_its_results_kept(tmp_pa
         assert s.done("1001", sha("a"), KEY)
         [row] = s.results(KEY)
         assert row.score == 1 and row.handed == st.Handed()
-        s.put("1002", "Bob", sha("b"), KEY, st.prepare(report(PASS_A), None, ""), 1.0, st.Handed("b.ipynb", True))
+        s.put("1002", "Bob", sha("b"), KEY, en.prepare(report(PASS_A), None, ""), 1.0, st.Handed("b.ipynb", True))
     with Store.open(path, readonly=True) as s:
         assert s._conn.execute("PRAGMA user_version").fetchone()[0] == st.SCHEMA_VERSION
         assert [(r.student_id, r.handed.late) for r in s.results(KEY)] == [("1001", False), ("1002", True)]
@@ -197,15 +199,15 @@ def test_forget(store):
 
 
 def test_a_large_report_is_trimmed_and_keeps_its_scores(store, monkeypatch):
-    monkeypatch.setattr(st, "MAX_REPORT_BYTES", 20_000)
+    monkeypatch.setattr(en, "MAX_REPORT_BYTES", 20_000)
     big = dataclasses.replace(FAIL_B, details="x" * 50_000, figures=({"name": "attention", "v": [0.5] * 5000},))
     stored = store.record("1", "", sha("1"), KEY, report(PASS_A, big))
     assert stored.trimmed and stored.status == "graded" and stored.score == 2.5
     assert "trimmed" in stored.message
     [row] = store.results(KEY)
     assert row.trimmed and row.report.score == 2.5 and row.report.cases[1].figures == ()
-    assert len(row.report.cases[1].details) <= st.TRIMMED_TEXT
-    monkeypatch.setattr(st, "MAX_REPORT_BYTES", 50)            # not even the bare verdicts fit
+    assert len(row.report.cases[1].details) <= en.TRIMMED_TEXT
+    monkeypatch.setattr(en, "MAX_REPORT_BYTES", 50)            # not even the bare verdicts fit
     stored = store.record("2", "", sha("2"), KEY, report(PASS_A, big))
     assert stored.status == "internal" and stored.report is None and "not stored" in stored.message
     assert not store.done("2", sha("2"), KEY)

@@ -60,7 +60,7 @@ from distributed.comm import CommClosedError
 from distributed.scheduler import KilledWorker
 
 from grader.batch.chunks import Chunk, Chunks, make_chunks
-from grader.batch.store import prepare
+from grader.batch.entries import prepare
 from grader.batch.workers import Graded, Pool, Shown, Task, as_graded, failed
 from grader.config import GradeConfig
 from grader.course.bundle import write_bundle

@@ -41,7 +41,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from grader.batch.gradebook import Column, columns_from_results
-from grader.batch.store import STATUSES, Handed, StoredResult
+from grader.batch.entries import STATUSES
+from grader.batch.store import Handed, StoredResult
 from grader.execute.slots import SlotTally
 from grader.model.text import safe_text, shortened
 from grader.spec.mistakes import Mistake

@@ -5,7 +5,7 @@ a submission's feedback take about as much CPU as running its code does; so the 
 in ``-j`` processes of its own (``python -m grader.batch.workers``: a fresh interpreter,
 nothing of the caller's script or threads comes along), each holding one ``WarmSlot``
 (``grader.execute.slots``) for its lifetime. Each submission comes back as a ``Graded``: the
-store's entry, made ready there (``grader.batch.store.prepare``), and its feedback, rendered
+store's entry, made ready there (``grader.batch.entries.prepare``), and its feedback, rendered
 there from the report exactly as the store will read it back. The parent only writes them
 down.
 
@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
 from grader.batch.feedback import feedback_texts
-from grader.batch.store import Entry, prepare
+from grader.batch.entries import Entry, prepare
 from grader.config import GradeConfig, Limits
 from grader.execute.slots import SlotTally
 from grader.model.messages import signal_name
