@@ -174,7 +174,8 @@ def attention_figure(case: Case, target: Target, ref: Observation, stu: Observat
             lead = tuple(int(i) for i in np.unravel_index(first_largest(diff), exp.shape)[:-2])  # where it's worst
         elif mask is not None and (mask == 0).any():
             lead = tuple(int(i) for i in np.argwhere(mask == 0)[0][:-2])  # where masking shows
-        figure: dict[str, Any] = {"title": f"{target.attention}{_index(lead)} (batch, head…): queries × keys",
+        title = f"{target.attention}{messages.index_text(lead)} (batch, head…): queries × keys"
+        figure: dict[str, Any] = {"title": title,
                                   "expected": np.round(exp[lead].astype(np.float64), FIGURE_DECIMALS).tolist(),
                                   "got": None, "mask": None}
         if got is not None:
@@ -183,10 +184,6 @@ def attention_figure(case: Case, target: Target, ref: Observation, stu: Observat
     if mask is not None:
         figure["mask"] = mask[lead].astype(int).tolist()
     return figure
-
-
-def _index(idx: tuple) -> str:
-    return f" [{', '.join(str(int(i)) for i in idx)}]" if idx else ""
 
 
 def _custom(function: Callable[..., list[str]], name: str, case: Case, target: Target, ref: Observation,

@@ -170,7 +170,7 @@ def problem_text(p: Problem, case: Any = None) -> str:
         return msg + f" (dim{'s' if len(dims) > 1 else ''} {', '.join(map(str, dims))} differ{'' if len(dims) > 1 else 's'})"
     if k == "value_differs":
         msg = (f"{label} differs from the reference: max abs diff {difference(d['max_abs'])}, max rel diff "
-               f"{difference(d['max_rel'])}, at{_index(d['index'])} (expected {value(d['expected'])}, "
+               f"{difference(d['max_rel'])}, at{index_text(d['index'])} (expected {value(d['expected'])}, "
                f"got {value(d['got'])}; {d['n_bad']} of {d['n_total']} values off)")
         if "first_step" in d:
             first = d["first_step"]
@@ -179,8 +179,8 @@ def problem_text(p: Problem, case: Any = None) -> str:
             msg += "; it contains NaN or inf"
         if "row" in d:
             row, more = d["row"], d["row_len"] > len(d["expected_row"])
-            msg += (f"\n      expected{_index(row)}: {_excerpt(d['expected_row'], more)}"
-                    f"\n      got     {_index(row)}: {_excerpt(d['got_row'], more)}")
+            msg += (f"\n      expected{index_text(row)}: {_excerpt(d['expected_row'], more)}"
+                    f"\n      got     {index_text(row)}: {_excerpt(d['got_row'], more)}")
         return msg
     if k == "scale":
         text = f"{label} is {value(d['factor'])}× the expected values"
@@ -191,16 +191,16 @@ def problem_text(p: Problem, case: Any = None) -> str:
         return (f"{', '.join(f'`{n}`' for n in d['names'])} differ too, which may follow from the first "
                 "difference above")
     if k == "non_finite":
-        return (f"`{name}`{_index(d['index'])} is NaN or inf; every value must be a finite number "
+        return (f"`{name}`{index_text(d['index'])} is NaN or inf; every value must be a finite number "
                 "(is something divided by zero, or a mask filled with -inf in a row that is all masked?)")
     if k == "masked_leak":
-        return (f"masked positions get attention: `{name}`{_index(d['index'])} = {value(d['value'])} where mask == 0 "
+        return (f"masked positions get attention: `{name}`{index_text(d['index'])} = {value(d['value'])} where mask == 0 "
                 "(expected ≈ 0; fill the masked scores with -1e9 before the softmax)")
     if k == "row_sum":
-        return (f"rows of `{name}` must sum to 1 over the keys (last dim); row{_index(d['index'])} sums to "
+        return (f"rows of `{name}` must sum to 1 over the keys (last dim); row{index_text(d['index'])} sums to "
                 f"{value(d['total'])} (is the softmax over dim=-1?)")
     if k == "perturbed_changed":
-        return (f"`{name}` changed at row{_index(d['index'])} when only a masked key/value was changed "
+        return (f"`{name}` changed at row{index_text(d['index'])} when only a masked key/value was changed "
                 "(masked positions must not influence the output)")
     if k == "no_gradient":
         return f"parameter `{d['param']}` received no gradient (is it used in forward?)"
@@ -237,7 +237,8 @@ def kwargs(init: dict[str, Any]) -> str:
     return ", ".join(f"{k}={v!r}" for k, v in init.items())
 
 
-def _index(idx: Iterable[int]) -> str:
+def index_text(idx: Iterable[int]) -> str:
+    """' [0, 3, 1]': a tensor position as the reports show it (nothing for a scalar's empty index)."""
     idx = list(idx)
     return f" [{', '.join(str(int(i)) for i in idx)}]" if idx else ""
 
