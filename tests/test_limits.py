@@ -50,14 +50,25 @@ class Sampler:
             time.sleep(0.02)
 
 
+#: What a submission allocates, as /proc/PID/smaps_rollup splits its proportional set size: anonymous and
+#: shared memory, and what of it is swapped out. Not ``Pss_File``: torch's libraries mapped from files are
+#: page cache that the kernel charges once, to whichever cgroup read them first, and may drop at any
+#: time; their proportional share moved the measure by over 100 MB from run to run on one machine.
+_ALLOCATED = ("Pss_Anon:", "Pss_Shmem:", "SwapPss:")
+
+
 def _memory(tag: str) -> int:
     total = 0
     for pid in tagged_processes(tag):
         try:
             with open(f"/proc/{pid}/smaps_rollup") as f:
-                total += next(int(line.split()[1]) << 10 for line in f if line.startswith("Pss:"))
-        except (OSError, StopIteration, ValueError):
-            pass
+                fields = {line.split()[0]: int(line.split()[1]) << 10 for line in f if line[:1].isupper()}
+        except (OSError, ValueError, IndexError):
+            continue
+        if "Pss_Anon:" in fields:
+            total += sum(fields.get(k, 0) for k in _ALLOCATED)
+        else:  # kernels before 5.8 do not split it: the whole, libraries included
+            total += fields.get("Pss:", 0) + fields.get("SwapPss:", 0)
     return total
 
 
