@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
 from typing import Any
 from pathlib import Path
 
@@ -15,6 +16,22 @@ from grader.exitcodes import ExitCode
 from grader.report.formats import FORMATS
 
 FORMAT_CHOICES = FORMATS
+
+
+def _ctrl_c_never_lost(previous: Callable[[Any], None]) -> Callable[[Any], None]:
+    """An unraisable-exception hook for the command: Ctrl-C that lands where Python cannot raise it (a
+    fork handler, such as logging's, running as a subprocess starts; a finaliser) would be printed as
+    "Exception ignored in ..." with a traceback, and lost. It is raised again in the main thread instead,
+    where the command says what it saved; anything else goes to ``previous``."""
+    def hook(unraisable: Any) -> None:
+        if unraisable.exc_type is not None and issubclass(unraisable.exc_type, KeyboardInterrupt):
+            import _thread
+
+            _thread.interrupt_main()
+            return
+        previous(unraisable)
+
+    return hook
 
 
 class _DefaultCommandGroup(click.Group):
@@ -31,6 +48,7 @@ class _DefaultCommandGroup(click.Group):
         """click's own ``main``, but Ctrl-C where a command does not say more itself (reading the options,
         loading what the command needs) is one line and exit 130, never click's "Aborted!" and exit 1."""
         kwargs["standalone_mode"] = False  # click then raises what it would otherwise print and exit on
+        sys.unraisablehook = _ctrl_c_never_lost(sys.unraisablehook)
         try:
             code = super().main(*args, **kwargs)
         except click.exceptions.Abort:  # click's word for Ctrl-C (and end of input at a prompt)
@@ -138,7 +156,7 @@ def grade_one(submission: Path, assignment: str | None, fmt: str, output: Path |
     sys.exit(run_and_report(submission, config, fmt, output, audience))
 
 
-def guarded(action: "Callable[[], int]") -> int:  # noqa: F821
+def guarded(action: Callable[[], int]) -> int:
     """Run a command's work: the one place exceptions become exit codes."""
     from grader.errors import GraderError, UsageError
     from grader.model.text import safe_text  # messages may quote a file's name or metadata

@@ -5,6 +5,8 @@ import json
 import time
 import xml.etree.ElementTree as ET
 
+import pytest
+
 from conftest import ROOT, run_grade, course
 from grader.course.assignments import get_assignment
 
@@ -104,3 +106,24 @@ def test_help_is_fast_and_does_not_import_torch():
     import sys
     code = "import sys, grader.cli; assert 'torch' not in sys.modules and 'rich' not in sys.modules"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+def test_ctrl_c_where_python_cannot_raise_it_is_raised_again_not_printed_and_lost(capsys):
+    """A Ctrl-C landing in a fork handler (logging's, as a subprocess starts) is "unraisable": Python would
+    print "Exception ignored in ..." with a traceback and drop it. The command raises it again in the main
+    thread, where it says what was saved; other unraisable errors still reach the previous hook."""
+    import time
+    import types
+
+    from grader.cli import _ctrl_c_never_lost
+
+    seen = []
+    hook = _ctrl_c_never_lost(seen.append)
+    other = types.SimpleNamespace(exc_type=ValueError, exc_value=ValueError("x"))
+    hook(other)
+    assert seen == [other]
+    with pytest.raises(KeyboardInterrupt):
+        hook(types.SimpleNamespace(exc_type=KeyboardInterrupt, exc_value=KeyboardInterrupt()))
+        for _ in range(1000):  # the interrupt is delivered at the main thread's next check
+            time.sleep(0.001)
+    assert seen == [other] and capsys.readouterr().err == ""
