@@ -115,9 +115,15 @@ class Handed:
 
     @classmethod
     def of(cls, file: str, late: bool = False, resubmission: int = 0, others: tuple[str, ...] = ()) -> Handed:
-        """The record kept: texts made safe and single-line, the list of others bounded."""
-        return cls(safe_text(file, one_line=True), bool(late), max(0, int(resubmission)),
-                   tuple(safe_text(o, one_line=True) for o in others[:MAX_OTHERS]), len(others))
+        """The record kept of these facts (``kept``)."""
+        return cls(file, late, resubmission, tuple(others)).kept()
+
+    def kept(self) -> Handed:
+        """As the store keeps it: texts made safe and single-line, at most ``MAX_OTHERS`` names of others
+        (``others_count`` still counts them all, so keeping a kept record changes nothing)."""
+        return Handed(safe_text(self.file, one_line=True), bool(self.late), max(0, int(self.resubmission)),
+                      tuple(safe_text(o, one_line=True) for o in self.others[:MAX_OTHERS]),
+                      max(self.others_count, len(self.others)))
 
 
 @dataclass(frozen=True)
@@ -269,7 +275,7 @@ class Store:
         _check_key(student_id, file_sha, grading_key)
         if not isinstance(entry, Entry) or entry.status not in STATUSES:
             raise ValueError("put() takes an Entry made by prepare()")
-        handed = Handed.of(handed.file, handed.late, handed.resubmission, handed.others)
+        handed = handed.kept()
         row = (student_id, safe_text(name, one_line=True), file_sha, grading_key, entry.status, entry.score,
                entry.max_score, float(seconds), entry.text, int(entry.trimmed), safe_text(entry.message), time.time(),
                *_handed_columns(handed))
@@ -288,7 +294,7 @@ class Store:
         rows = []
         for student_id, file_sha, h in handed:
             _check_key(student_id, file_sha, grading_key)
-            rows.append((*_handed_columns(Handed.of(h.file, h.late, h.resubmission, h.others)),
+            rows.append((*_handed_columns(h.kept()),
                          student_id, file_sha, grading_key))
         if not rows:
             return
