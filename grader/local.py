@@ -29,7 +29,7 @@ from pathlib import Path
 
 from grader.config import GradeConfig
 from grader.errors import SubmissionUnreadable, UsageError
-from grader.model.outcomes import Note
+from grader.model.outcomes import GradedSource
 from grader.report.audience import for_audience
 from grader.model.result import Report
 
@@ -126,17 +126,16 @@ def check_kernel(config: GradeConfig, shell=None) -> Report:
                              "run your notebook's cells, then call check()")
         if saved is None:
             return grade_submission(notebook, config)
-        return grade_source(saved, config, [Note("graded_source", {"source": "file", "notebook": notebook.name})])
+        return grade_source(saved, config, [GradedSource("file", notebook.name)])
     anchor = notebook if notebook is not None else Path.cwd() / "kernel-history"
     ran = parse_units(units)
     course = resolve_course(config.root, anchor)
     name = config.assignment or (saved.assignment if saved is not None else None)
     chosen = get_assignment(course, name) if name else infer_assignment(course, ran.class_names())
-    note = {"source": "history", "first": units[0].label, "last": units[-1].label,
-            "notebook": notebook.name if notebook is not None else None,
-            "differs": saved_differs(saved, ran, chosen.classes) if saved is not None else None}
+    note = GradedSource("history", notebook.name if notebook is not None else None, units[0].label, units[-1].label,
+                        tuple(saved_differs(saved, ran, chosen.classes)) if saved is not None else ())
     where = f"{notebook.name}, as run in this kernel" if notebook is not None else "the code run in this kernel"
-    return grade_source(Submission(anchor, units, chosen.name, "history"), config, [Note("graded_source", note)],
+    return grade_source(Submission(anchor, units, chosen.name, "history"), config, [note],
                         name=where)
 
 

@@ -3,7 +3,8 @@
     course  = resolve_course(...)                     which course, trusted or not
     plan    = make_plan(parsed, assignment, ...)      pure: what to run, what the source shows
     outcome = run_cases(workers, ..., parts, ...)     processes: observations, or why not
-    results = judge(plan, expected, outcome)          pure: case results, known mistakes named
+    verdicts = judge(plan, expected, outcome)         pure: verdicts as facts, known mistakes named
+    report  = compose_report(..., verdicts, ...)      every word of the report, made once
 
 A submission that cannot be read still gets a report (score 0 and the reason). Only grader
 bugs (``InternalError``) and usage mistakes (``UsageError``) raise.
@@ -31,13 +32,12 @@ from grader.execute.runner import Worker
 from grader.execute.sandbox import describe, readable_unsandboxed, resolve_mode
 from grader.execute.session import Execution, Part, run_cases
 from grader.execute.slots import WarmSlot, worth_preloading
-from grader.judge.causes import group_causes
+from grader.judge.compose import compose_report
 from grader.judge.judge import judge, name_mistakes, not_run
 from grader.plan.plan import Plan, make_plan
 from grader.plan.slicing import ParsedSource, parse_units
 from grader.plan.submission import Submission, read_submission
-from grader.model import messages
-from grader.model.outcomes import Cause, Note
+from grader.model.outcomes import CoursePassedOver, LocalCheck, MissingClass, Note, NotRun, UntrustedCourse
 from grader.model.result import Report
 from grader.spec.cases import Assignment
 from grader.spec.mistakes import load_mistakes
@@ -108,20 +108,17 @@ def _grade(path: Path, read: Callable[[], Submission], config: GradeConfig, lead
         execution = run_cases(started, new_worker, parts, assignment.timeout or config.timeout,
                               config.case_timeout)
         stack.close()  # the workers are done: a warm slot's zygote cleans up while we judge
-        results = judge(plan, expected, execution)
-        mistakes = []
-        if not plan.local and any(r.status in ("failed", "error") for r in results):
+        verdicts = judge(plan, expected, execution)
+        if not plan.local and any(v.status in ("failed", "error") for v in verdicts):
             mistakes = load_mistakes(assignment.folder)
             if mistakes:
                 variants = variant_outputs(assignment, reference, config)
-                results = name_mistakes(results, plan, expected, execution, variants, mistakes)
-    results, causes = group_causes(results, {c.id: c for c in assignment.cases}, {m.id: m for m in mistakes})
-    shown = tuple(messages.note_text(n) for n in (*lead, *_notes(plan, execution, course)))
+                verdicts = name_mistakes(verdicts, plan, expected, execution, variants, mistakes)
     # What the hidden cases' workers showed (their output, stops, top-level errors) may carry their inputs.
-    kept_back = tuple(messages.note_text(n) for n in execution.private_notes)
-    return Report(submission=str(path), assignment=assignment.name, cases=results, notes=shown,
-                  isolation=_isolation(mode, worker, secrets), execution_time=round(time.perf_counter() - start, 3),
-                  local=plan.local, course=str(course.root), causes=causes, instructor_notes=kept_back)
+    return compose_report(str(path), assignment, verdicts, notes=(*lead, *_notes(plan, execution, course)),
+                          private_notes=execution.private_notes, isolation=_isolation(mode, worker, secrets),
+                          execution_time=round(time.perf_counter() - start, 3), local=plan.local,
+                          course=str(course.root))
 
 
 def machine_lost_report(submission: str, assignment: Assignment, course: str, deaths: int) -> Report:
@@ -129,9 +126,7 @@ def machine_lost_report(submission: str, assignment: Assignment, course: str, de
     time with nothing else running (``grade batch --scheduler``: a Dask worker died with it ``deaths``
     times): every case not run, status ``error``. Never the student's zero by mistake: the instructor
     sees it listed and can grade it again with ``--student``."""
-    results = not_run(assignment, Cause("not_run", {"why": "machine", "stops": deaths}))
-    results, causes = group_causes(results, {c.id: c for c in assignment.cases}, {})
-    return Report(submission=submission, assignment=assignment.name, cases=results, course=course, causes=causes)
+    return compose_report(submission, assignment, not_run(assignment, NotRun("machine", deaths)), course=course)
 
 
 def _isolation(mode: str, worker: Worker, secrets: tuple[Path, ...] = ()) -> str:
@@ -151,13 +146,13 @@ def _assignment_for(course: Course, submission: Submission, parsed: ParsedSource
 
 def _notes(plan: Plan, execution: Execution, course: Course) -> list[Note]:
     graded = {c.target for c in plan.runnable}  # a class missing with cases to run is a cause, said there
-    notes = [n for n in plan.notes if n.kind != "missing_target" or n.data["data"].get("target") not in graded]
+    notes = [n for n in plan.notes if not isinstance(n, MissingClass) or n.cause.target not in graded]
     notes += list(execution.notes)
     if plan.local:
         hidden = sum(c.points for c in plan.assignment.cases if c not in plan.runnable)
-        notes.insert(0, Note("local_check", {"hidden_points": hidden}))
+        notes.insert(0, LocalCheck(hidden))
     if not course.trusted:
-        notes.insert(0, Note("untrusted_course", {"root": str(course.root)}))
+        notes.insert(0, UntrustedCourse(str(course.root)))
     if course.passed_over is not None:
-        notes.insert(0, Note("course_passed_over", {"used": str(course.root), "passed_over": str(course.passed_over)}))
+        notes.insert(0, CoursePassedOver(str(course.root), str(course.passed_over)))
     return notes

@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import dataclasses
 
-from grader.model.outcomes import Cause, Problem
+from grader.model.outcomes import ErrorInfo, Pending, Raised, Scale, WrongAnswer
 from grader.model.result import CaseResult, CauseSummary, Report
 
-_ERROR = {"type": "RuntimeError", "message": "boom", "label": "cell 7", "line": 3, "function": "forward",
-          "code": "y = x @ w", "traceback": "cell 7, line 3, in forward\n    y = x @ w"}
+_ERROR = ErrorInfo("RuntimeError", message="boom", label="cell 7", line=3, function="forward", code="y = x @ w",
+                   traceback="cell 7, line 3, in forward\n    y = x @ w")
 
 #: Every part of a report at once: a note, a passed case, a recognised mistake with partial credit, an
 #: exception shared by two cases (one hidden), a pending case.
@@ -15,16 +15,16 @@ SAMPLE = Report("s.ipynb", "mha", (
     CaseResult("a", "SDPA: shapes", "SDPA", "passed", 1, 1),
     CaseResult("b", "MHA: values", "MHA", "failed", 1.5, 3, "Known mistake: scores not scaled. Divide by √d_head.",
                "partial credit for a recognised mistake: 1.5 of 3\n`scores` is 2× the expected values",
-               cause=Cause("wrong_answer"), problems=(Problem("scale", {"name": "scores", "factor": 2.0}),),
+               cause=WrongAnswer(), problems=(Scale("scores", 2.0),),
                mistakes=("no-scaling",), cause_ref=1),
     CaseResult("c", "MHA: grads", "MHA", "error", 0, 2, "RuntimeError in cell 7, line 3 (forward): boom",
                "cell 7, line 3, in forward\n    y = x @ w", "hidden",
-               cause=Cause("exception", {"error": _ERROR, "phase": "forward"}), cause_ref=2),
+               cause=Raised(_ERROR, "forward"), cause_ref=2),
     CaseResult("d", "MHA: padding mask", "MHA", "error", 0, 2, "RuntimeError in cell 7, line 3 (forward): boom",
-               "cell 7, line 3, in forward\n    y = x @ w", cause=Cause("exception", {"error": _ERROR, "phase": "forward"}),
+               "cell 7, line 3, in forward\n    y = x @ w", cause=Raised(_ERROR, "forward"),
                cause_ref=2, hint="Fill the scores where mask == 0 with -1e9 before the softmax."),
     CaseResult("e", "MHA: cross-attention", "MHA", "pending", 0, 2, "graded after submission (2 points)",
-               "hidden", cause=Cause("pending")),
+               "hidden", cause=Pending()),
 ), None, ("cell 9, line 1: SyntaxError",), "subprocess", 1.25, causes=(
     CauseSummary(1, "mistake", "Known mistake: scores not scaled (partial credit: 50% of each case it explains)",
                  ("b",), 1.5, fix="Divide by √d_head.", evidence="`scores` is 2× the expected values"),

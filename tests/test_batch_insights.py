@@ -9,7 +9,7 @@ import pytest
 from grader.batch.gradebook import Column
 from grader.batch.insights import Bin, class_summary, histogram
 from grader.batch.store import StoredResult
-from grader.model.outcomes import Cause
+from grader.model.outcomes import WrongAnswer
 from grader.model.result import CaseResult, CauseSummary, Report
 from grader.spec.mistakes import Mistake
 
@@ -27,7 +27,7 @@ def passed(case_id: str, points: float) -> CaseResult:
 def failed(case_id: str, points: float, mistakes: tuple[str, ...] = (), ref: int = 0,
            status: str = "failed") -> CaseResult:
     return CaseResult(case_id, case_id.upper(), "T", status, 0, points, "wrong", mistakes=mistakes,
-                      cause=Cause("wrong_answer"), cause_ref=ref)
+                      cause=WrongAnswer(), cause_ref=ref)
 
 
 def row(student_id: str, *cases: CaseResult, causes: tuple[CauseSummary, ...] = (), status: str = "graded",

@@ -22,7 +22,8 @@ from grader.batch import entries as en
 from grader.batch.entries import status_of
 from grader.batch.store import Store, StoreError
 from grader.errors import UsageError
-from grader.model.outcomes import Cause
+from grader.model.outcomes import (CaseTimeout, Cause, Crashed, ErrorInfo, NotRun, Raised, Stopped, SubmissionTimeout,
+                                   WrongAnswer)
 from grader.model.result import CaseResult, Report
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -33,8 +34,11 @@ def sha(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+_STOPS = {"case_timeout": CaseTimeout(3.0), "submission_timeout": SubmissionTimeout(60.0), "crashed": Crashed("SIGSEGV")}
+
+
 def _stop(kind: str, scope: str = "case") -> Cause:
-    return Cause("stopped", {"stop": {"kind": kind, "data": {}}, "scope": scope})
+    return Stopped(_STOPS[kind], scope)
 
 
 def report(*cases: CaseResult, problem: str | None = None, declared: float | None = None) -> Report:
@@ -43,11 +47,11 @@ def report(*cases: CaseResult, problem: str | None = None, declared: float | Non
 
 PASS_A = CaseResult("a", "SDPA: shapes", "SDPA", "passed", 1, 1)
 PASS_B = CaseResult("b", "MHA: values", "MHA", "passed", 3, 3)
-FAIL_B = CaseResult("b", "MHA: values", "MHA", "failed", 1.5, 3, "scores not scaled", cause=Cause("wrong_answer"))
+FAIL_B = CaseResult("b", "MHA: values", "MHA", "failed", 1.5, 3, "scores not scaled", cause=WrongAnswer())
 TIMEOUT_B = CaseResult("b", "MHA: values", "MHA", "error", 0, 3, "timed out", cause=_stop("case_timeout"))
 CRASH_B = CaseResult("b", "MHA: values", "MHA", "error", 0, 3, "crashed", cause=_stop("crashed"))
 EXC_B = CaseResult("b", "MHA: values", "MHA", "error", 0, 3, "boom",
-                   cause=Cause("exception", {"error": {"type": "RuntimeError"}, "phase": "forward"}))
+                   cause=Raised(ErrorInfo("RuntimeError"), "forward"))
 
 
 @pytest.fixture
@@ -66,11 +70,11 @@ def store(tmp_path):
     (report(PASS_A, TIMEOUT_B), "timeout"),
     (report(dataclasses.replace(PASS_A, status="error", score=0, cause=_stop("submission_timeout", "top-level"))),
      "timeout"),
-    (report(PASS_A, dataclasses.replace(FAIL_B, status="error", score=0, cause=Cause("not_run", {"why": "time"}))),
+    (report(PASS_A, dataclasses.replace(FAIL_B, status="error", score=0, cause=NotRun("time"))),
      "timeout"),
     (report(PASS_A, CRASH_B), "error"),
     (report(PASS_A, dataclasses.replace(FAIL_B, status="error", score=0,
-                                        cause=Cause("not_run", {"why": "restarts", "stops": 3}))), "error"),
+                                        cause=NotRun("restarts", 3))), "error"),
     (report(TIMEOUT_B, CRASH_B), "timeout"),    # the first that applies wins
 ])
 def test_status_of(rep, expected):

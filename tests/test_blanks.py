@@ -15,7 +15,7 @@ from grader.plan.plan import blank_cause, make_plan, missing_cause
 from grader.plan.slicing import find_blanks, parse_units
 from grader.plan.submission import SourceUnit
 from grader.model.messages import cause_reason, missing_explanation, note_text
-from grader.model.outcomes import Note
+from grader.model.outcomes import MissingClass, Suggestion
 
 HEAD = "import torch\nimport torch.nn as nn\n"
 
@@ -62,9 +62,9 @@ def test_an_unfilled_blank_is_not_implemented(body):
     cause = blank_cause(parsed, "A")
     assert cause is not None and cause.kind == "not_implemented"
     marker_line = 3 + body.split("\n").index(next(line for line in body.split("\n") if "FILL IN" in line))
-    assert (cause.data["target"], cause.data["label"], cause.data["line"]) == ("A", "cell 2", marker_line)
+    assert (cause.target, cause.unit.label, cause.unit.line) == ("A", "cell 2", marker_line)
     assert cause_reason(cause, None) == f"not implemented yet (cell 2, line {marker_line} is a blank)"
-    assert "FILL IN HERE" in cause.data["code"] and "replace `# FILL IN HERE`" in missing_explanation(cause)
+    assert "FILL IN HERE" in cause.unit.code and "replace `# FILL IN HERE`" in missing_explanation(cause)
 
 
 @pytest.mark.parametrize("body", FILLED.values(), ids=FILLED.keys())
@@ -87,7 +87,7 @@ def test_the_first_blank_of_the_class_is_told():
                                       "        self.rnn = nn.LSTM(\n            # FILL IN HERE\n        )\n"
                                       "    def forward(self, x):\n        return torch.zeros(\n"
                                       "            # FILL IN HERE\n        )\n"))
-    assert blank_cause(parsed, "A").data["line"] == 5
+    assert blank_cause(parsed, "A").unit.line == 5
 
 
 def test_a_helper_that_holds_a_blank_makes_the_class_that_needs_it_not_implemented():
@@ -99,7 +99,7 @@ def test_a_helper_that_holds_a_blank_makes_the_class_that_needs_it_not_implement
     ))
     cause = blank_cause(parsed, "A")
     assert cause.kind == "not_implemented"
-    assert (cause.data["label"], cause.data["line"], cause.data["needed"]) == ("cell 2", 3, ["zero_state"])
+    assert (cause.unit.label, cause.unit.line, cause.needed) == ("cell 2", 3, ("zero_state",))
     assert cause_reason(cause, None) == "not implemented yet (cell 2, line 3 is a blank in `zero_state`)"
     assert "in `zero_state`, which A needs" in missing_explanation(cause)
     assert blank_cause(parsed, "B") is None
@@ -125,7 +125,7 @@ def test_the_plan_does_not_run_a_class_that_holds_a_blank():
              "class RecurrentNeuralNetworkClass(nn.Module):\n    def forward(self, x):\n        return state")
     plan = make_plan(parse_units(_units(HEAD, blank, filled)), lstm, {c.id for c in lstm.cases})
     cause = plan.missing["RecurrentNeuralNetworkClass"]
-    assert cause.kind == "not_implemented" and (cause.data["label"], cause.data["line"]) == ("cell 2", 2)
+    assert cause.kind == "not_implemented" and (cause.unit.label, cause.unit.line) == ("cell 2", 2)
     assert "LSTMCell" not in plan.missing
     assert {c.target for c in plan.to_run} == {"LSTMCell"}
     assert all("FILL IN" not in s.source for s in plan.sliced.statements)  # nor the statement only it needs
@@ -161,25 +161,25 @@ def _suggestion(*cells, target="MultiHeadedAttention"):
 @pytest.mark.parametrize("name", ["MultiHeadAttention", "multi_headed_attention", "MultiheadedAttention"])
 def test_a_class_of_a_close_name_is_suggested(name):
     cause = _suggestion(SDPA, f"class {name}(nn.Module):\n" + MHA_BODY)
-    assert cause.data["suggestion"] == {"name": name, "label": "cell 3", "line": 1}
+    assert cause.suggestion == Suggestion(name, "cell 3", 1)
     assert cause_reason(cause, None) == (f"MultiHeadedAttention is not defined; did you mean `{name}` "
                                          "(cell 3, line 1)?")
     assert missing_explanation(cause) == (
         f"MultiHeadedAttention is not defined; did you mean `{name}` (cell 3, line 1)? "
         "Rename the class to MultiHeadedAttention, the name the assignment grades.")
-    assert "did you mean" in note_text(Note("missing_target", {"kind": cause.kind, "data": cause.data}))
+    assert "did you mean" in note_text(MissingClass(cause))
 
 
 def test_a_class_whose_forward_takes_the_targets_arguments_is_suggested():
     cause = _suggestion(SDPA, "x = 1\nclass Attn(nn.Module):\n" + MHA_BODY)
-    assert cause.data["suggestion"] == {"name": "Attn", "label": "cell 3", "line": 2}
+    assert cause.suggestion == Suggestion("Attn", "cell 3", 2)
 
 
 def test_no_suggestion_when_nothing_is_close_or_the_signature_is_ambiguous():
-    assert "suggestion" not in _suggestion(SDPA, "class Encoder(nn.Module):\n    def forward(self, src):\n"
-                                                 "        return src\n").data
+    assert _suggestion(SDPA, "class Encoder(nn.Module):\n    def forward(self, src):\n"
+                                "        return src\n").suggestion is None
     two = "class Attn(nn.Module):\n" + MHA_BODY + "class Heads(nn.Module):\n" + MHA_BODY
-    assert "suggestion" not in _suggestion(SDPA, two).data
+    assert _suggestion(SDPA, two).suggestion is None
     # ScaledDotProductAttention has the same forward, but it is graded itself: never suggested
-    assert "suggestion" not in _suggestion(SDPA).data
+    assert _suggestion(SDPA).suggestion is None
     assert cause_reason(_suggestion(SDPA), None) == "MultiHeadedAttention is not defined"

@@ -8,7 +8,8 @@ from grader.course.assignments import get_assignment
 from grader.errors import CaseFileError
 from grader.judge.causes import group_causes
 from grader.judge.hints import evidence, hint_applies
-from grader.model.outcomes import Cause, Problem
+from grader.model.outcomes import (Cause, ErrorInfo, MaskedLeak, NoGradient, NonFinite, Pending, Raised, RowSum, Scale,
+                                   ShapeDiffers, ValueDiffers, WrongAnswer)
 from grader.model.result import CaseResult
 from grader.spec.case_file import load_assignment
 from grader.spec.mistakes import Mistake
@@ -18,9 +19,12 @@ CASES = {c.id: c for c in MHA.cases}
 
 
 def _error(line: int, phase: str = "forward", message: str = "boom") -> Cause:
-    return Cause("exception", {"error": {"type": "RuntimeError", "message": message, "label": "cell 4",
-                                         "line": line, "function": "forward", "code": "y = x @ w",
-                                         "traceback": "tb"}, "phase": phase})
+    return Raised(ErrorInfo("RuntimeError", message=message, label="cell 4", line=line, function="forward",
+                            code="y = x @ w", traceback="tb"), phase)
+
+
+def _values(name: str, grad: bool = False) -> ValueDiffers:
+    return ValueDiffers(name, max_abs=1.0, max_rel=1.0, index=[0], expected=1.0, got=2.0, n_bad=1, n_total=4, grad=grad)
 
 
 def _result(case_id: str, status: str = "error", cause: Cause | None = None, problems=(), mistakes=(),
@@ -43,7 +47,7 @@ def test_one_exception_in_eight_cases_is_one_cause_with_its_cost():
 def test_causes_are_numbered_down_the_table_and_passed_cases_point_nowhere():
     results = (_result("sdpa-shape-3d", "passed"), _result("sdpa-match-3d", cause=_error(3)),
                _result("sdpa-padding", cause=_error(9)), _result("sdpa-causal", cause=_error(3)),
-               _result("sdpa-match-4d", "pending", Cause("pending")))
+               _result("sdpa-match-4d", "pending", Pending()))
     out, causes = group_causes(results, CASES, {})
     assert [r.cause_ref for r in out] == [0, 1, 2, 1, 0]
     assert [c.cases for c in causes] == [("sdpa-match-3d", "sdpa-causal"), ("sdpa-padding",)]
@@ -56,10 +60,10 @@ def test_a_build_error_is_not_the_same_cause_as_a_forward_error_on_the_same_line
 
 def test_a_recognised_mistake_is_one_cause_and_its_partial_credit_is_counted():
     m = Mistake("sqrt-dfeat", "scores divided by √d_feat", "Divide by √d_head.", (("a", "b", 1),), credit=0.5)
-    wrong = Cause("wrong_answer")
-    results = (_result("mha-match", "failed", wrong, [Problem("scale", {"name": "scores", "factor": 0.5})],
+    wrong = WrongAnswer()
+    results = (_result("mha-match", "failed", wrong, [Scale("scores", 0.5)],
                        ["sqrt-dfeat"], score=1.5),
-               _result("mha-grad", "failed", wrong, [Problem("value_differs", {"name": "lin_Q.weight", "grad": True})],
+               _result("mha-grad", "failed", wrong, [_values("lin_Q.weight", grad=True)],
                        ["sqrt-dfeat"]))
     _, causes = group_causes(results, CASES, {"sqrt-dfeat": m})
     assert len(causes) == 1 and causes[0].kind == "mistake" and causes[0].fix == "Divide by √d_head."
@@ -67,10 +71,9 @@ def test_a_recognised_mistake_is_one_cause_and_its_partial_credit_is_counted():
 
 
 def test_wrong_answers_group_by_their_first_problem():
-    wrong = Cause("wrong_answer")
-    x = Problem("value_differs", {"name": "x", "max_abs": 1.0, "max_rel": 1.0, "index": [0], "expected": 1.0,
-                                  "got": 2.0, "n_bad": 1, "n_total": 4})
-    scores = Problem("shape_differs", {"name": "scores", "got": [1], "expected": [2]})
+    wrong = WrongAnswer()
+    x = _values("x")
+    scores = ShapeDiffers("scores", got=[1], expected=[2])
     results = (_result("mha-match", "failed", wrong, [x]), _result("mha-cross", "failed", wrong, [x]),
                _result("mha-batch1", "failed", wrong, [scores]))
     _, causes = group_causes(results, CASES, {})
@@ -81,10 +84,10 @@ def test_wrong_answers_group_by_their_first_problem():
 @pytest.mark.parametrize("cause, problems, shows", [
     (_error(3, "build"), (), set()),                        # a constructor error is no evidence about shapes
     (_error(3, "forward"), (), {"error"}),
-    (None, (Problem("scale", {"name": "scores"}),), {"values"}),
-    (None, (Problem("value_differs", {"name": "w", "grad": True}),), {"gradient"}),
-    (None, (Problem("non_finite", {"name": "attention", "purpose": "mask"}),), {"mask"}),
-    (None, (Problem("row_sum", {"name": "attention"}),), {"softmax"}),
+    (None, (Scale("scores", 2.0),), {"values"}),
+    (None, (_values("w", grad=True),), {"gradient"}),
+    (None, (NonFinite("attention", [0], purpose="mask"),), {"mask"}),
+    (None, (RowSum("attention", [0], 0.5),), {"softmax"}),
 ])
 def test_evidence_of_a_failure(cause, problems, shows):
     found = evidence(cause, problems)
@@ -92,14 +95,12 @@ def test_evidence_of_a_failure(cause, problems, shows):
 
 
 def test_shipped_hints_show_only_with_their_evidence():
-    scale = (Problem("scale", {"name": "scores", "factor": 0.5}),)
-    assert not hint_applies(CASES["mha-cross"].hint_on, Cause("wrong_answer"), scale)  # "use -1 ..." is about shapes
-    assert not hint_applies(CASES["mha-grad"].hint_on, Cause("wrong_answer"),
-                            (Problem("value_differs", {"name": "lin_Q.weight", "grad": True}),))
-    assert hint_applies(CASES["mha-grad"].hint_on, Cause("wrong_answer"), (Problem("no_gradient", {"param": "w"}),))
-    assert not hint_applies(CASES["sdpa-padding"].hint_on, Cause("wrong_answer"), scale)
-    assert hint_applies(CASES["sdpa-padding"].hint_on, Cause("wrong_answer"),
-                        (Problem("masked_leak", {"name": "attention"}),))
+    scale = (Scale("scores", 0.5),)
+    assert not hint_applies(CASES["mha-cross"].hint_on, WrongAnswer(), scale)  # "use -1 ..." is about shapes
+    assert not hint_applies(CASES["mha-grad"].hint_on, WrongAnswer(), (_values("lin_Q.weight", grad=True),))
+    assert hint_applies(CASES["mha-grad"].hint_on, WrongAnswer(), (NoGradient("w"),))
+    assert not hint_applies(CASES["sdpa-padding"].hint_on, WrongAnswer(), scale)
+    assert hint_applies(CASES["sdpa-padding"].hint_on, WrongAnswer(), (MaskedLeak("attention", [0], 0.5),))
     lstm = {c.id: c for c in get_assignment(course(), "lstm").cases}
     assert not hint_applies(lstm["rnn-shape"].hint_on, _error(2, "build"), ())
     shapes = "mat1 and mat2 shapes cannot be multiplied (6x20 and 16x20)"

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 
 from grader.execute.observation import Observation
-from grader.execute.protocol import ErrorInfo
 from grader.judge.checks import first_largest
 from grader.judge.judge import evaluate_case
-from grader.model.outcomes import Cause
+from grader.judge.compose import case_result
+from grader.model.outcomes import ErrorInfo, NotImplementedYet, NotRun, UnitError
 from grader.spec.cases import Case, Target
 
 ATT = Target("Att", ("Q", "K", "V"), ("out", "attention"), attention="attention", final="out",
@@ -30,9 +30,10 @@ def _ok(tensors=None):
     return Observation("c", "ok", params={"w": (2, 3)}, duration=0.1, tensors=dict(tensors or {}))
 
 
-def _eval(case, target, ref, stu, unavailable=Cause("not_run", {"why": "time"})):
-    """Judge one case from plain tensor dicts (None: the student produced no observation)."""
-    return evaluate_case(case, target, _ok(ref), stu if not isinstance(stu, dict) else _ok(stu), unavailable)
+def _eval(case, target, ref, stu, unavailable=NotRun("time")):
+    """Judge one case from plain tensor dicts (None: the student produced no observation), and word it."""
+    return case_result(evaluate_case(case, target, _ok(ref), stu if not isinstance(stu, dict) else _ok(stu),
+                                     unavailable))
 
 
 def test_pass_and_points():
@@ -124,7 +125,7 @@ def test_student_exception_is_an_error_with_cell_and_line():
     assert r.reason == "RuntimeError in cell 7, line 3 (forward): `y = x @ w` — shape mismatch"
     assert r.hint == "Check the shapes." and "Hint" not in r.details  # an error in forward: shapes, maybe
     assert _eval(_case(["match"], hint="Scale by √d."), ATT, {}, stu).hint == ""  # not about values
-    assert r.cause.kind == "exception" and r.cause.data["phase"] == "forward"
+    assert r.cause.kind == "exception" and r.cause.phase == "forward"
 
 
 def test_raises():
@@ -136,8 +137,7 @@ def test_raises():
 
 
 def test_unavailable_is_an_error():
-    cause = Cause("not_implemented", {"target": "Att", "kind": "blank", "label": "cell 4", "line": 12,
-                                      "code": "x = # FILL IN HERE"})
+    cause = NotImplementedYet("Att", UnitError("blank", "cell 4", 12, "x = # FILL IN HERE"))
     r = _eval(_case(["match"]), ATT, {}, None, cause)
     assert (r.status, r.reason) == ("error", "not implemented yet (cell 4, line 12 is a blank)")
     assert r.details == "Att: not implemented yet: cell 4, line 12 is still a blank (`x = # FILL IN HERE`); " \
@@ -183,7 +183,7 @@ def test_every_check_gives_a_verdict_on_any_tensor(check):
             stu = dict(GOOD, **{"pout/x": GOOD["out/x"]})
             stu[name] = value
             result = evaluate_case(case, MHA_LIKE, ref, Observation("c", "ok", params={"lin.weight": (4, 4)},
-                                                                    tensors=stu), Cause("not_run"))
+                                                                    tensors=stu), NotRun())
             assert result.status in ("passed", "failed")
             if check != "params" and check != "param_count" and not np.isfinite(value.astype(np.float64)).all() \
                     and value.size and _checked_by(check, name):

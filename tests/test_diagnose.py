@@ -8,12 +8,12 @@ import pytest
 from conftest import ROOT
 from grader.errors import CaseFileError
 from grader.execute.observation import Observation
-from grader.execute.protocol import ErrorInfo
+from grader.judge.compose import case_result
 from grader.judge.checks import check_match
 from grader.judge.diagnose import DETECTORS, diagnose, integer_scores, softmax_dim
 from grader.judge.judge import evaluate_case
 from grader.model.messages import problem_text
-from grader.model.outcomes import Cause, Problem
+from grader.model.outcomes import Downstream, EqualsOther, ErrorInfo, NotRun
 from grader.spec.cases import Case, Target
 from grader.spec.mistakes import SIGNATURES, Mistake, load_mistakes
 
@@ -180,9 +180,9 @@ def test_equals_other_names_the_reference_output_it_equals():
     kinds = [p.kind for p in problems]
     assert kinds.index("equals_other") == kinds.index("value_differs") + 1
     eq = problems[kinds.index("equals_other")]
-    assert eq.data == {"name": "x", "other": "x_rsh2"}
+    assert eq == EqualsOther("x", "x_rsh2")
     assert problem_text(eq) == "`x` equals the reference's `x_rsh2`: is a step missing after it?"
-    r = evaluate_case(CASE, MHA, _obs(ref), _obs(stu), Cause("not_run", {"why": "time"}))
+    r = case_result(evaluate_case(CASE, MHA, _obs(ref), _obs(stu), NotRun("time")))
     assert r.reason.startswith("`x` differs from the reference")
     assert "`x` equals the reference's `x_rsh2`: is a step missing after it?" in r.details.splitlines()
 
@@ -205,7 +205,7 @@ def test_equals_other_is_not_added_for_downstream_outputs():
     stu = {**ref, "out/scores": ref["out/scores"] * 2, "out/x": ref["out/x_rsh2"].copy()}
     problems = check_match(CASE, MHA, _obs(ref), _obs(stu))
     assert "equals_other" not in [p.kind for p in problems]
-    assert Problem("downstream", {"names": ["x"]}) in problems
+    assert Downstream(["x"]) in problems
 
 
 # --------------------------------------------------------------------------- mistakes.toml

@@ -31,7 +31,8 @@ from grader.execute.observation import Observation
 from grader.execute.runner import WorkerRun
 from grader.execute.session import MAX_RESTARTS, Part, run_cases
 from grader.report.audience import for_audience
-from grader.model.outcomes import Cause, Problem, Stop
+from grader.model.outcomes import (Crashed, ErrorInfo, Exited, NotRun, Pending, ShapeDiffers, ValueDiffers,
+                                   WrongAnswer)
 from grader.report.render import FORMATS, render
 from grader.model.result import CaseResult, CauseSummary, Report
 
@@ -193,7 +194,7 @@ def test_a_warm_slot_gives_the_hidden_cases_a_fresh_fork(other_course):
 
 def _case(cid: str, status: str, ref: int, hidden: bool = False, problems=(), score: float = 0.0,
           duration: float = 0.5) -> CaseResult:
-    cause = None if status == "passed" else Cause("wrong_answer")
+    cause = None if status == "passed" else WrongAnswer()
     secret = "12352" if hidden else "public"
     return CaseResult(cid, f"T: {cid}", "T", status, score if status != "passed" else 1.0, 1.0,
                       "" if status == "passed" else f"{cid} saw {secret}", f"details {secret}",
@@ -202,8 +203,8 @@ def _case(cid: str, status: str, ref: int, hidden: bool = False, problems=(), sc
 
 
 def test_a_cause_shared_with_hidden_cases_shows_its_public_cases_alone():
-    values = (Problem("value_differs", {"name": "x"}),)
-    shape = (Problem("shape_differs", {"name": "y"}),)
+    values = (ValueDiffers("x", max_abs=1.0, max_rel=1.0, index=[0], expected=1.0, got=2.0, n_bad=1, n_total=4),)
+    shape = (ShapeDiffers("y", got=[1], expected=[2]),)
     report = Report("s.py", "mha", (
         _case("h1", "failed", 1, hidden=True, problems=shape),
         _case("p1", "failed", 1, problems=values),
@@ -241,7 +242,7 @@ def test_one_public_case_left_in_a_cause_is_told_as_one():
 
 def test_a_local_check_keeps_its_time_and_its_pending_cases():
     pending = CaseResult("h", "T: h", "T", "pending", 0, 2, "graded after submission", "", "hidden",
-                         cause=Cause("pending"))
+                         cause=Pending())
     report = Report("s.py", "mha", (_case("p", "passed", 0), pending), execution_time=1.5, local=True)
     student = for_audience(report, "student")
     assert student.execution_time == 1.5 and student.cases[1] == pending and student.causes == ()
@@ -308,18 +309,16 @@ def test_a_worker_started_for_the_hidden_part_that_waited_too_long_is_replaced(m
 
 
 def test_what_a_hidden_part_shows_is_for_instructors_and_its_top_level_errors_are_not_the_reports():
-    from grader.execute.protocol import ErrorInfo
-
     def answer(job):
         error = ErrorInfo("RuntimeError", ("RuntimeError",), "saw " + ",".join(c.id for c in job.calls), "tb")
-        return WorkerRun(started=True, exec_done=True, exec_errors=(error,), stop=Stop("exited", {"code": 9}),
+        return WorkerRun(started=True, exec_done=True, exec_errors=(error,), stop=Exited(9),
                          running=job.calls[0].id, stderr=f"printed {job.calls[0].id}",
                          observations={}, ignored=2)
 
     log: list = []
     execution = run_cases([_Worker(log, answer)], lambda: _Worker(log, answer), _parts(), 60, 10)
-    shown = json.dumps([dataclasses.asdict(n) for n in execution.notes])
-    private = json.dumps([dataclasses.asdict(n) for n in execution.private_notes])
+    shown = json.dumps([n.to_dict() for n in execution.notes])
+    private = json.dumps([n.to_dict() for n in execution.private_notes])
     assert "sdpa-shape-3d" in shown and "sdpa-match-4d" not in shown and "mha-cross" not in shown
     assert "sdpa-match-4d" in private
     assert [e.message for e in execution.exec_errors] == ["saw sdpa-shape-3d,sdpa-match-3d"]
@@ -327,7 +326,7 @@ def test_what_a_hidden_part_shows_is_for_instructors_and_its_top_level_errors_ar
 
 def test_a_stop_in_top_level_code_loses_every_part_and_restarts_are_counted_for_the_submission():
     def top_level(job):
-        return WorkerRun(started=True, stop=Stop("exited", {"code": 1}), running="")
+        return WorkerRun(started=True, stop=Exited(1), running="")
 
     log: list = []
     execution = run_cases([_Worker(log, top_level)], lambda: _Worker(log, top_level), _parts(), 60, 10)
@@ -335,7 +334,7 @@ def test_a_stop_in_top_level_code_loses_every_part_and_restarts_are_counted_for_
     assert len(execution.lost) == 4
 
     def crash(job):
-        return WorkerRun(started=True, exec_done=True, stop=Stop("crashed", {"signal": "SIGSEGV"}),
+        return WorkerRun(started=True, exec_done=True, stop=Crashed("SIGSEGV"),
                          running=job.calls[0].id)
 
     log = []
@@ -347,8 +346,8 @@ def test_a_stop_in_top_level_code_loses_every_part_and_restarts_are_counted_for_
     log = []
     execution = run_cases([_Worker(log, crash)], lambda: _Worker(log, crash), _parts(public), 60, 10)
     assert [ids[0] for _, ids, _ in log] == [*public[:MAX_RESTARTS + 1], "sdpa-match-4d"]
-    assert execution.lost["sdpa-causal"] == Cause("not_run", {"why": "restarts", "stops": MAX_RESTARTS + 1})
-    assert execution.lost["mha-cross"] == Cause("not_run", {"why": "restarts", "stops": MAX_RESTARTS + 2})
+    assert execution.lost["sdpa-causal"] == NotRun("restarts", MAX_RESTARTS + 1)
+    assert execution.lost["mha-cross"] == NotRun("restarts", MAX_RESTARTS + 2)
 
 
 def test_the_plan_runs_public_cases_first_and_a_single_kind_in_one_worker():

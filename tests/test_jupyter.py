@@ -11,7 +11,7 @@ from conftest import ROOT, SUBMISSIONS, run_grade
 from grader import local
 from grader.config import GradeConfig
 from grader.model.messages import note_text
-from grader.model.outcomes import Note
+from grader.model.outcomes import GradedSource
 
 BUGGY = SUBMISSIONS / "mha" / "bug_softmax_dim.py"
 
@@ -134,19 +134,19 @@ def test_the_saved_notebook_is_compared_class_by_class(tmp_path):
     assert local.saved_differs(template, ran, classes) == list(classes)
 
 
-@pytest.mark.parametrize("data, words", [
-    ({"source": "history", "first": "In [1]", "last": "In [9]", "notebook": "mha.ipynb", "differs": ["A", "B"]},
+@pytest.mark.parametrize("note, words", [
+    (GradedSource("history", "mha.ipynb", "In [1]", "In [9]", ("A", "B")),
      ["the kernel's input history, In [1] to In [9]", DIFFERS, "mha.ipynb has other code for A, B"]),
-    ({"source": "history", "first": "In [2]", "last": "In [2]", "notebook": "mha.ipynb", "differs": []},
+    (GradedSource("history", "mha.ipynb", "In [2]", "In [2]", ()),
      ["input history, In [2])", "mha.ipynb holds the same code"]),
-    ({"source": "history", "first": "In [1]", "last": "In [3]", "notebook": None, "differs": None},
+    (GradedSource("history", None, "In [1]", "In [3]"),
      ["No saved notebook was found"]),
-    ({"source": "file", "notebook": "mha.ipynb"}, ["not run any of your code yet", "mha.ipynb was graded"]),
+    (GradedSource("file", "mha.ipynb"), ["not run any of your code yet", "mha.ipynb was graded"]),
 ])
-def test_the_graded_source_note(data, words):
-    text = note_text(Note("graded_source", data))
+def test_the_graded_source_note(note, words):
+    text = note_text(note)
     assert all(w.lower() in text.lower() for w in words), text
-    assert (DIFFERS in text.lower()) == bool(data.get("differs"))
+    assert (DIFFERS in text.lower()) == bool(note.differs)
 
 
 def _text_of(page: str) -> str:

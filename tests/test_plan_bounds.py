@@ -21,7 +21,6 @@ import pytest
 from conftest import ROOT
 from grader.plan.plan import missing_cause
 from grader.model.messages import cause_reason, missing_explanation, problem_text
-from grader.model.outcomes import Problem
 from grader.errors import SubmissionUnreadable
 from grader.plan import limits, slicing, submission
 from grader.plan.policy import forbidden_uses
@@ -421,7 +420,7 @@ def test_the_policy_walker_does_not_recurse_on_attribute_chains(links):
     head = _statement(0, "import torch.nn as nn")
     chain = _statement(1, "x = nn.LSTMCell" + ".a" * links, {"nn"})
     [found] = forbidden_uses((head, chain), FORBID)
-    message = problem_text(Problem("forbidden_static", found))
+    message = problem_text(found)
     assert message.startswith("cell 2, line 1: `x = nn.LSTMCell.a.a") and "uses torch.nn.LSTMCell.a.a" in message
     assert "which this exercise forbids (it forbids torch.nn.LSTMCell)" in message and len(message) < 8000
 
@@ -435,6 +434,6 @@ def test_the_policy_walker_follows_getattr_and_keeps_line_numbers():
     parsed = parse_units(_units("import torch\nimport torch.nn as nn\n\n\nclass Cell(nn.Module):\n"
                                 "    def f(self):\n        return getattr(getattr(torch, 'nn'), 'LSTMCell')(1, 2)\n"))
     [found] = forbidden_uses(slice_for(parsed, ["Cell"]).statements, FORBID)
-    message = problem_text(Problem("forbidden_static", found))
+    message = problem_text(found)
     assert message.startswith("cell 1, line 7: `return getattr(getattr(torch, 'nn'), 'LSTMCell')(1, 2)` uses "
                               "torch.nn.LSTMCell")

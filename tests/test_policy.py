@@ -27,8 +27,8 @@ def _uses(body: str) -> list[str]:
 ])
 def test_forbidden_use_is_found_with_cell_and_line(body):
     found = _uses(body)
-    assert found and found[0]["label"] == "cell 2" and found[0]["line"] > 2
-    assert found[0]["forbidden"] in FORBID and found[0]["used"].startswith(found[0]["forbidden"])
+    assert found and found[0].label == "cell 2" and found[0].line > 2
+    assert found[0].forbidden in FORBID and found[0].used.startswith(found[0].forbidden)
 
 
 def test_allowed_code_is_not_flagged():
@@ -73,7 +73,7 @@ def _uses_with(forbid: tuple[str, ...], body: str) -> list[dict]:
 ])
 def test_a_kernel_of_a_forbidden_family_is_found(assignment, target, body, used, entry):
     found = _uses_with(_forbid(assignment, target), body)
-    assert [(u["used"], u["forbidden"]) for u in found] == [(used, entry)]
+    assert [(u.used, u.forbidden) for u in found] == [(used, entry)]
 
 
 @pytest.mark.parametrize("body", [

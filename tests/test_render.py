@@ -19,7 +19,8 @@ def test_unreadable_gradescope():
 
 def test_to_dict_is_asdict_without_the_copies():
     """``Report.to_dict`` builds its plain values itself (``dataclasses.asdict`` deep-copied every number of
-    every figure): the same values and types, and nothing shared with the report that could be changed."""
+    every figure): the same values and types (facts tagged with their kind), and nothing shared with the
+    report that could be changed."""
     import dataclasses
 
     figure = {"kind": "attention", "weights": [[[0.25, 0.75], [1.0, 0.0]]], "mask": [[1, 0]], "title": "x"}
@@ -28,6 +29,8 @@ def test_to_dict_is_asdict_without_the_copies():
     d = report.to_dict()
     expected = {**dataclasses.asdict(report), "notes": list(report.notes),
                 "instructor_notes": list(report.instructor_notes)}
+    for c, plain in zip(report.cases, expected["cases"]):
+        plain.update(cause=c.cause.to_dict() if c.cause else None, problems=tuple(p.to_dict() for p in c.problems))
     assert {k: d[k] for k in expected} == expected
     assert type(d["cases"]) is type(expected["cases"]) and type(d["cases"][0]["figures"]) is tuple
     d["cases"][0]["figures"][0]["weights"][0][0][0] = 9.0

@@ -15,10 +15,13 @@ import pytest
 
 from grader.errors import InternalError
 from grader.execute import session
-from grader.execute.protocol import ErrorInfo, Job
+from grader.execute.protocol import Job
 from grader.execute.runner import WorkerRun
 from grader.execute.session import MAX_RESTARTS, Part, run_cases
-from grader.model.outcomes import Stop
+from grader.model.outcomes import CaseTimeout, Crashed, ErrorInfo, NotRun, OutOfMemory, Stopped
+
+#: the stops a scripted worker makes, by kind
+STOPS = {"case_timeout": CaseTimeout(1.0), "memory": OutOfMemory(100), "crashed": Crashed("SIGSEGV")}
 
 
 def job(*ids: str) -> Job:
@@ -45,12 +48,12 @@ class Scripted:
         def run(self, job: Job, inputs: bytes, timeout: float, case_timeout: float) -> WorkerRun:
             errors = (ErrorInfo(type="NameError", message="x is not defined", bases=(), traceback=""),)
             if self.stop_at == "":
-                return WorkerRun(started=True, stop=Stop(self.kind or "crashed"), running="", stderr="boom\n")
+                return WorkerRun(started=True, stop=STOPS[self.kind or "crashed"], running="", stderr="boom\n")
             seen = {}
             for call in job.calls:
                 if call.id == self.stop_at:
                     return WorkerRun(started=True, exec_done=True, exec_errors=errors, observations=seen,
-                                     stop=Stop(self.kind or "crashed"), running=call.id)
+                                     stop=STOPS[self.kind or "crashed"], running=call.id)
                 seen[call.id] = f"observed {call.id}"
                 self.ran.append(call.id)
             return WorkerRun(started=True, exec_done=True, exec_errors=errors, observations=seen, finished=True)
@@ -68,8 +71,7 @@ def run(parts, scripts, timeout=60.0):
 def test_one_bad_case_costs_that_case_and_the_rest_run_in_a_fresh_worker():
     ex, started = run([Part(job("a", "b", "c"), b"")], [("b", "case_timeout")])
     assert sorted(ex.observations) == ["a", "c"] and len(started) == 2
-    assert ex.lost["b"].kind == "stopped" and ex.lost["b"].data == {"stop": {"kind": "case_timeout", "data": {}},
-                                                                    "scope": "case"}
+    assert ex.lost["b"] == Stopped(CaseTimeout(1.0), "case")
     assert started[1].ran == ["c"]  # the fresh worker is given only what is left
     assert [n.kind for n in ex.notes] == ["skipped_statement", "case_stop"] and ex.exec_errors[0].type == "NameError"
 
@@ -77,7 +79,7 @@ def test_one_bad_case_costs_that_case_and_the_rest_run_in_a_fresh_worker():
 def test_a_stop_in_top_level_code_loses_every_case_left_of_every_part():
     ex, started = run([Part(job("a", "b"), b""), Part(job("h"), b"", private=True)], [("", "memory")])
     assert not ex.observations and len(started) == 1  # the hidden part never gets a worker
-    assert {k: (c.kind, c.data["scope"]) for k, c in ex.lost.items()} == {
+    assert {k: (c.kind, c.scope) for k, c in ex.lost.items()} == {
         "a": ("stopped", "top-level"), "b": ("stopped", "top-level"), "h": ("stopped", "top-level")}
     assert "top_level_stop" in [n.kind for n in ex.notes]
 
@@ -88,13 +90,13 @@ def test_restarts_are_bounded_for_the_whole_submission():
     assert len(started) == MAX_RESTARTS + 1
     crashed = calls[:MAX_RESTARTS + 1]
     assert all(ex.lost[c].kind == "stopped" for c in crashed)
-    assert {c: ex.lost[c].data for c in calls[MAX_RESTARTS + 1:]} == {
-        c: {"why": "restarts", "stops": MAX_RESTARTS + 1} for c in calls[MAX_RESTARTS + 1:]}
+    assert {c: ex.lost[c] for c in calls[MAX_RESTARTS + 1:]} == {
+        c: NotRun("restarts", MAX_RESTARTS + 1) for c in calls[MAX_RESTARTS + 1:]}
     # the restarts left after a first part are what a second part may use
     ex, started = run([Part(job("a", "b"), b""), Part(job("h1", "h2", "h3", "h4"), b"", private=True)],
                       [("a", "crashed"), (None, ""), ("h1", "crashed"), ("h2", "crashed"), ("h3", "crashed")])
     assert sorted(ex.observations) == ["b"] and len(started) == 2 + MAX_RESTARTS  # a part's first worker is no restart
-    assert ex.lost["h4"].data == {"why": "restarts", "stops": 4}
+    assert ex.lost["h4"] == NotRun("restarts", 4)
 
 
 def test_a_hidden_parts_notes_and_top_level_errors_are_for_instructors_only():
@@ -115,7 +117,7 @@ def test_no_time_left_loses_the_later_parts_as_not_run(monkeypatch):
     monkeypatch.setattr(Scripted.Worker, "run", taking_the_time)
     ex, started = run([Part(job("a"), b""), Part(job("h"), b"", private=True)], [], timeout=50.0)
     assert sorted(ex.observations) == ["a"] and ex.lost["h"].kind == "not_run"
-    assert ex.lost["h"].data == {"why": "time"} and len(started) == 1
+    assert ex.lost["h"] == NotRun("time") and len(started) == 1
 
 
 def test_a_worker_that_never_started_is_the_graders_fault():

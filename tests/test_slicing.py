@@ -49,7 +49,7 @@ def test_a_syntax_error_spoils_only_its_cell():
     sl = slice_for(parsed, ["A", "B"])
     assert "B" in sl.definitions and sl.missing == ("A",)
     cause = missing_cause(parsed, "A")
-    assert cause.kind == "not_implemented" and (cause.data["label"], cause.data["line"]) == ("cell 2", 2)
+    assert cause.kind == "not_implemented" and (cause.unit.label, cause.unit.line) == ("cell 2", 2)
     assert cause_reason(cause, None) == "not implemented yet (cell 2, line 2 is a blank)"
     assert "`x = # FILL IN HERE`" in missing_explanation(cause)
 

@@ -117,7 +117,7 @@ def test_a_line_named_in_a_labelled_cell_keeps_its_code(tmp_path):
     path = tmp_path / "s.ipynb"
     nbformat.write(nb, path)
     error = parse_units(read_submission(path).units).syntax_errors[0]
-    assert unit_error_text(error.facts()).startswith("SyntaxError in cell 2 (In [5]), line 1: `x = (1,`")
+    assert unit_error_text(error.fact()).startswith("SyntaxError in cell 2 (In [5]), line 1: `x = (1,`")
 
 
 # --- a kernel's input history ----------------------------------------------------------------

@@ -23,6 +23,7 @@ from grader.authoring.release import (grade_template, marker_problems, read_note
                                       write_bundle)
 from grader.config import GradeConfig
 from grader.errors import CaseFileError
+from grader.model.outcomes import NotImplementedYet
 from grader.model.result import Report
 from grader.model.text import shortened
 from grader.spec.cases import Assignment
@@ -137,7 +138,7 @@ def _template_verdict(student: Report) -> tuple[bool, str]:
     """
     passed = template_passes(student)  # what `grade release` refuses
     other = [f"{c.name} [{c.case_id}]: {c.cause.kind.replace('_', ' ') if c.cause else c.status}" for c in student.cases
-             if c.status != "passed" and (c.status != "error" or c.cause is None or c.cause.kind != "not_implemented")]
+             if c.status != "passed" and (c.status != "error" or not isinstance(c.cause, NotImplementedYet))]
     parts = []
     if passed:
         parts.append(f"The template passes {len(passed)} case{'' if len(passed) == 1 else 's'} on code it gives "

@@ -7,8 +7,9 @@ from __future__ import annotations
 import dataclasses
 import json
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
+from grader.model.outcomes import NotRun, Stopped
 from grader.model.result import Report
 from grader.model.text import shortened
 
@@ -42,17 +43,8 @@ def status_of(report: Report) -> Status:
     """
     if report.problem is not None:
         return "unreadable"
-    stops: list[str] = []
-    not_run: list[Any] = []
-    for case in report.cases:
-        cause = case.cause
-        if cause is None:
-            continue
-        if cause.kind == "stopped":
-            stop = cause.data.get("stop") or {}
-            stops.append(stop.get("kind", "") if isinstance(stop, dict) else getattr(stop, "kind", ""))
-        elif cause.kind == "not_run":
-            not_run.append(cause.data.get("why"))
+    stops = [c.cause.stop.kind for c in report.cases if isinstance(c.cause, Stopped)]
+    not_run = [c.cause.why for c in report.cases if isinstance(c.cause, NotRun)]
     if any(kind in TIMEOUT_STOPS for kind in stops) or "time" in not_run:
         return "timeout"
     if stops or not_run:
@@ -118,7 +110,8 @@ def _json(report: Report) -> str:
 
 def _trimmed(report: Report, most: int, bare: bool = False) -> Report:
     """``report`` with its long texts cut to ``most`` characters and no figures (``bare``: nor any
-    details, causes or notes: only each case's verdict and points)."""
+    details, causes or notes: only each case's verdict and points). The notes' facts are dropped: their
+    words are kept, and the facts may hold whole tracebacks."""
     def cut(s: str) -> str:
         return "" if bare else shortened(s, most)
 
@@ -129,6 +122,6 @@ def _trimmed(report: Report, most: int, bare: bool = False) -> Report:
                                    for c in report.causes)
     return dataclasses.replace(
         report, cases=cases, causes=causes,
-        notes=tuple(cut(n) for n in report.notes if not bare),
+        notes=tuple(cut(n) for n in report.notes if not bare), note_facts=(),
         instructor_notes=tuple(cut(n) for n in report.instructor_notes if not bare),
         problem=None if report.problem is None else shortened(report.problem, most))

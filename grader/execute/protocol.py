@@ -28,6 +28,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
+from grader.model.outcomes import ErrorInfo
+
 #: The longest header line accepted (the tensors travel as the payload, not in the header).
 MAX_HEADER_BYTES = 1 << 20
 #: Nesting depth of any header (the schemas below need 4).
@@ -121,24 +123,6 @@ class Job:
 
 
 # --------------------------------------------------------------------------- records
-
-
-@dataclass(frozen=True)
-class ErrorInfo:
-    """An exception raised by submitted code, as the student should see it."""
-
-    type: str
-    #: the names of the exception class and its bases (to match `raises = "ValueError"`)
-    bases: tuple[str, ...]
-    message: str
-    traceback: str
-    #: where it was raised in the submission: "cell 7", line, the line's code, the function
-    label: str | None = None
-    line: int | None = None
-    code: str | None = None
-    function: str | None = None
-    #: True when the code ran but returned the wrong kind of thing (wrong arity, not a tensor)
-    api_misuse: bool = False
 
 
 @dataclass(frozen=True)

@@ -36,7 +36,8 @@ from grader.execute.sandbox import launch
 from grader.execute.trees import folder_bytes, owned_bytes, remove_owned, remove_tree
 from grader.execute.uids import fresh_uid
 from grader.model.messages import signal_name
-from grader.model.outcomes import Stop
+from grader.model.outcomes import (CaseTimeout, Crashed, DiskFull, Exited, OutOfMemory, ProtocolBroken, Stop,
+                                     SubmissionTimeout, Unresponsive, WorkerFailed)
 
 #: Seconds a worker may take to start (import torch, read its job) before it counts as broken.
 STARTUP_TIMEOUT = 120.0
@@ -331,16 +332,16 @@ class Worker:
                 else:
                     deadline = deadline or now + timeout
                     if now >= deadline:
-                        result.stop = Stop("submission_timeout", {"seconds": timeout})
+                        result.stop = SubmissionTimeout(timeout)
                         return
                     if step_timeout is not None and now - step_started >= step_timeout:
-                        result.stop = Stop("case_timeout", {"seconds": step_timeout})
+                        result.stop = CaseTimeout(step_timeout)
                         return
                     if now - last_watch >= WATCH_INTERVAL:
                         last_watch = now
                         limit = self.limits.memory_mb << 20
                         if self.group.oom_kills():  # the kernel enforced the group's limit
-                            result.stop = Stop("memory", {"limit_mb": self.limits.memory_mb})
+                            result.stop = OutOfMemory(self.limits.memory_mb)
                             return
                         # resident sizes count pages shared after a fork once per process: confirm
                         if self.group.resident_bytes() > limit and now - last_confirm >= confirm_every:
@@ -348,12 +349,12 @@ class Worker:
                             precise = self.group.proportional_bytes()
                             confirm_every = max(CONFIRM_INTERVAL, CONFIRM_SHARE * (time.perf_counter() - now))
                             if precise > limit:
-                                result.stop = Stop("memory", {"limit_mb": self.limits.memory_mb})
+                                result.stop = OutOfMemory(self.limits.memory_mb)
                                 return
                     if self.mode == "none" and now - last_disk >= DISK_WATCH_INTERVAL:
                         last_disk = now
                         if self._disk_bytes() > self.limits.disk_mb << 20:
-                            result.stop = Stop("disk", {"limit_mb": self.limits.disk_mb})
+                            result.stop = DiskFull(self.limits.disk_mb)
                             return
                     wait = min(deadline - now, WATCH_INTERVAL,
                                step_started + step_timeout - now if step_timeout else WATCH_INTERVAL)
@@ -377,7 +378,7 @@ class Worker:
                         if not result.started:
                             result.internal = f"the worker broke the protocol before starting: {e}"
                         else:
-                            result.stop = Stop("protocol", {"rule": str(e)})
+                            result.stop = ProtocolBroken(str(e))
                         return
                     if result.finished or result.stop or result.internal:
                         return
@@ -415,7 +416,7 @@ class Worker:
             if not result.started:
                 result.internal = record.traceback
             else:  # submitted code ran: not a trustworthy report of the grader's own failure
-                result.stop = Stop("worker_failed")
+                result.stop = WorkerFailed()
                 result.late_traceback = record.traceback
             return False
         if isinstance(record, Ready):
@@ -457,14 +458,14 @@ class Worker:
     def _exit_stop(self) -> Stop:
         code = self._exit_code()
         if self.group.oom_kills():
-            return Stop("memory", {"limit_mb": self.limits.memory_mb})
+            return OutOfMemory(self.limits.memory_mb)
         if code is None:
-            return Stop("unresponsive")
+            return Unresponsive()
         if code == WORKER_FAILED_EXIT:
-            return Stop("worker_failed")
+            return WorkerFailed()
         if code < 0:
-            return Stop("crashed", {"signal": signal_name(-code)})
-        return Stop("exited", {"code": code})
+            return Crashed(signal_name(-code))
+        return Exited(code)
 
     def _exit_words(self) -> str:
         code = self._exit_code()

@@ -25,9 +25,10 @@ from typing import Callable
 
 from grader.errors import InternalError
 from grader.execute.observation import Observation
-from grader.execute.protocol import ErrorInfo, Job
+from grader.execute.protocol import Job
 from grader.execute.runner import STARTUP_TIMEOUT, Worker, WorkerRun
-from grader.model.outcomes import Cause, Note
+from grader.model.outcomes import (CaseStop, Cause, ChannelNoise, ErrorInfo, Note, NotRun, OutputTail, SkippedStatement,
+                                     Stop, Stopped, TopLevelStop)
 
 #: How many fresh workers may replace one that crashed or hung, per submission (all parts together).
 MAX_RESTARTS = 3
@@ -71,7 +72,7 @@ class _PartRun:
     restarts: int = 0
     stops: int = 0
     #: the stop in top-level code that ended it (every case left would hit it again)
-    top_level: dict | None = None
+    top_level: Stop | None = None
 
 
 def run_cases(started: Sequence[Worker], new_worker: Callable[[], Worker], parts: Sequence[Part], timeout: float,
@@ -94,7 +95,7 @@ def run_cases(started: Sequence[Worker], new_worker: Callable[[], Worker], parts
     restarts = stops = 0
     for i, part in enumerate(parts):
         if i and time.perf_counter() >= deadline:  # the earlier parts took the submission's time
-            lost.update({c.id: Cause("not_run", {"why": "time"}) for later in parts[i:] for c in later.job.calls})
+            lost.update({c.id: NotRun("time") for later in parts[i:] for c in later.job.calls})
             break
         worker = started[i] if i < len(started) else None
         if worker is not None and i and time.perf_counter() - began > STARTUP_TIMEOUT / 2:
@@ -109,10 +110,10 @@ def run_cases(started: Sequence[Worker], new_worker: Callable[[], Worker], parts
         shown = private if part.private else notes
         if i == 0:  # the top-level statements' errors once: later workers run the same statements
             exec_errors = () if part.private else run.exec_errors
-            shown += [Note("skipped_statement", {"error": dataclasses.asdict(e)}) for e in run.exec_errors]
+            shown += [SkippedStatement(e) for e in run.exec_errors]
         shown += run.notes
         if run.top_level is not None:
-            lost.update({c.id: Cause("stopped", {"stop": run.top_level, "scope": "top-level"})
+            lost.update({c.id: Stopped(run.top_level, "top-level")
                          for later in parts[i + 1:] for c in later.job.calls})
             break
     return Execution(observations, lost, exec_errors, tuple(notes), tuple(private))
@@ -137,30 +138,30 @@ def _run_part(first: Worker, new_worker: Callable[[], Worker], part: Part, deadl
         ignored += run.ignored
         if run.finished or run.stop is None:
             break
-        stop = dataclasses.asdict(run.stop)
+        stop = run.stop
         out.stops += 1
         if run.stderr.strip():
-            out.notes.append(Note("output_tail", {"text": " ".join(run.stderr.strip().splitlines()[-3:])[-300:]}))
+            out.notes.append(OutputTail(" ".join(run.stderr.strip().splitlines()[-3:])[-300:]))
         if run.running == "":  # stopped in top-level code: every case would hit it again
-            out.notes.append(Note("top_level_stop", {"stop": stop}))
-            out.lost.update({c.id: Cause("stopped", {"stop": stop, "scope": "top-level"}) for c in calls})
+            out.notes.append(TopLevelStop(stop))
+            out.lost.update({c.id: Stopped(stop, "top-level") for c in calls})
             out.top_level = stop
             break
         if run.running:
-            out.lost[run.running] = Cause("stopped", {"stop": stop, "scope": "case"})
-            out.notes.append(Note("case_stop", {"stop": stop, "case": run.running}))
+            out.lost[run.running] = Stopped(stop, "case")
+            out.notes.append(CaseStop(stop, run.running))
         calls = [c for c in calls if c.id not in out.observations and c.id not in out.lost]
         if not calls:
             break
         out_of_time = deadline - time.perf_counter() <= 0
         if out_of_time or out.restarts >= restarts_left:
-            why = {"why": "time"} if out_of_time else {"why": "restarts", "stops": stops_before + out.stops}
-            out.lost.update({c.id: Cause("not_run", why) for c in calls})
+            why = NotRun("time") if out_of_time else NotRun("restarts", stops_before + out.stops)
+            out.lost.update({c.id: why for c in calls})
             break
         out.restarts += 1
         worker = new_worker()
     if ignored:
-        out.notes.append(Note("channel_noise", {"lines": ignored}))
+        out.notes.append(ChannelNoise(ignored))
     return out
 
 

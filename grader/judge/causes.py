@@ -25,15 +25,16 @@ from __future__ import annotations
 import dataclasses
 from typing import Hashable
 
-from grader.model import messages, summaries
-from grader.model.outcomes import Cause, Problem
+from grader.model import summaries
+from grader.model.outcomes import (CLASS_CAUSES, NotRun, Pending, Problem, Raised, Stopped, Unavailable, Unverified,
+                                    WrongAnswer)
 from grader.model.result import CaseResult, CauseSummary
 from grader.spec.cases import Case
 from grader.spec.mistakes import Mistake
 from grader.judge.hints import evidence
 
 #: Cases with these causes lose nothing (yet): no entry.
-_NOT_LOST = ("pending", "unavailable")
+_NOT_LOST = (Pending, Unavailable)
 
 
 def group_causes(results: tuple[CaseResult, ...], cases: dict[str, Case],
@@ -69,21 +70,20 @@ def _merged(keys: dict[str, Hashable | None], hidden: set[str]) -> dict[str, Has
 def cause_key(r: CaseResult) -> Hashable | None:
     """What makes two cases' causes the same (None: the case lost nothing)."""
     c = r.cause
-    if r.status in ("passed", "pending") or c is None or c.kind in _NOT_LOST:
+    if r.status in ("passed", "pending") or c is None or isinstance(c, _NOT_LOST):
         return None
     if r.mistakes:
         return ("mistake", tuple(sorted(r.mistakes)))
-    d = c.data
-    if c.kind in messages.MISSING_KINDS or c.kind == "unverified":
-        return (c.kind, d.get("target"))
-    if c.kind == "exception":
-        e = d["error"]
-        return (c.kind, e.get("type"), e.get("label"), e.get("line"), e.get("code"), d.get("phase"))
-    if c.kind == "stopped":
-        return (c.kind, d["stop"]["kind"], d.get("scope"))
-    if c.kind == "not_run":
-        return (c.kind, d.get("why"))
-    if c.kind == "wrong_answer" and r.problems:
+    if isinstance(c, (*CLASS_CAUSES, Unverified)):
+        return (c.kind, c.target)
+    if isinstance(c, Raised):
+        e = c.error
+        return (c.kind, e.type, e.label, e.line, e.code, c.phase)
+    if isinstance(c, Stopped):
+        return (c.kind, c.stop.kind, c.scope)
+    if isinstance(c, NotRun):
+        return (c.kind, c.why)
+    if isinstance(c, WrongAnswer) and r.problems:
         return (c.kind, r.target, category(r.problems[0]))
     return (c.kind, r.case_id)
 
@@ -100,7 +100,7 @@ def _summary(number: int, members: list[CaseResult], cases: dict[str, Case],
     told = [r for r in members if r.visibility != "hidden"] or members
     first = told[0]
     case = cases[first.case_id]
-    cause = first.cause or Cause("wrong_answer")
+    cause = first.cause or WrongAnswer()
     found = [(m.name, m.hint, m.credit) for mid in first.mistakes
              if (m := mistakes.get(mid)) is not None]
     grouped = len(told) > 1

@@ -13,7 +13,9 @@ import numpy as np
 
 from grader.execute.observation import Observation, Tensors
 from grader.execute.protocol import UNROLL_OUTPUTS
-from grader.model.outcomes import Problem
+from grader.model.outcomes import (Downstream, EqualsOther, MaskedLeak, MissingOutput, NoGradient, NonFinite,
+                                   ParamCount, ParamMissing, ParamShape, ParamUnexpected, PerturbedChanged, Problem,
+                                   RowSum, Scale, ShapeDiffers, ValueDiffers)
 from grader.spec.cases import Case, Target
 
 #: How close masked attention weights must be to 0, and rows' sums to 1.
@@ -37,7 +39,7 @@ def check_shape(case: Case, target: Target, ref: Observation, stu: Observation) 
     for name in output_order(case, target, ref.tensors):
         got = stu.tensors.get("out/" + name)
         if got is None:
-            problems.append(Problem("missing_output", {"name": name, "in_dict": target.returns == "dict"}))
+            problems.append(MissingOutput(name, in_dict=target.returns == "dict"))
         else:
             problems += _shape_problem(name, ref.tensors["out/" + name], got)
     return problems
@@ -56,7 +58,7 @@ def check_match(case: Case, target: Target, ref: Observation, stu: Observation) 
         if exp is None:
             continue
         if got is None:
-            problems.append(Problem("missing_output", {"name": name, "purpose": "compare"}))
+            problems.append(MissingOutput(name, purpose="compare"))
             continue
         found = value_problems(name, exp, got, case, scores=(name == "scores"))
         if found and any(p.kind in DIVERGENCES for p in problems):
@@ -66,9 +68,9 @@ def check_match(case: Case, target: Target, ref: Observation, stu: Observation) 
             other = equal_other_output(name, got, ref.tensors, case, order) \
                 if any(p.kind == "value_differs" for p in found) else None
             if other is not None:
-                problems.append(Problem("equals_other", {"name": name, "other": other}))
+                problems.append(EqualsOther(name, other))
     if downstream:
-        problems.append(Problem("downstream", {"names": downstream}))
+        problems.append(Downstream(downstream))
     return problems
 
 
@@ -79,23 +81,23 @@ def check_mask(case: Case, target: Target, ref: Observation, stu: Observation) -
     if exp is None or mask is None:
         return []
     if att is None:
-        return [Problem("missing_output", {"name": name, "purpose": "mask"})]
+        return [MissingOutput(name, purpose="mask")]
     if att.shape != exp.shape:
         return _shape_problem(name, exp, att)
     att = att.astype(np.float64)
     bad = _first_non_finite(att)
     if bad is not None:
-        return [Problem("non_finite", {"name": name, "index": bad, "purpose": "mask"})]
+        return [NonFinite(name, bad, purpose="mask")]
     problems = []
     leaked = np.where(np.broadcast_to(mask, att.shape) == 0, np.abs(att), 0.0)
     if leaked.size and leaked.max() > MASKED_WEIGHT_TOL:
         idx = _unravel(first_largest(leaked), att.shape)
-        problems.append(Problem("masked_leak", {"name": name, "index": idx, "value": float(att[idx])}))
+        problems.append(MaskedLeak(name, list(idx), float(att[idx])))
     sums = att.sum(axis=-1)
     worst = np.abs(sums - 1.0)
     if worst.size and worst.max() > ROW_SUM_TOL:
         idx = _unravel(first_largest(worst), sums.shape)
-        problems.append(Problem("row_sum", {"name": name, "index": idx, "total": float(sums[idx])}))
+        problems.append(RowSum(name, list(idx), float(sums[idx])))
     return problems
 
 
@@ -107,7 +109,7 @@ def check_mask_invariance(case: Case, target: Target, ref: Observation, stu: Obs
         return []
     base, pert = stu.tensors.get("out/" + name), stu.tensors.get("pout/" + name)
     if base is None or pert is None:
-        return [Problem("missing_output", {"name": name, "purpose": "masking"})]
+        return [MissingOutput(name, purpose="masking")]
     for got in (base, pert):
         if got.shape != exp.shape:
             return _shape_problem(name, exp, got)
@@ -115,7 +117,7 @@ def check_mask_invariance(case: Case, target: Target, ref: Observation, stu: Obs
     for got in (base, pert):
         bad = _first_non_finite(got)
         if bad is not None:
-            return [Problem("non_finite", {"name": name, "index": bad, "purpose": "masking"})]
+            return [NonFinite(name, bad, purpose="masking")]
     rows = np.broadcast_to(mask, att.shape)[..., -1] == 0  # queries that must not see the last key
     while rows.ndim > base.ndim - 1:  # multi-head: a row of x is unaffected only if masked in every head
         rows = rows.all(axis=1)
@@ -124,7 +126,7 @@ def check_mask_invariance(case: Case, target: Target, ref: Observation, stu: Obs
     changed = np.abs(base - pert).max(axis=-1) > case.atol + case.rtol
     leaked = changed & rows
     if leaked.any():
-        return [Problem("perturbed_changed", {"name": name, "index": [int(i) for i in np.argwhere(leaked)[0]]})]
+        return [PerturbedChanged(name, [int(i) for i in np.argwhere(leaked)[0]])]
     return []
 
 
@@ -135,7 +137,7 @@ def check_grad(case: Case, target: Target, ref: Observation, stu: Observation) -
     for name in order + [k for k in _named(ref.tensors, "grad/") if k not in order]:
         got = stu.tensors.get("grad/" + name)
         if got is None:
-            problems.append(Problem("no_gradient", {"param": name}))
+            problems.append(NoGradient(name))
         else:
             problems += value_problems(name, ref.tensors["grad/" + name], got, case, grad=True)
     return problems
@@ -146,10 +148,10 @@ def check_params(case: Case, target: Target, ref: Observation, stu: Observation)
     problems = []
     for k, shape in ref.params.items():
         if k not in stu.params:
-            problems.append(Problem("param_missing", {"param": k, "expected": list(shape)}))
+            problems.append(ParamMissing(k, list(shape)))
         elif stu.params[k] != shape:
-            problems.append(Problem("param_shape", {"param": k, "got": list(stu.params[k]), "expected": list(shape)}))
-    problems += [Problem("param_unexpected", {"param": k, "got": list(s)}) for k, s in stu.params.items()
+            problems.append(ParamShape(k, list(stu.params[k]), list(shape)))
+    problems += [ParamUnexpected(k, list(s)) for k, s in stu.params.items()
                  if k not in ref.params]
     return problems
 
@@ -158,7 +160,7 @@ def check_param_count(case: Case, target: Target, ref: Observation, stu: Observa
     """The total number of parameters equals the reference's."""
     exp = sum(math.prod(s) for s in ref.params.values())
     got = sum(math.prod(s) for s in stu.params.values())
-    return [] if exp == got else [Problem("param_count", {"got": got, "expected": exp})]
+    return [] if exp == got else [ParamCount(got, exp)]
 
 
 CHECKS: dict[str, Check] = {
@@ -191,24 +193,19 @@ def value_problems(name: str, exp: np.ndarray, got: np.ndarray, case: Case, grad
         idx = _unravel(first_largest(np.where(bad, diff, -1.0)), e.shape)
         live = bad & np.isfinite(g) & (np.abs(e) > case.atol)
         rel = float((np.abs(g - e)[live] / np.abs(e)[live]).max()) if live.any() else math.inf
-    data: dict[str, Any] = {
-        "name": name, "grad": grad, "max_abs": float(diff[bad].max()), "max_rel": rel, "index": list(idx),
-        "expected": float(e[idx]), "got": float(g[idx]), "n_bad": int(bad.sum()), "n_total": int(bad.size),
-        "non_finite": not bool(np.isfinite(g).all()),
-    }
-    if name == "h_seq" and e.ndim == 3:  # an unrolled recurrence: the first step that goes wrong
-        data["first_step"] = int(np.argmax(bad.any(axis=(0, 2))))
+    row: dict[str, Any] = {}
     if e.ndim and e.shape[-1] > 1:
-        row = tuple(idx[:-1])
-        data["row"] = list(row)
-        data["expected_row"] = [float(v) for v in e[row][:6]]
-        data["got_row"] = [float(v) for v in g[row][:6]]
-        data["row_len"] = int(e.shape[-1])
-    problems = [Problem("value_differs", data)]
+        at = tuple(idx[:-1])
+        row = {"row": list(at), "expected_row": [float(v) for v in e[at][:6]],
+               "got_row": [float(v) for v in g[at][:6]], "row_len": int(e.shape[-1])}
+    problems: list[Problem] = [ValueDiffers(
+        name=name, grad=grad, max_abs=float(diff[bad].max()), max_rel=rel, index=list(idx), expected=float(e[idx]),
+        got=float(g[idx]), n_bad=int(bad.sum()), n_total=int(bad.size), non_finite=not bool(np.isfinite(g).all()),
+        # an unrolled recurrence: the first step that goes wrong
+        first_step=int(np.argmax(bad.any(axis=(0, 2)))) if name == "h_seq" and e.ndim == 3 else None, **row)]
     scale = scale_factor(e, g)
     if scale is not None:
-        problems.insert(0, Problem("scale", {"name": name, "grad": grad, "factor": scale,
-                                             "known": known_scale(scale, case) if scores else None}))
+        problems.insert(0, Scale(name=name, grad=grad, factor=scale, known=known_scale(scale, case) if scores else None))
     return problems
 
 
@@ -269,7 +266,7 @@ def first_largest(values: np.ndarray) -> int:
 def _shape_problem(name: str, exp: np.ndarray, got: np.ndarray, grad: bool = False) -> list[Problem]:
     if exp.shape == got.shape:
         return []
-    return [Problem("shape_differs", {"name": name, "got": list(got.shape), "expected": list(exp.shape), "grad": grad})]
+    return [ShapeDiffers(name=name, got=list(got.shape), expected=list(exp.shape), grad=grad)]
 
 
 def _first_non_finite(a: np.ndarray) -> list[int] | None:

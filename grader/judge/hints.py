@@ -9,15 +9,19 @@ from __future__ import annotations
 
 import re
 
-from grader.model.outcomes import Cause, Problem
+from grader.model.outcomes import (Cause, Custom, DidNotRaise, EqualsOther, ForbiddenRuntime, ForbiddenStatic,
+                                    MaskedLeak, MissingOutput, NoGradient, NonFinite, ParamCount, ParamMissing,
+                                    ParamShape, ParamUnexpected, PerturbedChanged, Problem, Raised, RaisedOther, RowSum,
+                                    Scale, ShapeDiffers, ValueDiffers)
 
-#: problem kind -> the evidence it is (``value_differs`` and ``shape_differs`` depend on ``grad``)
-_PROBLEM_EVIDENCE = {
-    "missing_output": "shape", "shape_differs": "shape", "value_differs": "values", "scale": "values",
-    "equals_other": "values", "masked_leak": "mask", "perturbed_changed": "mask", "row_sum": "softmax",
-    "no_gradient": "unused", "param_missing": "parameters", "param_shape": "parameters",
-    "param_unexpected": "parameters", "param_count": "parameters", "did_not_raise": "raises",
-    "raised_other": "raises", "forbidden_static": "forbidden", "forbidden_runtime": "forbidden", "custom": "custom",
+#: problem class -> the evidence it is (a gradient's values and shape are ``gradient``; a ``NonFinite``'s
+#: depends on its ``purpose``)
+_PROBLEM_EVIDENCE: dict[type[Problem], str] = {
+    MissingOutput: "shape", ShapeDiffers: "shape", ValueDiffers: "values", Scale: "values", EqualsOther: "values",
+    MaskedLeak: "mask", PerturbedChanged: "mask", RowSum: "softmax", NoGradient: "unused",
+    ParamMissing: "parameters", ParamShape: "parameters", ParamUnexpected: "parameters", ParamCount: "parameters",
+    DidNotRaise: "raises", RaisedOther: "raises", ForbiddenStatic: "forbidden", ForbiddenRuntime: "forbidden",
+    Custom: "custom",
 }
 _BUILD_PHASES = ("build", "load_params")
 #: An exception whose message is about sizes that do not fit (torch's and Python's wording: "shape",
@@ -29,18 +33,18 @@ _ABOUT_SHAPES = re.compile(r"shape|size|dimension|\bdims?\b|mat1 and mat2|cannot
 def evidence(cause: Cause | None, problems: tuple[Problem, ...]) -> set[str]:
     """What a failure shows: the evidence names of its problems and its cause."""
     found: set[str] = set()
-    if cause is not None and cause.kind == "exception":
-        if cause.data.get("phase") in _BUILD_PHASES:
+    if isinstance(cause, Raised):
+        if cause.phase in _BUILD_PHASES:
             found.add("build_error")
         else:
             found.add("error")
-            if _ABOUT_SHAPES.search(str((cause.data.get("error") or {}).get("message", ""))):
+            if _ABOUT_SHAPES.search(cause.error.message):
                 found.add("shape_error")
     for p in problems:
-        kind = _PROBLEM_EVIDENCE.get(p.kind)
-        if p.kind == "non_finite":
-            kind = "mask" if p.data.get("purpose") in ("mask", "masking") else "values"
-        elif p.data.get("grad") and kind in ("values", "shape"):
+        kind = _PROBLEM_EVIDENCE.get(type(p))
+        if isinstance(p, NonFinite):
+            kind = "mask" if p.purpose in ("mask", "masking") else "values"
+        elif isinstance(p, (ShapeDiffers, ValueDiffers, Scale)) and p.grad:
             kind = "gradient"
         if kind:
             found.add(kind)

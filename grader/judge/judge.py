@@ -1,13 +1,15 @@
-"""The judge stage (pure): the plan, the reference's observations and the student's → case results.
+"""The judge stage (pure): the plan, the reference's observations and the student's → verdicts.
 
 Capture, then classify: every case becomes ``passed``, ``failed`` (the code ran and gave a
 wrong answer), ``error`` (it could not run: not defined, a blank, an exception, a crash or
-a timeout) or ``pending`` (a hidden case in a student's local check). The facts of each
-verdict are kept as data (``Cause``, ``Problem``); ``grader.model.messages`` words them.
+a timeout) or ``pending`` (a hidden case in a student's local check). A ``Verdict`` holds
+facts only (``Cause``, ``Problem``, the known mistakes its outputs match); nothing here is
+worded: ``grader.judge.compose`` words every verdict once, into the report.
 """
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import numpy as np
@@ -19,25 +21,51 @@ from grader.judge.diagnose import Variants, diagnose
 from grader.judge.hints import hint_applies
 from grader.plan.plan import Plan
 from grader.model import messages
-from grader.model.outcomes import Cause, Problem
-from grader.model.result import FIGURE_DECIMALS, CaseResult
+from grader.model.outcomes import (Cause, Custom, DidNotRaise, Forbidden, ForbiddenRuntime, NotRun, Pending, Problem,
+                                   Raised, RaisedOther, Unavailable, Unverified, WrongAnswer)
+from grader.model.result import FIGURE_DECIMALS, Status
 from grader.spec.cases import Assignment, Case, Target
 from grader.spec.mistakes import Mistake
 
 
-def judge(plan: Plan, expected: dict[str, Observation], execution: Execution) -> tuple[CaseResult, ...]:
+@dataclass(frozen=True)
+class Verdict:
+    """One case's outcome, as facts: its status, why it did not pass, what it showed.
+
+    ``hint_on`` says the case's hint is about this failure (the code ran, or was read, fell
+    short, and showed what the hint is about); ``mistakes`` are the known mistakes its outputs
+    match (``name_mistakes``), which earn the share of the points the smallest ``credit`` gives.
+    """
+
+    case: Case
+    status: Status
+    cause: Cause | None = None
+    problems: tuple[Problem, ...] = ()
+    duration: float = 0.0
+    figures: tuple[dict[str, Any], ...] = ()
+    hint_on: bool = False
+    mistakes: tuple[Mistake, ...] = ()
+
+    @property
+    def score(self) -> float:
+        if self.status == "passed":
+            return self.case.points
+        return round(self.case.points * min(m.credit for m in self.mistakes), 6) if self.mistakes else 0.0
+
+
+def judge(plan: Plan, expected: dict[str, Observation], execution: Execution) -> tuple[Verdict, ...]:
     """One result per case of the assignment, in the case file's order."""
     assignment = plan.assignment
     runnable = {c.id for c in plan.runnable}
     results = []
     for case in assignment.cases:
         if case.id not in runnable:
-            results.append(_result(case, "pending", Cause("pending")))
+            results.append(_result(case, "pending", Pending()))
         elif "policy" in case.checks:
             results.append(policy_result(case, plan, execution))
         else:
             target = assignment.targets[case.target]
-            unavailable = plan.missing.get(case.target) or execution.lost.get(case.id) or Cause("not_run", {"why": "time"})
+            unavailable = plan.missing.get(case.target) or execution.lost.get(case.id) or NotRun("time")
             result = evaluate_case(case, target, expected[case.id], execution.observations.get(case.id), unavailable,
                                    assignment.custom_checks, assignment.trusted)
             figure = attention_figure(case, target, expected[case.id], execution.observations.get(case.id))
@@ -48,13 +76,13 @@ def judge(plan: Plan, expected: dict[str, Observation], execution: Execution) ->
     return tuple(results)
 
 
-def not_run(assignment: Assignment, cause: Cause) -> tuple[CaseResult, ...]:
+def not_run(assignment: Assignment, cause: Cause) -> tuple[Verdict, ...]:
     """Every case of ``assignment`` unrun for ``cause``: a submission whose grading never finished."""
     return tuple(_result(case, "error", cause) for case in assignment.cases)
 
 
 def evaluate_case(case: Case, target: Target, ref: Observation, stu: Observation | None, unavailable: Cause,
-                  custom: dict[str, Callable[..., list[str]]] | None = None, trusted: bool = True) -> CaseResult:
+                  custom: dict[str, Callable[..., list[str]]] | None = None, trusted: bool = True) -> Verdict:
     """Classify one case. ``unavailable`` says why there is no observation (class not found, worker died);
     ``custom`` are the assignment's own check functions."""
     if stu is None:
@@ -64,12 +92,10 @@ def evaluate_case(case: Case, target: Target, ref: Observation, stu: Observation
         if case.raises and stu.phase == "build":
             if case.raises in err.bases:
                 return _result(case, "passed", None, ran=stu)
-            return _result(case, "failed", Cause("wrong_answer"),
-                           (Problem("raised_other", {"type": err.type, "message": err.message}),), ran=stu)
-        return _result(case, "error", Cause("exception", {"error": dataclasses.asdict(err), "phase": stu.phase}),
-                       ran=stu)
+            return _result(case, "failed", WrongAnswer(), (RaisedOther(err.type, err.message),), ran=stu)
+        return _result(case, "error", Raised(err, stu.phase), ran=stu)
     if case.raises:
-        return _result(case, "failed", Cause("wrong_answer"), (Problem("did_not_raise"),), ran=stu)
+        return _result(case, "failed", WrongAnswer(), (DidNotRaise(),), ran=stu)
     problems: list[Problem] = []
     for check in case.checks:
         if check in DECIDED_ELSEWHERE:
@@ -79,13 +105,13 @@ def evaluate_case(case: Case, target: Target, ref: Observation, stu: Observation
         elif custom and check in custom:
             problems += _custom(custom[check], check, case, target, ref, stu)
         elif not trusted:  # a course's own check, never imported from a bundle we do not trust
-            return _result(case, "pending", Cause("unavailable"))
+            return _result(case, "pending", Unavailable())
     if not problems:
         return _result(case, "passed", None, ran=stu)
-    return _result(case, "failed", Cause("wrong_answer"), tuple(problems), ran=stu)
+    return _result(case, "failed", WrongAnswer(), tuple(problems), ran=stu)
 
 
-def policy_result(case: Case, plan: Plan, execution: Execution) -> CaseResult:
+def policy_result(case: Case, plan: Plan, execution: Execution) -> Verdict:
     """The forbidden-call verdict: found in the source (whatever the worker did), or seen at run time.
 
     Passing needs evidence: the source uses no forbidden API, and at least one of the
@@ -101,18 +127,18 @@ def policy_result(case: Case, plan: Plan, execution: Execution) -> CaseResult:
         return _result(case, "error", plan.missing[target])
     static = plan.forbidden.get(target, ())
     if static:
-        return _result(case, "failed", Cause("forbidden"), static, hint=True)
+        return _result(case, "failed", Forbidden(), static, hint=True)
     ran = [c for c in plan.to_run if c.target == target]
     told = [c for c in ran if case.hidden or not c.hidden] or ran  # whose facts this verdict may show
     observed = [o for c in told if (o := execution.observations.get(c.id))]
     problems = _forbidden_uses(observed)
     if not problems and any(o.forbidden for c in ran if (o := execution.observations.get(c.id)) is not None):
-        problems = (Problem("forbidden_runtime", {"hidden": True}),)  # seen only while hidden cases ran
+        problems = (ForbiddenRuntime(hidden=True),)  # seen only while hidden cases ran
     if problems:
-        return _result(case, "failed", Cause("forbidden"), problems, hint=True)
+        return _result(case, "failed", Forbidden(), problems, hint=True)
     needs_run = [c for c in ran if "policy" not in c.checks]
     if needs_run and not any(o.status == "ok" for o in observed):
-        return _result(case, "error", Cause("unverified", {"target": target}))
+        return _result(case, "error", Unverified(target))
     return _result(case, "passed", None)
 
 
@@ -122,37 +148,25 @@ def _forbidden_uses(observed: list[Observation]) -> tuple[Problem, ...]:
     for o in observed:
         for u in o.forbidden:
             seen.setdefault((u.forbidden, u.called), (o.case_id, u))
-    return tuple(Problem("forbidden_runtime", {"forbidden": u.forbidden, "called": u.called, "case": cid})
-                 for cid, u in seen.values())
+    return tuple(ForbiddenRuntime(u.forbidden, u.called, cid) for cid, u in seen.values())
 
 
-def name_mistakes(results: tuple[CaseResult, ...], plan: Plan, expected: dict[str, Observation],
-                  execution: Execution, variants: Variants, mistakes: list[Mistake]) -> tuple[CaseResult, ...]:
-    """Lead every failing case whose outputs match known mistake(s) with their names and hints.
+def name_mistakes(verdicts: tuple[Verdict, ...], plan: Plan, expected: dict[str, Observation],
+                  execution: Execution, variants: Variants, mistakes: list[Mistake]) -> tuple[Verdict, ...]:
+    """Every failing case whose outputs match known mistake(s), with them (``Verdict.mistakes``).
 
-    A recognised mistake outranks the case's own hint (it is dropped), and earns the share of
-    the case's points its ``credit`` gives (the smallest, when several could explain it).
+    A recognised mistake outranks the case's own hint, and earns the share of the case's points
+    its ``credit`` gives (the smallest, when several could explain it).
     """
-    cases = {c.id: c for c in plan.assignment.cases}
     out = []
-    for result in results:
-        stu = execution.observations.get(result.case_id)
-        if result.status in ("failed", "error") and stu is not None and result.case_id in expected:
-            case = cases[result.case_id]
-            found = diagnose(case, expected[result.case_id], stu, variants, mistakes,
-                             plan.assignment.targets.get(case.target))
+    for v in verdicts:
+        stu = execution.observations.get(v.case.id)
+        if v.status in ("failed", "error") and stu is not None and v.case.id in expected:
+            found = diagnose(v.case, expected[v.case.id], stu, variants, mistakes,
+                             plan.assignment.targets.get(v.case.target))
             if found:
-                cause = result.cause or Cause("wrong_answer")
-                plain = messages.cause_details(cause, case, result.problems)
-                credit = min(m.credit for m in found)
-                score = round(case.points * credit, 6)
-                lines = [result.reason, plain]
-                if score:
-                    lines.insert(0, messages.partial_credit(score, case.points))
-                result = dataclasses.replace(result, reason=messages.known_mistake([(m.name, m.hint) for m in found]),
-                                             details="\n".join(x for x in lines if x), score=score, hint="",
-                                             mistakes=tuple(m.id for m in found))
-        out.append(result)
+                v = dataclasses.replace(v, mistakes=tuple(found))
+        out.append(v)
     return tuple(out)
 
 
@@ -192,22 +206,14 @@ def _custom(function: Callable[..., list[str]], name: str, case: Case, target: T
     found = function(case, target, ref.tensors, ref.record(), stu.tensors, stu.record())
     if not isinstance(found, (list, tuple)):
         raise TypeError(f"the course's check {name!r} returned {type(found).__name__}, not a list of problems")
-    return [Problem("custom", {"text": str(p)}) for p in found]
+    return [Custom(str(p)) for p in found]
 
 
-def _result(case: Case, status: str, cause: Cause | None, problems: tuple[Problem, ...] = (),
-            ran: Observation | None = None, hint: bool | None = None) -> CaseResult:
-    """A case's result, worded; ``ran`` is the student's observation when the code ran. The hint is
-    shown where the code ran (or was read, ``hint=True``), fell short, and showed what the hint is about."""
-    reason = details = hint_text = ""
-    if cause is not None:
-        show = ((ran is not None if hint is None else hint) and status != "passed"
-                and hint_applies(case.hint_on, cause, problems))
-        reason = messages.cause_reason(cause, case, problems)
-        details = messages.cause_details(cause, case, problems)
-        hint_text = case.hint if show else ""
-    score = case.points if status == "passed" else 0.0
-    return CaseResult(case_id=case.id, name=case.name, target=case.target, status=status, score=score,
-                      max_score=case.points, reason=reason, details=details, visibility=case.visibility,
-                      duration=ran.duration if ran is not None else 0.0, cause=cause, problems=problems,
-                      hint=hint_text)
+def _result(case: Case, status: Status, cause: Cause | None, problems: tuple[Problem, ...] = (),
+            ran: Observation | None = None, hint: bool | None = None) -> Verdict:
+    """A case's verdict; ``ran`` is the student's observation when the code ran. The hint is about
+    it where the code ran (or was read, ``hint=True``), fell short, and showed what the hint is about."""
+    hint_on = (cause is not None and (ran is not None if hint is None else hint) and status != "passed"
+               and hint_applies(case.hint_on, cause, problems))
+    return Verdict(case, status, cause, problems, duration=ran.duration if ran is not None else 0.0,
+                   hint_on=hint_on)

@@ -1,15 +1,25 @@
 """Every sentence a student or an instructor reads about a submission, in one place.
 
-Stages return facts (``grader.model.outcomes``, ``ErrorInfo``); these functions word
-them. Nothing else in the grader builds student-facing text from outcomes, and nothing
-parses the text built here.
+Stages return facts (``grader.model.outcomes``: typed ``Stop``, ``Cause``, ``Problem`` and
+``Note`` kinds, and the ``ErrorInfo`` and ``UnitError`` records they hold); these functions
+word them, dispatching on the fact's type (one small registered function per kind). Nothing
+else in the grader builds student-facing text from outcomes, and nothing parses the text built here.
 """
 from __future__ import annotations
 
 import signal
+from functools import singledispatch
 from typing import Any, Iterable
 
-from grader.model.outcomes import Cause, Note, Problem, Stop
+from grader.model.outcomes import (
+    CLASS_CAUSES, BrokenRedefinition, CaseStop, CaseTimeout, Cause, CellSyntaxError, CellTooDeep, ChannelNoise,
+    CoursePassedOver, Crashed, Custom, DidNotRaise, DiskFull, Downstream, EqualsOther, ErrorInfo, Exited, Fact,
+    Forbidden, ForbiddenRuntime, ForbiddenStatic, GradedSource, LocalCheck, MaskedLeak, MissingClass, MissingOutput,
+    MissingTarget, NoGradient, NonFinite, Note, NotImplementedYet, NotRun, OutOfMemory, OutputTail, ParamCount,
+    ParamMissing, ParamShape, ParamUnexpected, Pending, PerturbedChanged, Problem, ProtocolBroken, Raised,
+    RaisedOther, RowSum, Scale, ShapeDiffers, SkippedStatement, Stop, Stopped, SubmissionTimeout, Suggestion,
+    TopLevelStop, Unavailable, UnitCause, UnitError, UnreadableUnit, Unresponsive, UntrustedCourse, Unverified,
+    ValueDiffers, WorkerFailed, WrongAnswer)
 
 #: How each known cause of a scale error in the attention scores is explained.
 SCALE_CAUSES = {
@@ -18,8 +28,6 @@ SCALE_CAUSES = {
     "unscaled_d_head": "the scores are not scaled at all (divide by √d_head)",
     "unscaled_d_k": "the scores are not scaled at all (divide by √d_K)",
 }
-#: Causes that say a graded class cannot run at all (and why).
-MISSING_KINDS = ("missing_target", "not_implemented", "syntax_error", "too_deep")
 _PHASES = {"build": "while building {target}", "load_params": "while loading the reference's parameters",
            "backward": "during backward"}
 
@@ -52,33 +60,65 @@ def time_words(seconds: float) -> str:
     return f"{seconds:.0f} s" if seconds >= 10 else f"{seconds:.1f} s"
 
 
+def _unworded(fact: Fact) -> TypeError:
+    """The error of a fact whose kind no function words (each kind registers its own)."""
+    return TypeError(f"no wording for {type(fact).__name__}")
+
+
 # --------------------------------------------------------------------------- stops
 
 
+@singledispatch
 def stop_phrase(stop: Stop) -> str:
     """What the code did, to follow 'your code ...': 'timed out after 3.0 s'."""
-    d = stop.data
-    if stop.kind == "case_timeout":
-        return f"timed out after {time_words(d['seconds'])}"
-    if stop.kind == "submission_timeout":
-        return f"ran out of time (the limit for the whole submission is {time_words(d['seconds'])})"
-    if stop.kind == "crashed":
-        name = d.get("signal", "")
-        extra = {"SIGKILL": " (out of memory?)", "SIGXCPU": " (CPU time limit)",
-                 "SIGXFSZ": " (file size limit)", "SIGSEGV": " (e.g. runaway recursion)"}.get(name, "")
-        return f"crashed ({name}){extra}"
-    if stop.kind == "exited":
-        return f"exited early with code {d.get('code')} (sys.exit or os._exit in the submission?)"
-    if stop.kind == "memory":
-        return (f"used more than {d['limit_mb']} MB of memory in total (all its processes together) "
-                "and was stopped")
-    if stop.kind == "disk":
-        return f"wrote more than {d['limit_mb']} MB of files and was stopped"
-    if stop.kind == "protocol":
-        return f"interfered with the grader's result channel ({d.get('rule', 'a malformed record')})"
-    if stop.kind == "worker_failed":
-        return ("broke the grader's worker process (did it close files it did not open, or change Python's "
-                "or torch's own functions, such as json or os?)")
+    raise _unworded(stop)
+
+
+@stop_phrase.register
+def _(stop: CaseTimeout) -> str:
+    return f"timed out after {time_words(stop.seconds)}"
+
+
+@stop_phrase.register
+def _(stop: SubmissionTimeout) -> str:
+    return f"ran out of time (the limit for the whole submission is {time_words(stop.seconds)})"
+
+
+@stop_phrase.register
+def _(stop: Crashed) -> str:
+    extra = {"SIGKILL": " (out of memory?)", "SIGXCPU": " (CPU time limit)",
+             "SIGXFSZ": " (file size limit)", "SIGSEGV": " (e.g. runaway recursion)"}.get(stop.signal, "")
+    return f"crashed ({stop.signal}){extra}"
+
+
+@stop_phrase.register
+def _(stop: Exited) -> str:
+    return f"exited early with code {stop.code} (sys.exit or os._exit in the submission?)"
+
+
+@stop_phrase.register
+def _(stop: OutOfMemory) -> str:
+    return f"used more than {stop.limit_mb} MB of memory in total (all its processes together) and was stopped"
+
+
+@stop_phrase.register
+def _(stop: DiskFull) -> str:
+    return f"wrote more than {stop.limit_mb} MB of files and was stopped"
+
+
+@stop_phrase.register
+def _(stop: ProtocolBroken) -> str:
+    return f"interfered with the grader's result channel ({stop.rule or 'a malformed record'})"
+
+
+@stop_phrase.register
+def _(stop: WorkerFailed) -> str:
+    return ("broke the grader's worker process (did it close files it did not open, or change Python's "
+            "or torch's own functions, such as json or os?)")
+
+
+@stop_phrase.register
+def _(stop: Unresponsive) -> str:
     return "stopped responding"
 
 
@@ -102,15 +142,14 @@ def location(label: str, line: Any, function: str | None = None, code: str | Non
     return where + (f": `{code}`" if code else "")
 
 
-def error_lead(err: dict[str, Any], phase: str | None, target: str, where: str = "") -> str:
+def error_lead(err: ErrorInfo, phase: str | None, target: str, where: str = "") -> str:
     """'RuntimeError in cell 7, line 21 while building MHA': the exception's type, where, and during what."""
     during = _PHASES.get(phase or "", "").format(target=target)
-    return f"{err.get('type', 'Error')}{where}{' ' + during if during else ''}"
+    return f"{err.type}{where}{' ' + during if during else ''}"
 
 
-def _did_you_mean(target: str, suggestion: dict[str, Any]) -> str:
-    s = suggestion
-    return f"{target} is not defined; did you mean `{s['name']}` ({location(s['label'], s['line'])})?"
+def _did_you_mean(target: str, s: Suggestion) -> str:
+    return f"{target} is not defined; did you mean `{s.name}` ({location(s.label, s.line)})?"
 
 
 def rename_to(target: str) -> str:
@@ -129,15 +168,11 @@ def mistake_lead(names: list[str]) -> str:
 # --------------------------------------------------------------------------- errors
 
 
-def student_error(err: dict[str, Any], phase: str | None, target: str) -> str:
-    """'RuntimeError in cell 7, line 21 (forward): `y = x @ w` — <message>' for a captured exception.
-
-    ``err`` is an ``ErrorInfo`` as a dict (how causes keep it: plain data).
-    """
-    where = (" in " + location(err["label"], err.get("line"), err.get("function"), err.get("code"))
-             if err.get("label") else "")
-    message = " ".join(str(err.get("message", "")).split())
-    if err.get("api_misuse"):
+def student_error(err: ErrorInfo, phase: str | None, target: str) -> str:
+    """'RuntimeError in cell 7, line 21 (forward): `y = x @ w` — <message>' for a captured exception."""
+    where = " in " + location(err.label, err.line, err.function, err.code) if err.label else ""
+    message = " ".join(err.message.split())
+    if err.api_misuse:
         return message if not where else f"{message} ({where.strip()})"
     lead = error_lead(err, phase, target, where)
     return f"{lead} — {message}" if message else lead
@@ -146,90 +181,150 @@ def student_error(err: dict[str, Any], phase: str | None, target: str) -> str:
 # --------------------------------------------------------------------------- problems
 
 
+@singledispatch
 def problem_text(p: Problem, case: Any = None) -> str:
     """One problem in plain words (a first line, then any excerpt lines)."""
-    d = p.data
-    name = d.get("name", "")
-    label = f"gradient of {name}" if d.get("grad") else f"`{name}`"
-    k = p.kind
-    if k == "missing_output":
-        purpose = d.get("purpose")
-        if purpose == "compare":
-            return f"`{name}` is missing, so it cannot be compared"
-        if purpose == "mask":
-            return f"`{name}` is missing, so the mask cannot be checked"
-        if purpose == "masking":
-            return f"`{name}` is missing, so masking cannot be checked"
-        return f"`{name}` is missing from {'the returned dict' if d.get('in_dict') else 'the outputs'}"
-    if k == "shape_differs":
-        got, exp = d["got"], d["expected"]
-        msg = f"{label} has shape {got}, expected {exp}"
-        if len(got) != len(exp):
-            return msg + f" ({len(got)} dims instead of {len(exp)})"
-        dims = [i for i, (a, b) in enumerate(zip(exp, got)) if a != b]
-        return msg + f" (dim{'s' if len(dims) > 1 else ''} {', '.join(map(str, dims))} differ{'' if len(dims) > 1 else 's'})"
-    if k == "value_differs":
-        msg = (f"{label} differs from the reference: max abs diff {difference(d['max_abs'])}, max rel diff "
-               f"{difference(d['max_rel'])}, at{index_text(d['index'])} (expected {value(d['expected'])}, "
-               f"got {value(d['got'])}; {d['n_bad']} of {d['n_total']} values off)")
-        if "first_step" in d:
-            first = d["first_step"]
-            msg += f"; the first time step that differs is t={first}" + (" (the very first step)" if first == 0 else "")
-        if d.get("non_finite"):
-            msg += "; it contains NaN or inf"
-        if "row" in d:
-            row, more = d["row"], d["row_len"] > len(d["expected_row"])
-            msg += (f"\n      expected{index_text(row)}: {_excerpt(d['expected_row'], more)}"
-                    f"\n      got     {index_text(row)}: {_excerpt(d['got_row'], more)}")
-        return msg
-    if k == "scale":
-        text = f"{label} is {value(d['factor'])}× the expected values"
-        return f"{text} — {SCALE_CAUSES[d['known']]}" if d.get("known") in SCALE_CAUSES else text
-    if k == "equals_other":
-        return f"`{name}` equals the reference's `{d['other']}`: is a step missing after it?"
-    if k == "downstream":
-        return (f"{', '.join(f'`{n}`' for n in d['names'])} differ too, which may follow from the first "
-                "difference above")
-    if k == "non_finite":
-        return (f"`{name}`{index_text(d['index'])} is NaN or inf; every value must be a finite number "
-                "(is something divided by zero, or a mask filled with -inf in a row that is all masked?)")
-    if k == "masked_leak":
-        return (f"masked positions get attention: `{name}`{index_text(d['index'])} = {value(d['value'])} where mask == 0 "
-                "(expected ≈ 0; fill the masked scores with -1e9 before the softmax)")
-    if k == "row_sum":
-        return (f"rows of `{name}` must sum to 1 over the keys (last dim); row{index_text(d['index'])} sums to "
-                f"{value(d['total'])} (is the softmax over dim=-1?)")
-    if k == "perturbed_changed":
-        return (f"`{name}` changed at row{index_text(d['index'])} when only a masked key/value was changed "
-                "(masked positions must not influence the output)")
-    if k == "no_gradient":
-        return f"parameter `{d['param']}` received no gradient (is it used in forward?)"
-    if k == "param_missing":
-        return f"parameter `{d['param']}` {d['expected']} is missing"
-    if k == "param_shape":
-        return f"parameter `{d['param']}` has shape {d['got']}, expected {d['expected']}"
-    if k == "param_unexpected":
-        return f"unexpected parameter `{d['param']}` {d['got']}"
-    if k == "param_count":
-        call = f"{case.target}({kwargs(case.init)})" if case is not None else "the module"
-        return f"{call} has {d['got']:,} parameters, expected {d['expected']:,}"
-    if k == "forbidden_static":
-        rule = "" if d["used"] == d["forbidden"] else f" (it forbids {d['forbidden']})"
-        return (f"{location(d['label'], d['line'], code=d['code'])} uses {d['used']}, which this exercise "
-                f"forbids{rule}; write the computation yourself")
-    if k == "forbidden_runtime" and d.get("hidden"):  # seen only while hidden cases ran: no more is told
+    raise _unworded(p)
+
+
+def _label(p: ShapeDiffers | ValueDiffers | Scale) -> str:
+    return f"gradient of {p.name}" if p.grad else f"`{p.name}`"
+
+
+@problem_text.register
+def _(p: MissingOutput, case: Any = None) -> str:
+    if p.purpose == "compare":
+        return f"`{p.name}` is missing, so it cannot be compared"
+    if p.purpose == "mask":
+        return f"`{p.name}` is missing, so the mask cannot be checked"
+    if p.purpose == "masking":
+        return f"`{p.name}` is missing, so masking cannot be checked"
+    return f"`{p.name}` is missing from {'the returned dict' if p.in_dict else 'the outputs'}"
+
+
+@problem_text.register
+def _(p: ShapeDiffers, case: Any = None) -> str:
+    got, exp = p.got, p.expected
+    msg = f"{_label(p)} has shape {got}, expected {exp}"
+    if len(got) != len(exp):
+        return msg + f" ({len(got)} dims instead of {len(exp)})"
+    dims = [i for i, (a, b) in enumerate(zip(exp, got)) if a != b]
+    return msg + f" (dim{'s' if len(dims) > 1 else ''} {', '.join(map(str, dims))} differ{'' if len(dims) > 1 else 's'})"
+
+
+@problem_text.register
+def _(p: ValueDiffers, case: Any = None) -> str:
+    msg = (f"{_label(p)} differs from the reference: max abs diff {difference(p.max_abs)}, max rel diff "
+           f"{difference(p.max_rel)}, at{index_text(p.index)} (expected {value(p.expected)}, "
+           f"got {value(p.got)}; {p.n_bad} of {p.n_total} values off)")
+    if p.first_step is not None:
+        msg += f"; the first time step that differs is t={p.first_step}" + (
+            " (the very first step)" if p.first_step == 0 else "")
+    if p.non_finite:
+        msg += "; it contains NaN or inf"
+    if p.row is not None:
+        more = p.row_len > len(p.expected_row or ())
+        msg += (f"\n      expected{index_text(p.row)}: {_excerpt(p.expected_row or [], more)}"
+                f"\n      got     {index_text(p.row)}: {_excerpt(p.got_row or [], more)}")
+    return msg
+
+
+@problem_text.register
+def _(p: Scale, case: Any = None) -> str:
+    text = f"{_label(p)} is {value(p.factor)}× the expected values"
+    return f"{text} — {SCALE_CAUSES[p.known]}" if p.known in SCALE_CAUSES else text
+
+
+@problem_text.register
+def _(p: EqualsOther, case: Any = None) -> str:
+    return f"`{p.name}` equals the reference's `{p.other}`: is a step missing after it?"
+
+
+@problem_text.register
+def _(p: Downstream, case: Any = None) -> str:
+    return f"{', '.join(f'`{n}`' for n in p.names)} differ too, which may follow from the first difference above"
+
+
+@problem_text.register
+def _(p: NonFinite, case: Any = None) -> str:
+    return (f"`{p.name}`{index_text(p.index)} is NaN or inf; every value must be a finite number "
+            "(is something divided by zero, or a mask filled with -inf in a row that is all masked?)")
+
+
+@problem_text.register
+def _(p: MaskedLeak, case: Any = None) -> str:
+    return (f"masked positions get attention: `{p.name}`{index_text(p.index)} = {value(p.value)} where mask == 0 "
+            "(expected ≈ 0; fill the masked scores with -1e9 before the softmax)")
+
+
+@problem_text.register
+def _(p: RowSum, case: Any = None) -> str:
+    return (f"rows of `{p.name}` must sum to 1 over the keys (last dim); row{index_text(p.index)} sums to "
+            f"{value(p.total)} (is the softmax over dim=-1?)")
+
+
+@problem_text.register
+def _(p: PerturbedChanged, case: Any = None) -> str:
+    return (f"`{p.name}` changed at row{index_text(p.index)} when only a masked key/value was changed "
+            "(masked positions must not influence the output)")
+
+
+@problem_text.register
+def _(p: NoGradient, case: Any = None) -> str:
+    return f"parameter `{p.param}` received no gradient (is it used in forward?)"
+
+
+@problem_text.register
+def _(p: ParamMissing, case: Any = None) -> str:
+    return f"parameter `{p.param}` {p.expected} is missing"
+
+
+@problem_text.register
+def _(p: ParamShape, case: Any = None) -> str:
+    return f"parameter `{p.param}` has shape {p.got}, expected {p.expected}"
+
+
+@problem_text.register
+def _(p: ParamUnexpected, case: Any = None) -> str:
+    return f"unexpected parameter `{p.param}` {p.got}"
+
+
+@problem_text.register
+def _(p: ParamCount, case: Any = None) -> str:
+    call = f"{case.target}({kwargs(case.init)})" if case is not None else "the module"
+    return f"{call} has {p.got:,} parameters, expected {p.expected:,}"
+
+
+@problem_text.register
+def _(p: ForbiddenStatic, case: Any = None) -> str:
+    rule = "" if p.used == p.forbidden else f" (it forbids {p.forbidden})"
+    return (f"{location(p.label, p.line, code=p.code)} uses {p.used}, which this exercise "
+            f"forbids{rule}; write the computation yourself")
+
+
+@problem_text.register
+def _(p: ForbiddenRuntime, case: Any = None) -> str:
+    if p.hidden:  # seen only while hidden cases ran: no more is told
         return "while a hidden case ran, your code called an API this exercise forbids; write the computation yourself"
-    if k == "forbidden_runtime":
-        # "torch.lstm (aten::lstm)" already names the family its entry forbids: no "(that is …)" again
-        rule = "" if d["called"] in (d["forbidden"],) or d["called"].startswith(d["forbidden"] + " (") \
-            else f" (that is {d['forbidden']})"
-        return (f"while case {d['case']!r} ran, your code called {d['called']}{rule}, which this exercise "
-                "forbids; write the computation yourself")
-    if k == "did_not_raise":
-        return f"{case.target}({kwargs(case.init)}) did not raise {case.raises}"
-    if k == "raised_other":
-        return f"raised {d['type']} ({' '.join(d['message'].split())}), expected {case.raises}"
-    return str(d.get("text", k))
+    # "torch.lstm (aten::lstm)" already names the family its entry forbids: no "(that is …)" again
+    rule = "" if p.called == p.forbidden or p.called.startswith(p.forbidden + " (") else f" (that is {p.forbidden})"
+    return (f"while case {p.case!r} ran, your code called {p.called}{rule}, which this exercise "
+            "forbids; write the computation yourself")
+
+
+@problem_text.register
+def _(p: DidNotRaise, case: Any = None) -> str:
+    return f"{case.target}({kwargs(case.init)}) did not raise {case.raises}"
+
+
+@problem_text.register
+def _(p: RaisedOther, case: Any = None) -> str:
+    return f"raised {p.type} ({' '.join(p.message.split())}), expected {case.raises}"
+
+
+@problem_text.register
+def _(p: Custom, case: Any = None) -> str:
+    return p.text
 
 
 def kwargs(init: dict[str, Any]) -> str:
@@ -251,54 +346,84 @@ def _excerpt(values: list[float], more: bool) -> str:
 # --------------------------------------------------------------------------- causes
 
 
+@singledispatch
 def cause_reason(cause: Cause, case: Any, problems: tuple[Problem, ...] = ()) -> str:
     """The one-line reason of a case that did not pass."""
-    d = cause.data
-    k = cause.kind
-    if k == "not_implemented":
-        inside = " in " + function_names(d["needed"]) if d.get("needed") else ""
-        return f"not implemented yet ({location(d['label'], d['line'])} is a blank{inside})"
-    if k == "syntax_error":
-        return f"{d['target']} has a SyntaxError ({location(d['label'], d['line'])})"
-    if k == "too_deep":
-        return f"{d['target']}'s cell is nested too deeply to read ({location(d['label'], d['line'])})"
-    if k == "missing_target":
-        s = d.get("suggestion")
-        return _did_you_mean(d["target"], s) if s else f"{d['target']} is not defined"
-    if k == "exception":
-        return student_error(d["error"], d.get("phase"), case.target)
-    if k == "stopped":
-        stop = Stop(**d["stop"])
-        if d.get("scope") == "top-level":
-            return f"your top-level code {stop_phrase(stop)}"
-        return f"your code {stop_phrase(stop)} in this case"
-    if k == "not_run":
-        why = ("the time limit for the submission ran out" if d.get("why") == "time"
-               else (f"the grading machine's process ended {d.get('stops')} times while grading this submission, "
-                     "the last time with nothing else running; your instructor will look at it")
-               if d.get("why") == "machine" else f"your code stopped the grader's process {d.get('stops')} times")
-        return f"not run: {why}"
-    if k == "unverified":
-        return (f"cannot confirm that {d['target']} avoids the forbidden APIs: none of its cases ran to "
-                "completion")
-    if k == "pending":
-        return f"graded after submission ({points(case.points)} point{'' if case.points == 1 else 's'})"
-    if k == "unavailable":
-        return "checked when graded: this case uses the course's own check, which a local check does not run"
-    if problems:
-        return problem_text(problems[0], case).split("\n")[0]
-    return k.replace("_", " ")
+    raise _unworded(cause)
+
+
+@cause_reason.register
+def _(c: NotImplementedYet, case: Any, problems: tuple[Problem, ...] = ()) -> str:
+    inside = " in " + function_names(c.needed) if c.needed else ""
+    return f"not implemented yet ({location(c.unit.label, c.unit.line)} is a blank{inside})"
+
+
+@cause_reason.register
+def _(c: CellSyntaxError, case: Any, problems: tuple[Problem, ...] = ()) -> str:
+    return f"{c.target} has a SyntaxError ({location(c.unit.label, c.unit.line)})"
+
+
+@cause_reason.register
+def _(c: CellTooDeep, case: Any, problems: tuple[Problem, ...] = ()) -> str:
+    return f"{c.target}'s cell is nested too deeply to read ({location(c.unit.label, c.unit.line)})"
+
+
+@cause_reason.register
+def _(c: MissingTarget, case: Any, problems: tuple[Problem, ...] = ()) -> str:
+    return _did_you_mean(c.target, c.suggestion) if c.suggestion else f"{c.target} is not defined"
+
+
+@cause_reason.register
+def _(c: Raised, case: Any, problems: tuple[Problem, ...] = ()) -> str:
+    return student_error(c.error, c.phase, case.target)
+
+
+@cause_reason.register
+def _(c: Stopped, case: Any, problems: tuple[Problem, ...] = ()) -> str:
+    if c.scope == "top-level":
+        return f"your top-level code {stop_phrase(c.stop)}"
+    return f"your code {stop_phrase(c.stop)} in this case"
+
+
+@cause_reason.register
+def _(c: NotRun, case: Any, problems: tuple[Problem, ...] = ()) -> str:
+    why = ("the time limit for the submission ran out" if c.why == "time"
+           else (f"the grading machine's process ended {c.stops} times while grading this submission, "
+                 "the last time with nothing else running; your instructor will look at it")
+           if c.why == "machine" else f"your code stopped the grader's process {c.stops} times")
+    return f"not run: {why}"
+
+
+@cause_reason.register
+def _(c: Unverified, case: Any, problems: tuple[Problem, ...] = ()) -> str:
+    return f"cannot confirm that {c.target} avoids the forbidden APIs: none of its cases ran to completion"
+
+
+@cause_reason.register
+def _(c: Pending, case: Any, problems: tuple[Problem, ...] = ()) -> str:
+    return f"graded after submission ({points(case.points)} point{'' if case.points == 1 else 's'})"
+
+
+@cause_reason.register
+def _(c: Unavailable, case: Any, problems: tuple[Problem, ...] = ()) -> str:
+    return "checked when graded: this case uses the course's own check, which a local check does not run"
+
+
+@cause_reason.register(WrongAnswer)
+@cause_reason.register(Forbidden)
+def _(c: Cause, case: Any, problems: tuple[Problem, ...] = ()) -> str:
+    return problem_text(problems[0], case).split("\n")[0] if problems else c.kind.replace("_", " ")
 
 
 def cause_details(cause: Cause, case: Any, problems: tuple[Problem, ...]) -> str:
     """Everything below the reason: the rest of the problems, the traceback; never the reason again."""
     lines: list[str] = []
-    if cause.kind == "exception":
-        lines.append(cause.data["error"].get("traceback", ""))
-    elif cause.kind in MISSING_KINDS:
+    if isinstance(cause, Raised):
+        lines.append(cause.error.traceback)
+    elif isinstance(cause, CLASS_CAUSES):
         lines.append(missing_explanation(cause))
     texts = [problem_text(p, case) for p in problems]
-    if texts and cause.kind in ("wrong_answer", "forbidden"):
+    if texts and isinstance(cause, (WrongAnswer, Forbidden)):
         first, *rest = texts[0].split("\n")
         lines += rest + texts[1:]
     else:
@@ -306,34 +431,33 @@ def cause_details(cause: Cause, case: Any, problems: tuple[Problem, ...]) -> str
     return "\n".join(x for x in lines if x)
 
 
-def unit_error_text(d: dict[str, Any]) -> str:
-    """A cell that cannot be read (``UnitSyntaxError.facts()``): where, the code, what to do."""
-    where = location(d["label"], d["line"])
-    code = d.get("code", "")
-    if d["kind"] == "blank":
-        shown = f" (`{code}`)" if code else ""
-        inside = f", in {function_names(d['needed'])}, which {d.get('target')} needs" if d.get("needed") else ""
+def unit_error_text(u: UnitError, target: str = "", needed: tuple[str, ...] = ()) -> str:
+    """A cell that cannot be read: where, the code, what to do (a blank in ``needed``, the functions
+    the graded class ``target`` needs, says so)."""
+    where = location(u.label, u.line)
+    if u.what == "blank":
+        shown = f" (`{u.code}`)" if u.code else ""
+        inside = f", in {function_names(needed)}, which {target} needs" if needed else ""
         return f"not implemented yet: {where} is still a blank{shown}{inside}; replace `# FILL IN HERE` with your code"
-    if d["kind"] == "too_deep":
-        how = f"{d['depth']} levels deep" if d.get("depth") else f"more than {d['limit']} levels deep"
-        shown = f" (`{code}`)" if code else ""
-        return (f"{where}{shown}: this expression is nested {how}; the grader reads at most {d['limit']}; "
+    if u.what == "too_deep":
+        how = f"{u.depth} levels deep" if u.depth else f"more than {u.limit} levels deep"
+        shown = f" (`{u.code}`)" if u.code else ""
+        return (f"{where}{shown}: this expression is nested {how}; the grader reads at most {u.limit}; "
                 "split it into smaller statements (compute parts into variables first), so the cell can be graded")
-    shown = f": `{code}`" if code else ""
-    return f"SyntaxError in {where}{shown} ({d.get('message', '')}); fix this line so the cell runs"
+    shown = f": `{u.code}`" if u.code else ""
+    return f"SyntaxError in {where}{shown} ({u.message}); fix this line so the cell runs"
 
 
-def missing_explanation(cause: Cause) -> str:
+def missing_explanation(cause: MissingTarget | UnitCause) -> str:
     """The full explanation of a graded class that is missing, a blank, or in a cell that cannot be read."""
-    d = cause.data
-    target = d["target"]
-    if cause.kind == "missing_target":
-        s = d.get("suggestion")
-        if s:
-            return f"{_did_you_mean(target, s)} {rename_to(target)}"
+    target = cause.target
+    if isinstance(cause, MissingTarget):
+        if cause.suggestion:
+            return f"{_did_you_mean(target, cause.suggestion)} {rename_to(target)}"
         return (f"{target} is not defined in the submission; define `class {target}(nn.Module)` at the top "
                 "level of a cell, with exactly this name")
-    return f"{target}: {unit_error_text(d)}"
+    needed = cause.needed if isinstance(cause, NotImplementedYet) else ()
+    return f"{target}: {unit_error_text(cause.unit, target, needed)}"
 
 
 def known_mistake(names_and_hints: list[tuple[str, str]]) -> str:
@@ -345,50 +469,85 @@ def known_mistake(names_and_hints: list[tuple[str, str]]) -> str:
 # --------------------------------------------------------------------------- notes
 
 
+@singledispatch
 def note_text(note: Note) -> str:
     """A remark shown above a report's table."""
-    d = note.data
-    k = note.kind
-    if k == "missing_target":
-        return missing_explanation(Cause(d["kind"], d["data"]))
-    if k == "unit_error":
-        return unit_error_text(d)
-    if k == "broken_redefinition":
-        return (f"{d['error']['label']} also defines {d['target']} but cannot be read; graded the definition in "
-                f"{d['graded']}. {unit_error_text(d['error'])}")
-    if k == "skipped_statement":
-        return f"{student_error(d['error'], None, '')} (this statement was skipped)"
-    if k == "output_tail":
-        return "Last output of your code before it stopped: " + d["text"]
-    if k == "top_level_stop":
-        return f"Your top-level code {stop_phrase(Stop(**d['stop']))}; no case could run."
-    if k == "case_stop":
-        return f"Your code {stop_phrase(Stop(**d['stop']))} in case {d['case']!r}."
-    if k == "local_check":
-        return ("Local check: only the public cases ran, against the released fixtures. "
-                f"Hidden cases ({points(d['hidden_points'])} points) are graded after you submit.")
-    if k == "untrusted_course":
-        return (f"No course is configured here (--root, $GRADER_ROOT, or a course around the current folder), "
-                f"so the released bundle beside the submission ({d['root']}) was used for a local check only; "
-                "this is not a grade.")
-    if k == "course_passed_over":
-        return (f"Graded against the course in {d['used']} ($GRADER_ROOT); the current folder is inside another "
-                f"course, {d['passed_over']}, which was not used (pass --root to choose it).")
-    if k == "channel_noise":
-        return (f"Your code wrote {d['lines']} line(s) to the grader's result channel; they were ignored.")
-    if k == "graded_source":
-        saved = d.get("notebook")
-        if d["source"] == "file":
-            return f"This kernel has not run any of your code yet, so the saved notebook {saved} was graded."
-        ran = f"{d['first']} to {d['last']}" if d["first"] != d["last"] else d["first"]
-        lead = f"Graded the code this kernel ran (the kernel's input history, {ran}), not a saved file."
-        if not saved:
-            return lead + " No saved notebook was found to compare it with: submit a notebook that holds this code."
-        if d.get("differs"):
-            return (f"{lead} The saved notebook differs from the code you ran: save it before you submit "
-                    f"({saved} has other code for {', '.join(d['differs'])}).")
-        return f"{lead} The saved notebook {saved} holds the same code for the graded classes."
-    return str(d.get("text", k))
+    raise _unworded(note)
+
+
+@note_text.register
+def _(note: MissingClass) -> str:
+    return missing_explanation(note.cause)
+
+
+@note_text.register
+def _(note: UnreadableUnit) -> str:
+    return unit_error_text(note.error)
+
+
+@note_text.register
+def _(note: BrokenRedefinition) -> str:
+    return (f"{note.error.label} also defines {note.target} but cannot be read; graded the definition in "
+            f"{note.graded}. {unit_error_text(note.error)}")
+
+
+@note_text.register
+def _(note: SkippedStatement) -> str:
+    return f"{student_error(note.error, None, '')} (this statement was skipped)"
+
+
+@note_text.register
+def _(note: OutputTail) -> str:
+    return "Last output of your code before it stopped: " + note.text
+
+
+@note_text.register
+def _(note: TopLevelStop) -> str:
+    return f"Your top-level code {stop_phrase(note.stop)}; no case could run."
+
+
+@note_text.register
+def _(note: CaseStop) -> str:
+    return f"Your code {stop_phrase(note.stop)} in case {note.case!r}."
+
+
+@note_text.register
+def _(note: LocalCheck) -> str:
+    return ("Local check: only the public cases ran, against the released fixtures. "
+            f"Hidden cases ({points(note.hidden_points)} points) are graded after you submit.")
+
+
+@note_text.register
+def _(note: UntrustedCourse) -> str:
+    return (f"No course is configured here (--root, $GRADER_ROOT, or a course around the current folder), "
+            f"so the released bundle beside the submission ({note.root}) was used for a local check only; "
+            "this is not a grade.")
+
+
+@note_text.register
+def _(note: CoursePassedOver) -> str:
+    return (f"Graded against the course in {note.used} ($GRADER_ROOT); the current folder is inside another "
+            f"course, {note.passed_over}, which was not used (pass --root to choose it).")
+
+
+@note_text.register
+def _(note: ChannelNoise) -> str:
+    return f"Your code wrote {note.lines} line(s) to the grader's result channel; they were ignored."
+
+
+@note_text.register
+def _(note: GradedSource) -> str:
+    saved = note.notebook
+    if note.source == "file":
+        return f"This kernel has not run any of your code yet, so the saved notebook {saved} was graded."
+    ran = f"{note.first} to {note.last}" if note.first != note.last else note.first
+    lead = f"Graded the code this kernel ran (the kernel's input history, {ran}), not a saved file."
+    if not saved:
+        return lead + " No saved notebook was found to compare it with: submit a notebook that holds this code."
+    if note.differs:
+        return (f"{lead} The saved notebook differs from the code you ran: save it before you submit "
+                f"({saved} has other code for {', '.join(note.differs)}).")
+    return f"{lead} The saved notebook {saved} holds the same code for the graded classes."
 
 
 def partial_credit(score: float, max_score: float) -> str:

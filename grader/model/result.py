@@ -12,7 +12,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from grader.model.outcomes import Cause, Problem
+from grader.model.outcomes import Cause, Fact, Note, Problem
 from grader.model.text import safe_text, shortened
 
 Status = Literal["passed", "failed", "error", "pending"]
@@ -67,7 +67,7 @@ class CaseResult:
     def first_problem(self) -> tuple[str, str] | None:
         """What its first problem shows (its kind and the output it names): cases that lost points for one
         cause but show different things are told apart by it."""
-        return (self.problems[0].kind, str(self.problems[0].data.get("name"))) if self.problems else None
+        return (self.problems[0].kind, str(self.problems[0].output)) if self.problems else None
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "CaseResult":
@@ -76,8 +76,8 @@ class CaseResult:
         if kw.get("visibility") == "visible":  # reports written before "public" was the word
             kw["visibility"] = "public"
         kw["figures"] = tuple(d.get("figures", ()))
-        kw["cause"] = Cause(**d["cause"]) if d.get("cause") else None
-        kw["problems"] = tuple(Problem(**p) for p in d.get("problems", ()))
+        kw["cause"] = Cause.from_dict(d["cause"]) if d.get("cause") else None
+        kw["problems"] = tuple(Problem.from_dict(p) for p in d.get("problems", ()))
         kw["mistakes"] = tuple(d.get("mistakes", ()))
         return cls(**kw)
 
@@ -144,6 +144,8 @@ class Report:
     #: Who the report is for: "instructor" (everything, hidden cases labelled) or "student"
     #: (hidden cases by name, points and result only; ``grader.report.audience``).
     audience: str = "instructor"
+    #: ``notes`` as facts (``Note``), in the same order, for programs that read what happened
+    note_facts: tuple[Note, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "submission", safe_text(self.submission, one_line=True))
@@ -201,6 +203,7 @@ class Report:
         kw["notes"] = tuple(d.get("notes", ()))
         kw["instructor_notes"] = tuple(d.get("instructor_notes", ()))
         kw["causes"] = tuple(CauseSummary(**c) for c in d.get("causes", ()))
+        kw["note_facts"] = tuple(Note.from_dict(n) for n in d.get("note_facts", ()))
         return cls(**kw)
 
 
@@ -221,6 +224,8 @@ def _plain(value: Any) -> Any:
         return type(value)(_plain(x) for x in value)
     if isinstance(value, dict):
         return {_plain(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, Fact):
+        return value.to_dict()
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
     return copy.deepcopy(value)

@@ -2,8 +2,8 @@
 small phrases that frame it ("Cause 2: …", "Costs 8 points in 4 cases.").
 
 An entry stands for every case one cause explains (``grader.judge.causes`` groups them); what it
-says is worded here, once for all its cases, from the same facts (``Cause``, ``Problem``) the
-per-case lines of ``grader.model.messages`` are worded from.
+says is worded here, once for all its cases, from the same typed facts (``Cause``, ``Problem``
+kinds) the per-case lines of ``grader.model.messages`` are worded from.
 """
 from __future__ import annotations
 
@@ -11,7 +11,9 @@ from typing import Any
 
 from grader.model.messages import (cause_details, cause_reason, error_lead, function_names, location, mistake_lead,
                                     points, problem_text, rename_to, stop_phrase)
-from grader.model.outcomes import Cause, Problem, Stop
+from grader.model.outcomes import (Cause, CellSyntaxError, CellTooDeep, Forbidden, ForbiddenRuntime, ForbiddenStatic,
+                                    MaskedLeak, MissingTarget, NonFinite, NotImplementedYet, PerturbedChanged, Problem,
+                                    Raised, RowSum, Scale, ShapeDiffers, Stopped, UnitCause, ValueDiffers, WrongAnswer)
 
 
 #: A wrong answer shown by problems of different outputs, by what they show (``EVIDENCE`` names).
@@ -37,54 +39,55 @@ def summary_title(cause: Cause, case: Any, problems: tuple[Problem, ...], mistak
     if mistakes:
         credit = min(c for _, _, c in mistakes)
         return mistake_lead([name for name, _, _ in mistakes]) + (f" (partial credit: {credit:.0%} of each case it explains)" if credit else "")
-    if cause.kind == "exception":
-        err = cause.data["error"]
-        message = " ".join(str(err.get("message", "")).split())
-        if err.get("api_misuse"):
+    if isinstance(cause, Raised):
+        message = " ".join(cause.error.message.split())
+        if cause.error.api_misuse:
             return message
-        lead = error_lead(err, cause.data.get("phase"), case.target)
+        lead = error_lead(cause.error, cause.phase, case.target)
         return f"{lead}: {message}" if message else lead
-    if cause.kind == "wrong_answer" and category in _CATEGORY_TITLES:
+    if isinstance(cause, WrongAnswer) and category in _CATEGORY_TITLES:
         return _CATEGORY_TITLES[category].format(target=case.target)
-    if cause.kind == "wrong_answer" and problems and grouped:
+    if isinstance(cause, WrongAnswer) and problems and grouped:
         return problem_headline(problems[0])
-    if cause.kind == "forbidden" and problems:
-        d = problems[0].data
-        if d.get("hidden"):
-            return f"{case.target} calls an API this exercise forbids"
-        return f"{case.target} uses {d.get('used') or d.get('called')}, which this exercise forbids"
-    d = cause.data
-    if cause.kind == "not_implemented":
-        return f"{d['target']} is not implemented yet"
-    if cause.kind == "syntax_error":
-        return f"{d['target']}'s cell has a SyntaxError" + (f": {d['message']}" if d.get("message") else "")
-    if cause.kind == "too_deep":
-        return f"{d['target']}'s cell is nested too deeply to read"
-    if cause.kind == "missing_target":
-        return f"{d['target']} is not defined"
-    if cause.kind == "stopped" and d.get("scope") != "top-level":
-        return f"your code {stop_phrase(Stop(**d['stop']))}" + ("" if grouped else " in this case")
+    if isinstance(cause, Forbidden) and problems:
+        p = problems[0]
+        if isinstance(p, ForbiddenStatic):
+            return f"{case.target} uses {p.used}, which this exercise forbids"
+        if isinstance(p, ForbiddenRuntime) and not p.hidden:
+            return f"{case.target} uses {p.called}, which this exercise forbids"
+        return f"{case.target} calls an API this exercise forbids"
+    if isinstance(cause, NotImplementedYet):
+        return f"{cause.target} is not implemented yet"
+    if isinstance(cause, CellSyntaxError):
+        message = cause.unit.message
+        return f"{cause.target}'s cell has a SyntaxError" + (f": {message}" if message else "")
+    if isinstance(cause, CellTooDeep):
+        return f"{cause.target}'s cell is nested too deeply to read"
+    if isinstance(cause, MissingTarget):
+        return f"{cause.target} is not defined"
+    if isinstance(cause, Stopped) and cause.scope != "top-level":
+        return f"your code {stop_phrase(cause.stop)}" + ("" if grouped else " in this case")
     return cause_reason(cause, case, problems)
 
 
 def summary_where(cause: Cause, problems: tuple[Problem, ...] = ()) -> str:
     """Where the cause is in the submission ('cell 7, line 21 (forward): `y = x @ w`'), or ''."""
-    if cause.kind in ("not_implemented", "syntax_error", "too_deep"):
-        d = cause.data
-        return location(d["label"], d["line"], code=d.get("code"))
-    if cause.kind == "forbidden" and problems and problems[0].kind == "forbidden_static":
-        d = problems[0].data
-        return location(d["label"], d["line"], code=d["code"])
-    if cause.kind == "forbidden" and problems:
-        case_id = problems[0].data.get("case")
-        return f"called while case {case_id!r} ran" if case_id else "called while a hidden case ran"
-    if cause.kind == "missing_target" and cause.data.get("suggestion"):
-        sug = cause.data["suggestion"]
-        return location(sug["label"], sug["line"], code=f"class {sug['name']}")
-    if cause.kind != "exception" or not cause.data["error"].get("label"):
+    if isinstance(cause, UnitCause):
+        return location(cause.unit.label, cause.unit.line, code=cause.unit.code)
+    if isinstance(cause, Forbidden) and problems:
+        p = problems[0]
+        if isinstance(p, ForbiddenStatic):
+            return location(p.label, p.line, code=p.code)
+        if isinstance(p, ForbiddenRuntime) and p.case:
+            return f"called while case {p.case!r} ran"
+        return "called while a hidden case ran"
+    if isinstance(cause, MissingTarget) and cause.suggestion:
+        sug = cause.suggestion
+        return location(sug.label, sug.line, code=f"class {sug.name}")
+    if not isinstance(cause, Raised) or not cause.error.label:
         return ""
-    err = cause.data["error"]
-    return location(err["label"], err.get("line"), err.get("function"), err.get("code"))
+    err = cause.error
+    return location(err.label, err.line, err.function, err.code)
 
 
 def summary_fix(cause: Cause, hint: str, mistakes: list[tuple[str, str, float]]) -> str:
@@ -93,22 +96,21 @@ def summary_fix(cause: Cause, hint: str, mistakes: list[tuple[str, str, float]])
         if len(mistakes) == 1:
             return mistakes[0][1]
         return "\n".join(f"{name}: {h}" for name, h, _ in mistakes if h)
-    if cause.kind == "forbidden":
+    if isinstance(cause, Forbidden):
         return hint or "Write the computation yourself."
-    d = cause.data
-    if cause.kind == "not_implemented":
-        inside = f" (this blank is in {function_names(d['needed'])}, which {d['target']} needs)" if d.get("needed") else ""
+    if isinstance(cause, NotImplementedYet):
+        inside = (f" (this blank is in {function_names(cause.needed)}, which {cause.target} needs)"
+                  if cause.needed else "")
         return f"Replace `# FILL IN HERE` with your code{inside}; this is the first blank the grader found."
-    if cause.kind == "syntax_error":
+    if isinstance(cause, CellSyntaxError):
         return "Fix this line so the cell runs; the rest of the cell cannot be read until it does."
-    if cause.kind == "too_deep":
+    if isinstance(cause, CellTooDeep):
         return (f"Split the expression into smaller statements (compute parts into variables first); the grader "
-                f"reads at most {d.get('limit')} levels of nesting.")
-    if cause.kind == "missing_target":
-        target, sug = d["target"], d.get("suggestion")
-        if sug:
-            return f"Did you mean `{sug['name']}`? {rename_to(target)}"
-        return f"Define `class {target}(nn.Module)` at the top level of a cell, with exactly this name."
+                f"reads at most {cause.unit.limit} levels of nesting.")
+    if isinstance(cause, MissingTarget):
+        if cause.suggestion:
+            return f"Did you mean `{cause.suggestion.name}`? {rename_to(cause.target)}"
+        return f"Define `class {cause.target}(nn.Module)` at the top level of a cell, with exactly this name."
     return hint
 
 
@@ -125,25 +127,25 @@ def seen_in(case_name: str) -> str:
 
 def problem_headline(p: Problem) -> str:
     """A problem said without one case's numbers (the entry of several cases leads with it)."""
-    d = p.data
-    name = d.get("name", "")
-    label = f"the gradient of {name}" if d.get("grad") else f"`{name}`"
-    k = p.kind
-    if k == "value_differs":
-        return f"{label} differs from the reference"
-    if k == "scale":
-        return f"{label} is scaled wrongly"
-    if k == "shape_differs":
-        return f"{label} has the wrong shape"
-    if k == "non_finite":
-        return f"`{name}` holds NaN or inf"
-    if k == "masked_leak":
-        return f"masked positions get attention in `{name}`"
-    if k == "row_sum":
-        return f"rows of `{name}` do not sum to 1 over the keys"
-    if k == "perturbed_changed":
-        return f"`{name}` changes when only a masked key/value changes"
+    if isinstance(p, ValueDiffers):
+        return f"{_label(p)} differs from the reference"
+    if isinstance(p, Scale):
+        return f"{_label(p)} is scaled wrongly"
+    if isinstance(p, ShapeDiffers):
+        return f"{_label(p)} has the wrong shape"
+    if isinstance(p, NonFinite):
+        return f"`{p.name}` holds NaN or inf"
+    if isinstance(p, MaskedLeak):
+        return f"masked positions get attention in `{p.name}`"
+    if isinstance(p, RowSum):
+        return f"rows of `{p.name}` do not sum to 1 over the keys"
+    if isinstance(p, PerturbedChanged):
+        return f"`{p.name}` changes when only a masked key/value changes"
     return problem_text(p).split("\n")[0]
+
+
+def _label(p: ValueDiffers | Scale | ShapeDiffers) -> str:
+    return f"the gradient of {p.name}" if p.grad else f"`{p.name}`"
 
 
 def summary_evidence(cause: Cause, case: Any, problems: tuple[Problem, ...], headline_given: bool) -> str:
@@ -152,11 +154,11 @@ def summary_evidence(cause: Cause, case: Any, problems: tuple[Problem, ...], hea
     ``headline_given``: the title did not quote the first problem (a group's headline, or a
     mistake's name), so it is shown here in full.
     """
-    if cause.kind == "exception":
-        return str(cause.data["error"].get("traceback", ""))
-    if cause.kind == "forbidden":  # the title, where and fix say it; more than one use is listed
+    if isinstance(cause, Raised):
+        return cause.error.traceback
+    if isinstance(cause, Forbidden):  # the title, where and fix say it; more than one use is listed
         return "\n".join(problem_text(p, case) for p in problems[1:])
-    if cause.kind != "wrong_answer":
+    if not isinstance(cause, WrongAnswer):
         return ""
     texts = [problem_text(p, case) for p in problems]
     if headline_given:

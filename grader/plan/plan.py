@@ -10,15 +10,17 @@ from __future__ import annotations
 import difflib
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 
 from grader.plan.policy import forbidden_uses
 from grader.plan.slicing import ParsedSource, Slice, Statement, slice_for
-from grader.model.outcomes import Cause, Note, Problem
+from grader.model.outcomes import (BrokenRedefinition, CellSyntaxError, CellTooDeep, Cause, ForbiddenStatic, MissingClass,
+                                   MissingTarget, Note, NotImplementedYet, Problem, Suggestion, UnitCause,
+                                   UnreadableUnit)
 from grader.spec.cases import Assignment, Case, Target
 
-#: How a cell that cannot be read explains a graded class defined in it.
-_CAUSE_OF = {"blank": "not_implemented", "syntax_error": "syntax_error", "too_deep": "too_deep"}
+#: How a cell that cannot be read explains a graded class defined in it (by ``UnitError.what``).
+_CAUSE_OF: dict[str, type[UnitCause]] = {"blank": NotImplementedYet, "syntax_error": CellSyntaxError,
+                                         "too_deep": CellTooDeep}
 
 
 @dataclass(frozen=True)
@@ -73,10 +75,10 @@ def make_plan(parsed: ParsedSource, assignment: Assignment, available: set[str])
     to_run = tuple(c for c in runnable if c.target not in missing)
     forbidden = {t.name: tuple(_forbidden_problems(parsed, t.name, t.forbid))
                  for t in assignment.targets.values() if t.forbid and t.name not in missing}
-    notes = [Note("missing_target", {"kind": c.kind, "data": c.data}) for c in missing.values()]
-    notes += [Note("broken_redefinition", {"target": name, "graded": every.definitions[name].unit.label,
-                                           "error": error.facts()}) for name, error in every.redefinitions.items()]
-    notes += [Note("unit_error", e.facts()) for e in parsed.syntax_errors if id(e) not in explaining]
+    notes: list[Note] = [MissingClass(c) for c in missing.values()]
+    notes += [BrokenRedefinition(name, every.definitions[name].unit.label, error.fact())
+              for name, error in every.redefinitions.items()]
+    notes += [UnreadableUnit(e.fact()) for e in parsed.syntax_errors if id(e) not in explaining]
     return Plan(assignment, parsed, sliced, runnable, to_run, missing, forbidden, tuple(notes))
 
 
@@ -86,15 +88,12 @@ def missing_cause(parsed: ParsedSource, name: str, targets: Mapping[str, Target]
     under another name)."""
     error = parsed.defining_error(name)
     if error is None:
-        data: dict[str, Any] = {"target": name}
-        if targets is not None and name in targets:
-            similar = similar_class(parsed, targets[name], set(targets))
-            if similar is not None:
-                data["suggestion"] = {"name": next(iter(similar.defines)), "label": similar.unit.label,
-                                      "line": similar.lineno}
-        return Cause("missing_target", data)
-    facts = error.facts()
-    return Cause(_CAUSE_OF[facts["kind"]], {"target": name, **facts})
+        similar = similar_class(parsed, targets[name], set(targets)) if targets is not None and name in targets else None
+        if similar is None:
+            return MissingTarget(name)
+        return MissingTarget(name, Suggestion(next(iter(similar.defines)), similar.unit.label, similar.lineno))
+    unit = error.fact()
+    return _CAUSE_OF[unit.what](name, unit)
 
 
 def blank_cause(parsed: ParsedSource, name: str) -> Cause | None:
@@ -108,10 +107,7 @@ def blank_cause(parsed: ParsedSource, name: str) -> Cause | None:
     holder = own if own.blank is not None else next((s for s in needed.statements if s.blank is not None), None)
     if holder is None:
         return None
-    data = {"target": name, **holder.blank_facts()}
-    if holder is not own:
-        data["needed"] = sorted(holder.defines)[:3]
-    return Cause("not_implemented", data)
+    return NotImplementedYet(name, holder.blank_fact(), () if holder is own else tuple(sorted(holder.defines)[:3]))
 
 
 #: How close a class's name must be to a graded class's to be suggested (``difflib`` ratio).
@@ -153,6 +149,6 @@ def similar_class(parsed: ParsedSource, target: Target, graded: set[str]) -> Sta
     return by_signature[0] if len(by_signature) == 1 else None
 
 
-def _forbidden_problems(parsed: ParsedSource, target: str, forbid: tuple[str, ...]) -> list[Problem]:
+def _forbidden_problems(parsed: ParsedSource, target: str, forbid: tuple[str, ...]) -> list[ForbiddenStatic]:
     statements = slice_for(parsed, [target]).statements
-    return [Problem("forbidden_static", found) for found in forbidden_uses(statements, forbid)]
+    return forbidden_uses(statements, forbid)

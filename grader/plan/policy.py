@@ -17,8 +17,8 @@ resolved by a loop, each node once (a memo), so the walk is linear in the statem
 from __future__ import annotations
 
 import ast
-from typing import Any
 
+from grader.model.outcomes import ForbiddenStatic
 from grader.plan.slicing import Statement
 from grader.spec.operators import family_of, forbidden_families, operator_of
 
@@ -26,7 +26,7 @@ from grader.spec.operators import family_of, forbidden_families, operator_of
 _SHOWN = 200
 
 
-def forbidden_uses(statements: tuple[Statement, ...], forbid: tuple[str, ...]) -> list[dict[str, Any]]:
+def forbidden_uses(statements: tuple[Statement, ...], forbid: tuple[str, ...]) -> list[ForbiddenStatic]:
     """Each use of a forbidden API, in source order: its cell (``label``), ``line``, the line's
     ``code``, the dotted name ``used`` and the ``forbidden`` entry it falls under."""
     if not forbid:
@@ -37,7 +37,7 @@ def forbidden_uses(statements: tuple[Statement, ...], forbid: tuple[str, ...]) -
         for node in tree.body if tree else ():
             _collect_aliases(node, aliases)
     families = forbidden_families(forbid)
-    problems: list[tuple[int, int, dict[str, Any]]] = []
+    problems: list[tuple[int, int, ForbiddenStatic]] = []
     seen: set[tuple[str, int]] = set()
     unit_lines: dict[int, list[str]] = {}  # id(unit) -> its lines, split once per unit
     for statement, tree in trees:
@@ -61,9 +61,8 @@ def forbidden_uses(statements: tuple[Statement, ...], forbid: tuple[str, ...]) -
             if hit and key not in seen:
                 seen.add(key)
                 line = lines[node.lineno - 1].strip() if 0 < node.lineno <= len(lines) else ""
-                problems.append((unit.index, node.lineno, {
-                    "label": unit.label, "line": node.lineno, "code": _shown(line), "used": _shown(dotted),
-                    "forbidden": hit}))
+                problems.append((unit.index, node.lineno, ForbiddenStatic(
+                    label=unit.label, line=node.lineno, code=_shown(line), used=_shown(dotted), forbidden=hit)))
     return [found for _, _, found in sorted(problems, key=lambda p: p[:2])]
 
 

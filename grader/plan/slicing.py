@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import ast
 import bisect
+import dataclasses
 import io
 import itertools
 import re
@@ -29,6 +30,7 @@ from typing import Any, ClassVar
 
 from grader.plan.submission import SourceUnit
 from grader.model.messages import unit_error_text
+from grader.model.outcomes import UnitError
 
 #: The template's blank, found in comments: where it still marks an empty slot, the code is not
 #: implemented yet, whether or not it parses (see ``find_blanks``).
@@ -68,11 +70,10 @@ class Statement:
     #: a class's own ``forward``: its parameters after ``self`` (None: not a class, or no ``forward``)
     forward_args: tuple[str, ...] | None = None
 
-    def blank_facts(self) -> dict[str, Any]:
-        """The blank, as ``UnitSyntaxError.facts()`` gives a blank that does not parse (kind "blank")."""
+    def blank_fact(self) -> UnitError:
+        """The blank, as ``UnitSyntaxError.fact()`` gives a blank that does not parse (``what`` "blank")."""
         assert self.blank is not None
-        return {"kind": "blank", "label": self.unit.label, "line": self.blank.lineno,
-                "code": _shown(self.blank.code), "message": ""}
+        return UnitError("blank", self.unit.label, self.blank.lineno, _shown(self.blank.code))
 
 
 @dataclass(frozen=True)
@@ -100,15 +101,14 @@ class UnitSyntaxError:
     #: what kind of failure: "syntax_error" here, "too_deep" for ``UnitTooDeep``
     kind: ClassVar[str] = "syntax_error"
 
-    def facts(self) -> dict[str, Any]:
-        """What went wrong, as plain data (``grader.model.messages`` words it)."""
-        kind = "blank" if self.kind == "syntax_error" and BLANK_MARKER in self.text else self.kind
-        return {"kind": kind, "label": self.unit.label, "line": self.lineno, "code": _shown(self.text),
-                "message": self.message}
+    def fact(self) -> UnitError:
+        """What went wrong, as data (``grader.model.messages`` words it)."""
+        what = "blank" if self.kind == "syntax_error" and BLANK_MARKER in self.text else self.kind
+        return UnitError(what, self.unit.label, self.lineno, _shown(self.text), self.message)
 
     def describe(self) -> str:
         """One sentence for the student: the cell, the line, the code, and what to do."""
-        return unit_error_text(self.facts())
+        return unit_error_text(self.fact())
 
 
 @dataclass(frozen=True)
@@ -122,8 +122,8 @@ class UnitTooDeep(UnitSyntaxError):
     limit: int = MAX_AST_DEPTH
     kind: ClassVar[str] = "too_deep"
 
-    def facts(self) -> dict[str, Any]:
-        return {**super().facts(), "depth": self.depth, "limit": self.limit}
+    def fact(self) -> UnitError:
+        return dataclasses.replace(super().fact(), depth=self.depth, limit=self.limit)
 
 
 @dataclass(frozen=True)
