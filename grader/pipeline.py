@@ -30,7 +30,7 @@ from grader.errors import InternalError, SubmissionUnreadable, UsageError
 from grader.execute.jobs import call_spec, make_job
 from grader.execute.runner import Worker
 from grader.execute.sandbox import describe, readable_unsandboxed, resolve_mode
-from grader.execute.session import Execution, Part, run_cases
+from grader.execute.execution import Execution, Part, run_cases
 from grader.execute.slots import WarmSlot, worth_preloading
 from grader.judge.compose import compose_report
 from grader.judge.judge import judge, name_mistakes, not_run

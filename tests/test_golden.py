@@ -37,7 +37,7 @@ from grader.execute.observation import Observation
 from grader.execute.protocol import OUTPUT_PREFIXES, CallSpec, Job, StatementSpec
 from grader.execute.runner import Worker
 from grader.execute.sandbox import resolve_mode
-from grader.execute.session import run_cases
+from grader.execute.execution import run_cases
 from grader.execute.slots import WarmSlot
 from grader.report.audience import for_audience
 from grader.report.render import FORMATS, render, render_rich_text

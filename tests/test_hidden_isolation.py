@@ -29,7 +29,7 @@ from grader.course.assignments import get_assignment
 from grader.execute.jobs import call_spec, make_job
 from grader.execute.observation import Observation
 from grader.execute.runner import WorkerRun
-from grader.execute.session import MAX_RESTARTS, Part, run_cases
+from grader.execute.execution import MAX_RESTARTS, Part, run_cases
 from grader.report.audience import for_audience
 from grader.model.outcomes import (Crashed, ErrorInfo, Exited, NotRun, Pending, ShapeDiffers, ValueDiffers,
                                    WrongAnswer)
@@ -295,14 +295,14 @@ def test_each_part_runs_in_a_worker_of_its_own_with_its_own_calls_and_inputs():
 def test_a_worker_started_for_the_hidden_part_that_waited_too_long_is_replaced(monkeypatch):
     """A cold worker started while the public part runs waits for its job; after a long public part it
     would count as a worker that never started (``STARTUP_TIMEOUT``): a fresh one runs the hidden part."""
-    from grader.execute import session
+    from grader.execute import execution
 
-    monkeypatch.setattr(session, "STARTUP_TIMEOUT", 0.0)
+    monkeypatch.setattr(execution, "STARTUP_TIMEOUT", 0.0)
     log: list = []
     first, spare, fresh = _Worker(log), _Worker(log), _Worker(log)
     run_cases([first, spare], lambda: fresh, _parts(), 60, 10)
     assert [w for w, _, _ in log] == [first, fresh] and spare.closed
-    monkeypatch.setattr(session, "STARTUP_TIMEOUT", 120.0)
+    monkeypatch.setattr(execution, "STARTUP_TIMEOUT", 120.0)
     log.clear()
     run_cases([first, spare], lambda: fresh, _parts(), 60, 10)
     assert [w for w, _, _ in log] == [first, spare]

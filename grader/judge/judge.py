@@ -15,7 +15,7 @@ from typing import Any, Callable
 import numpy as np
 
 from grader.execute.observation import Observation
-from grader.execute.session import Execution
+from grader.execute.execution import Execution
 from grader.judge.checks import CHECKS, DECIDED_ELSEWHERE, first_largest
 from grader.judge.diagnose import Variants, diagnose
 from grader.judge.hints import hint_applies

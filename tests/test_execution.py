@@ -1,4 +1,4 @@
-"""grader.execute.session.run_cases: the restart policy, with scripted workers (no process runs).
+"""grader.execute.execution.run_cases: the restart policy, with scripted workers (no process runs).
 
 Each fake worker follows a script: it observes the calls it is given in order, until the step its
 script says it stops at (a case, or the top-level code). What the policy must do: one bad case
@@ -14,10 +14,10 @@ import types
 import pytest
 
 from grader.errors import InternalError
-from grader.execute import session
+from grader.execute import execution
 from grader.execute.protocol import Job
 from grader.execute.runner import WorkerRun
-from grader.execute.session import MAX_RESTARTS, Part, run_cases
+from grader.execute.execution import MAX_RESTARTS, Part, run_cases
 from grader.model.outcomes import CaseTimeout, Crashed, ErrorInfo, NotRun, OutOfMemory, Stopped
 
 #: the stops a scripted worker makes, by kind
@@ -107,7 +107,7 @@ def test_a_hidden_parts_notes_and_top_level_errors_are_for_instructors_only():
 
 def test_no_time_left_loses_the_later_parts_as_not_run(monkeypatch):
     now = [0.0]
-    monkeypatch.setattr(session.time, "perf_counter", lambda: now[0])
+    monkeypatch.setattr(execution.time, "perf_counter", lambda: now[0])
     slow_run = Scripted.Worker.run
 
     def taking_the_time(self, *args, **kwargs):
