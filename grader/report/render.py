@@ -153,16 +153,29 @@ def to_json(report: Report) -> str:
     return json.dumps(report.to_dict(), indent=2, ensure_ascii=False) + "\n"
 
 
-def case_text(report: Report, c: CaseResult) -> str:
-    """A case's own output for machines (a Gradescope test, a JUnit failure): its cause, then its facts."""
+def case_text(report: Report, c: CaseResult, where_and_fix: bool = False) -> str:
+    """A case's own output for machines (a Gradescope test, a JUnit failure): its cause, then its facts;
+    ``where_and_fix``: with the cause's where and fix (a pytest item's failure, read on its own)."""
     lines = []
     cause = report.cause(c.cause_ref) if c.cause_ref else None
     if cause is not None:
         lines.append(cause_pointer(cause.number, cause.title))
+        if where_and_fix:
+            lines += [x for x in (cause.where and f"Where: {cause.where}", cause.fix and f"Fix: {cause.fix}") if x]
     if c.reason and (cause is None or c.reason != cause.title):
         lines.append(c.reason)
     lines += [x for x in (c.details, hint_line(c.hint) if c.hint else "") if x]
     return "\n".join(lines)
+
+
+def summary_lines(report: Report) -> list[str]:
+    """What closes a run of the cases as tests (the pytest plugin): the score, the notes, the isolation."""
+    head = f"{report.submission}: score {_points(report.score)}/{_points(report.max_score)}"
+    if report.pending_points:
+        head += f" (public cases only; {_points(report.pending_points)} points in hidden cases are graded after submission)"
+    lines = [head] + ([f"Could not grade: {report.problem}"] if report.problem else [])
+    lines += [f"note: {n}" for n in shown_notes(report)]
+    return lines + ([f"isolation: {report.isolation}"] if report.isolation else [])
 
 
 def causes_text(report: Report) -> str:

@@ -129,6 +129,16 @@ def test_the_sample_gets_full_marks_in_the_sandbox(installed):
     assert report["course"] == str(ROOT)
 
 
+def test_the_installed_pytest_plugin_makes_each_case_a_test(installed):
+    """`python -m pytest --grade`: the wheel's pytest11 entry point, found by the environment's own pytest."""
+    p = run([str(installed.venv / "bin" / "python"), "-m", "pytest", "-p", "no:cacheprovider", "-q",
+             "--grade", str(SUBMISSIONS / "filled.ipynb"), "--grade-root", str(ROOT)],
+            timeout=600, cwd=installed.work, env=installed.env())
+    n_cases = len(tomllib.loads((ROOT / "assignments" / "mha" / "cases.toml").read_text())["cases"])
+    assert p.returncode == 0 and f"{n_cases} passed" in p.stdout, p.stdout[-3000:] + p.stderr[-3000:]
+    assert "score 28/28" in p.stdout
+
+
 @needs_bwrap
 def test_a_class_grades_in_warm_slots_with_the_expected_scores(installed):
     source = installed.base / "class"
