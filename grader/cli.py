@@ -185,12 +185,12 @@ def run_and_report(submission: Path, config: "GradeConfig", fmt: str, output: Pa
     def work() -> int:
         report = for_audience(grade_submission(submission, config), audience)
         if output is not None:
-            output.write_text(render(report, fmt), encoding="utf-8")
+            output.write_text(render(report, fmt, submission), encoding="utf-8")
         if fmt == "rich" or output is not None:
             from rich.console import Console
             Console(highlight=False).print(rich_renderable(report))
         else:
-            click.echo(render(report, fmt), nl=False)
+            click.echo(render(report, fmt, submission), nl=False)
         return ExitCode.OK if report.all_passed else ExitCode.CHECKS_FAILED
 
     return guarded(work)

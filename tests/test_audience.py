@@ -3,12 +3,14 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
 import pytest
 
 from conftest import ROOT, SUBMISSIONS, run_grade
 from grader import GradeConfig, grade_submission
 from grader.report.audience import for_audience
+from grader.report.formats import FROM_SOURCE
 from grader.report.render import FORMATS, render, render_rich_text
 
 #: Passes every public case; fails only the hidden 4-D one (it scales by √8, the public cases' d_K).
@@ -37,9 +39,13 @@ def _shows(text: str, fact: str) -> bool:
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_a_students_report_shows_nothing_of_a_hidden_case(graded, fmt):
     facts = _hidden_facts(graded)
-    instructor = render(for_audience(graded, "instructor"), fmt)
-    assert {f for f in facts if _shows(instructor, f)}, "the instructor's report shows the hidden case's data"
-    student = render(for_audience(graded, "student"), fmt)
+    source = Path(graded.submission)  # the notebook page shows the file's cells (the student's view alone)
+    instructor = render(for_audience(graded, "instructor"), fmt, source)
+    if fmt not in FROM_SOURCE:
+        assert {f for f in facts if _shows(instructor, f)}, "the instructor's report shows the hidden case's data"
+    student = render(for_audience(graded, "student"), fmt, source)
+    assert fmt not in FROM_SOURCE or ("class MultiHeadedAttention" in re.sub("<[^>]+>", "", student)
+                                      and student == instructor)
     if fmt == "json":  # timings are not the hidden case's data (and may share digits with it)
         data = json.loads(student)
         for c in data["cases"]:

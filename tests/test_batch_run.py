@@ -51,9 +51,12 @@ def test_a_class_graded_into_a_gradebook_and_feedback(uninterrupted):
     assert scores == {"alice": "28", "bob": "14", "carol": "0", "dave": "7", "erin": "27"}
     assert "5 submissions (folder layout), 5 graded now" in p.stdout and "README.txt" in p.stdout
     feedback = sorted(f.name for f in (out / "feedback").iterdir())
-    assert len(feedback) == 15 and all(f.split("-")[0] in CLASS for f in feedback)
+    assert len(feedback) == 20 and all(f.split("-")[0] in CLASS for f in feedback)
     erin = next((out / "feedback").glob("erin-*.txt")).read_text()
     assert "1 hidden case fails" in erin and "0.58649" not in erin  # students' feedback: the student view
+    # each student's own file, the causes under its cells, for the student as well
+    erin = next((out / "feedback").glob("erin-*.notebook.html")).read_text()
+    assert 'id="cell-' in erin and "MultiHeadedAttention" in erin and "0.58649" not in erin and "<script" not in erin
     assert (out / "canvas_import.csv").is_file() and (out / "gradebook_points.csv").is_file()
     page = (out / "class.html").read_text()
     assert "<script" not in page and "scores divided by √d_feat" in page  # the class at a glance
@@ -205,8 +208,10 @@ def test_what_is_graded_is_the_bytes_whose_hash_is_stored(source, uninterrupted,
         key = grading_key(get_assignment(resolve_course(ROOT), "mha"))
         assert {r.student_id: r.file_sha for r in store.results(key)} == original
     assert not list(out.glob(".grade-batch-copies-*"))      # the run's private copies are gone
-    page = next((out / "feedback").glob("dave-*.html")).read_text()
+    page = next((out / "feedback").glob("dave-????????.html")).read_text()
     assert "Feedback on dave.py" in page and str(folder) not in page and "grade-batch-copies" not in page  # their file
+    page = next((out / "feedback").glob("dave-*.notebook.html")).read_text()  # the copy's cells, under their name
+    assert "Feedback: dave.py" in page and str(folder) not in page and "grade-batch-copies" not in page
     again = run_grade("batch", str(folder), "--assignment", "mha", "--out", str(out), "--cold")
     assert again.returncode == 0 and "3 graded now, 2 already in the store" in again.stdout
     assert scores_of(out) == {**SCORES, "bob": "7", "dave": "14", "erin": "7"}

@@ -1,4 +1,5 @@
-"""Each student's feedback files: an HTML page, Gradescope JSON and text, for the student audience."""
+"""Each student's feedback files: an HTML page, Gradescope JSON, text, and their own notebook with the causes
+under its cells, for the student audience."""
 from __future__ import annotations
 
 import hashlib
@@ -20,12 +21,13 @@ def feedback_name(student_id: str) -> str:
     return f"{safe}-{hashlib.sha256(student_id.encode()).hexdigest()[:8]}"
 
 
-def feedback_texts(report: Report) -> tuple[tuple[str, str], ...]:
+def feedback_texts(report: Report, source: Path | None = None) -> tuple[tuple[str, str], ...]:
     """(suffix, text) of each feedback file of ``report``, for the student (hidden cases by name,
-    points and result only)."""
+    points and result only); with the graded file ``source``, its notebook page too (``.notebook.html``)."""
     shown = for_audience(report, "student")
-    return ((".html", render(shown, "html")), (".json", render(shown, "gradescope")),
-            (".txt", render_rich_text(shown, width=100)))
+    texts = ((".html", render(shown, "html")), (".json", render(shown, "gradescope")),
+             (".txt", render_rich_text(shown, width=100)))
+    return texts + (((".notebook.html", render(shown, "notebook", source)),) if source is not None else ())
 
 
 def write_texts(folder: Path, student_id: str, texts: tuple[tuple[str, str], ...]) -> list[Path]:

@@ -94,10 +94,12 @@ class Shown:
     course: str
 
 
-def as_graded(entry: Entry, seconds: float = 0.0, worker_cpu: float = 0.0, slot: SlotTally | None = None) -> Graded:
+def as_graded(entry: Entry, seconds: float = 0.0, worker_cpu: float = 0.0, slot: SlotTally | None = None,
+              source: Path | None = None) -> Graded:
     """A stored entry made into the batch's answer: its student's feedback rendered from the report as
-    the store reads it back (none without a report)."""
-    return Graded(entry, seconds, feedback_texts(entry.report) if entry.report is not None else (), worker_cpu, slot)
+    the store reads it back (none without a report), with the notebook page of ``source``, the file graded."""
+    texts = feedback_texts(entry.report, source) if entry.report is not None else ()
+    return Graded(entry, seconds, texts, worker_cpu, slot)
 
 
 def failed(message: str, seconds: float = 0.0) -> Graded:
@@ -374,7 +376,8 @@ def _serve(requests: BinaryIO, results: BinaryIO, slot: Any) -> None:
             now = slot.tally()
             tally, told = now - told, now
         try:
-            _send(results, as_graded(entry, seconds, (slot.worker_cpu - cpu_before) if slot is not None else 0.0, tally))
+            _send(results, as_graded(entry, seconds, (slot.worker_cpu - cpu_before) if slot is not None else 0.0, tally,
+                                     Path(path)))
         except BrokenPipeError:  # the batch (or the Dask worker) that asked is gone: nothing to answer
             return
 

@@ -23,7 +23,7 @@ MAX_FIGURED_CASES = 4
 _SAME_WEIGHT = 1.5 * 10.0 ** -FIGURE_DECIMALS
 _STATUS_WORD = {"passed": "PASS", "failed": "FAIL", "error": "ERROR", "pending": "LATER"}
 
-_STYLE = """
+STYLE = """
 .grader-report{font-family:system-ui,-apple-system,Segoe UI,sans-serif;color:#1b1f24;max-width:72rem;line-height:1.4}
 .grader-report h1{font-size:1.4rem;margin-bottom:.2rem} .grader-report .meta{color:#57606a;margin-bottom:1rem}
 .grader-report h2{font-size:1.15rem;margin:1.2rem 0 .4rem}
@@ -54,21 +54,12 @@ color:#555}
 def to_html(report: Report, fragment: bool = False) -> str:
     """The whole feedback page; ``fragment``: only the report's element (for Jupyter's rich display)."""
     e = html.escape
-    parts = [f"<style>{_STYLE}</style><div class='grader-report'>",
-             f"<h1>Feedback on {e(report.submission)}</h1>",
-             f"<div class='meta'>assignment {e(report.assignment or '?')} · score "
-             f"<span class='total'>{points(report.score)}/{points(report.max_score)}</span>"
-             + (f" (public cases only; {points(report.pending_points)} hidden points graded after submission)"
-                if report.pending_points else "") + f" · {e(report.isolation)}</div>"]
-    if report.problem:
-        parts.append(f"<div class='problem'>Could not grade: {e(report.problem)}</div>")
-    parts += [f"<div class='note'>{e(n)}</div>" for n in shown_notes(report)]
+    parts = [f"<style>{STYLE}</style><div class='grader-report'>", report_heading(report, "Feedback on")]
     if report.causes:
         parts.append(f"<h2>{e(causes_heading(len(report.causes)))}</h2>")
-        parts += [_cause_section(report, cause) for cause in report.causes]
+        parts += [cause_section(report, cause) for cause in report.causes]
     if report.cases:
-        parts.append("<table class='report'><thead><tr><th>Case</th><th>Points</th><th>Result</th><th>Cause</th>"
-                     f"</tr></thead><tbody>{''.join(_rows_html(report))}</tbody></table>")
+        parts.append(case_table(report))
     more = more_details(report)
     if more:
         parts.append("<h2>More on each case</h2>")
@@ -79,6 +70,27 @@ def to_html(report: Report, fragment: bool = False) -> str:
         return body
     return (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>Feedback: {e(report.submission)}"
             f"</title></head><body style='margin:2rem'>\n{body}</body></html>\n")
+
+
+def report_heading(report: Report, lead: str) -> str:
+    """The page's title (``lead`` and the submission), its score and isolation, why it could not be graded,
+    and its notes."""
+    e = html.escape
+    parts = [f"<h1>{e(lead)} {e(report.submission)}</h1>",
+             f"<div class='meta'>assignment {e(report.assignment or '?')} · score "
+             f"<span class='total'>{points(report.score)}/{points(report.max_score)}</span>"
+             + (f" (public cases only; {points(report.pending_points)} hidden points graded after submission)"
+                if report.pending_points else "") + f" · {e(report.isolation)}</div>"]
+    if report.problem:
+        parts.append(f"<div class='problem'>Could not grade: {e(report.problem)}</div>")
+    parts += [f"<div class='note'>{e(n)}</div>" for n in shown_notes(report)]
+    return "\n".join(parts)
+
+
+def case_table(report: Report) -> str:
+    """The table of cases, grouped under their class, each row pointing to its cause."""
+    return ("<table class='report'><thead><tr><th>Case</th><th>Points</th><th>Result</th><th>Cause</th>"
+            f"</tr></thead><tbody>{''.join(_rows_html(report))}</tbody></table>")
 
 
 def _rows_html(report: Report) -> list[str]:
@@ -103,7 +115,8 @@ def _inline(text: str) -> str:
     return _CODE_SPAN.sub(r"<code>\1</code>", html.escape(text))
 
 
-def _cause_section(report: Report, cause: CauseSummary) -> str:
+def cause_section(report: Report, cause: CauseSummary) -> str:
+    """One cause's card: what, where, the fix, what it costs (with links to its cases), the evidence, maps."""
     e = html.escape
     names = {c.case_id: c for c in report.cases}
     body = [f"<section class='cause' id='cause-{cause.number}'><h3>{cause.number}. {_inline(cause.title)}</h3>"]

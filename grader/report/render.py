@@ -10,6 +10,7 @@ import csv
 import io
 import json
 import xml.etree.ElementTree as ET
+from pathlib import Path
 from typing import Any
 
 from grader.report.formats import FORMATS
@@ -24,8 +25,9 @@ _STATUS_STYLE = {"passed": ("PASS", "bold green"), "failed": ("FAIL", "bold red"
                  "pending": ("LATER", "dim")}
 
 
-def render(report: Report, fmt: str) -> str:
-    """The report as text in ``fmt`` (rich is rendered without colour, at 100 columns)."""
+def render(report: Report, fmt: str, source: Path | None = None) -> str:
+    """The report as text in ``fmt`` (rich is rendered without colour, at 100 columns); ``source``: the
+    submission file, which ``notebook`` shows (default: the report's ``submission``)."""
     if fmt == "rich":
         return render_rich_text(report)
     if fmt not in FORMATS:
@@ -33,6 +35,9 @@ def render(report: Report, fmt: str) -> str:
     if fmt == "html":
         from grader.report.html import to_html
         return to_html(report)
+    if fmt == "notebook":
+        from grader.report.notebook import to_notebook
+        return to_notebook(report, source if source is not None else Path(report.submission))
     return {"json": to_json, "gradescope": to_gradescope, "junit": to_junit, "csv": to_csv}[fmt](report)
 
 
