@@ -86,9 +86,15 @@ def test_a_class_graded_into_a_gradebook_and_feedback(uninterrupted):
 def test_a_rerun_grades_nothing_again_and_a_changed_file_only_that_one(source, uninterrupted, tmp_path):
     out = tmp_path / "out"
     shutil.copytree(uninterrupted[0], out)
+    [page] = (out / "feedback").glob("erin-*.notebook.html")  # as a run stopped before erin's feedback leaves it
+    drawn, kept = page.read_text(), next((out / "feedback").glob("dave-*.notebook.html"))
+    page.unlink()
+    kept.write_text("drawn by the run that graded dave")
     again = run_grade("batch", str(source), "--assignment", "mha", "--out", str(out))
     assert again.returncode == 0 and "0 graded now, 5 already in the store" in again.stdout
     assert "This run" not in (out / "class.txt").read_text() and "workers:" not in again.stdout
+    assert page.read_text() == drawn  # drawn again from the bytes graded; a page there is not drawn again
+    assert kept.read_text() == "drawn by the run that graded dave" and not list(out.glob(".grade-batch-copies-*"))
     changed = tmp_path / "class"
     shutil.copytree(source, changed)
     shutil.copy(SUBMISSIONS / "mha" / "filled.ipynb", changed / "carol.ipynb")  # carol resubmits, filled

@@ -18,7 +18,7 @@ def test_results_come_back_with_their_feedback():
     for graded in results.values():
         assert graded.entry.status == "graded" and graded.entry.score == 3
         assert graded.entry.report is not None and graded.entry.report.score == 3
-        assert [suffix for suffix, _ in graded.feedback] == [".html", ".json", ".txt"]
+        assert [suffix for suffix, _ in graded.feedback] == [".html", ".json", ".txt", ".notebook.html"]
 
 
 def test_a_grading_process_that_dies_costs_its_submission_only():

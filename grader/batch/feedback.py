@@ -12,6 +12,8 @@ from grader.report.render import render, render_rich_text
 from grader.model.result import Report
 
 _UNSAFE_NAME = re.compile(r"[^A-Za-z0-9._@+-]")
+#: The suffix of a student's notebook page (their own file, the causes under its cells).
+NOTEBOOK_PAGE = ".notebook.html"
 
 
 def feedback_name(student_id: str) -> str:
@@ -27,7 +29,12 @@ def feedback_texts(report: Report, source: Path | None = None) -> tuple[tuple[st
     shown = for_audience(report, "student")
     texts = ((".html", render(shown, "html")), (".json", render(shown, "gradescope")),
              (".txt", render_rich_text(shown, width=100)))
-    return texts + (((".notebook.html", render(shown, "notebook", source)),) if source is not None else ())
+    return texts + (((NOTEBOOK_PAGE, render(shown, "notebook", source)),) if source is not None else ())
+
+
+def notebook_page(folder: Path, student_id: str) -> Path:
+    """Where a student's notebook page is (``feedback_texts``' ``.notebook.html``)."""
+    return folder / (feedback_name(student_id) + NOTEBOOK_PAGE)
 
 
 def write_texts(folder: Path, student_id: str, texts: tuple[tuple[str, str], ...]) -> list[Path]:

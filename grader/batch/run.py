@@ -45,7 +45,7 @@ from grader.batch.similarity import Flag, flags_for_files
 from grader.batch.sources import Collected, StudentFile, collect
 from grader.batch.walk import SourceLimits, Skipped
 from grader.batch import outdir, workers
-from grader.batch.feedback import feedback_texts, write_texts
+from grader.batch.feedback import feedback_texts, notebook_page, write_texts
 from grader.batch.store import STORE_NAME, Handed, Store, StoredResult
 from grader.config import GradeConfig
 from grader.course.assignments import get_assignment
@@ -165,12 +165,16 @@ def _grade(collected: Collected, chosen: list, store: Store, key: str, copies: o
     """The grading and the outputs of ``run_batch``, holding ``out``."""
     warm, scheduler = options.warm, options.scheduler
     todo, done, unread = [], [], []
+    pages: dict[str, Path] = {}  # student -> the copy a notebook page missing from their feedback is drawn from
     for s in chosen:  # each file read once: the hash stored is the hash of the bytes graded
         copy = copies.take(s.path)
         if isinstance(copy, str):
             unread.append(Skipped(s.path, copy, s.student_id))
         elif store.done(s.student_id, copy.sha, key):
-            copies.drop(copy)
+            if notebook_page(out / FEEDBACK, s.student_id).exists():
+                copies.drop(copy)
+            else:  # graded by a run stopped before its feedback, or by a grader that drew no such page
+                pages[s.student_id] = copy.path
             done.append((s, copy.sha))
         else:
             todo.append((s, copy))
@@ -232,7 +236,7 @@ def _grade(collected: Collected, chosen: list, store: Store, key: str, copies: o
     rows = [r for r in store.results(key) if r.student_id in {s.student_id for s in collected.submissions}]
     columns = columns_from_cases(assignment.cases)
     outputs = write_gradebooks(out, rows, columns, assignment.name, names=options.canvas)
-    outputs += write_feedback(out / FEEDBACK, [r for r in rows if r.student_id not in feedback_written])
+    outputs += write_feedback(out / FEEDBACK, [r for r in rows if r.student_id not in feedback_written], pages)
     outputs += [p for r in rows for p in feedback_written.get(r.student_id, ())]
     found = flags.result() if flags is not None else None
     if found is not None:
@@ -338,6 +342,9 @@ def grading_key(assignment) -> str:
     return f"{assignment.name}:{h.hexdigest()[:20]}"
 
 
-def write_feedback(folder: Path, rows: list[StoredResult]) -> list[Path]:
-    """Each stored student's feedback files (``grader.batch.feedback``)."""
-    return [p for r in rows if r.report is not None for p in write_texts(folder, r.student_id, feedback_texts(r.report))]
+def write_feedback(folder: Path, rows: list[StoredResult], sources: dict[str, Path] | None = None) -> list[Path]:
+    """Each stored student's feedback files (``grader.batch.feedback``), with the notebook page of those
+    whose graded bytes ``sources`` holds (the others' pages, drawn when they were graded, stay)."""
+    sources = sources or {}
+    return [p for r in rows if r.report is not None
+            for p in write_texts(folder, r.student_id, feedback_texts(r.report, sources.get(r.student_id)))]
