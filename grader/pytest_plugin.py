@@ -45,7 +45,17 @@ def pytest_configure(config: pytest.Config) -> None:
     if submission:
         if not Path(submission).is_file():
             raise pytest.UsageError(f"--grade: no such file: {submission}")
+        if Path(submission).suffix.lower() not in (".ipynb", ".py"):
+            raise pytest.UsageError(f"--grade: {submission}: expected a .ipynb notebook or a .py file")
         config.args[:] = [str(Path(submission).absolute())]
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """The grading, once, before anything is collected: a usage mistake (an unknown assignment) is then
+    pytest's usage error, said in one line (exit 4)."""
+    submission = session.config.getoption("grade")
+    if submission:
+        session.config.stash[_KEY] = _graded(Path(submission), session.config)
 
 
 def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
@@ -112,11 +122,10 @@ def _graded(submission: Path, config: pytest.Config) -> Report:
 
 
 class SubmissionFile(pytest.File):
-    """The submission: graded once, when collected; its classes hold its cases."""
+    """The submission, graded at the session's start; its classes hold its cases."""
 
     def collect(self) -> list[pytest.Item | pytest.Collector]:
-        report = _graded(self.path, self.config)
-        self.config.stash[_KEY] = report
+        report = self.config.stash[_KEY]
         if report.problem is not None or not report.cases:  # not graded at all: one failing item says why
             return [CaseItem.from_parent(self, name="submission", report=report, case=None)]
         targets = dict.fromkeys(c.target for c in report.cases)

@@ -369,8 +369,13 @@ def test_ctrl_c_in_a_terminal_says_what_was_saved_and_the_same_command_resumes(s
                              stderr=subprocess.PIPE, text=True, start_new_session=True)  # a terminal's group
     try:
         deadline = time.monotonic() + 300
-        if when != "after a result":  # the command loading, or its processes importing and zygotes starting
-            time.sleep(0.12 if when == "while loading" else 0.5)
+        if when == "while loading":  # the command still importing
+            time.sleep(0.12)
+        while when == "while starting" and not (out / "grades.sqlite").is_file() and batch.poll() is None:
+            assert time.monotonic() < deadline  # the store open: its processes importing, zygotes starting
+            time.sleep(0.02)
+        if when == "while starting":
+            time.sleep(0.2)
         while when == "after a result" and (not (out / "grades.sqlite").is_file() or stored() == 0) \
                 and batch.poll() is None:
             assert time.monotonic() < deadline

@@ -90,7 +90,8 @@ def test_a_py_files_line_is_found_in_the_cell_that_holds_it(tmp_path):
     report = Report("sub.py", "x", (raised, wrong, missing), causes=tuple(
         CauseSummary(n, "k", f"cause {n}", (cid,), 1) for n, cid in ((1, "a"), (2, "b"), (3, "c"))))
     placed, unplaced = place_causes(report, cells)
-    assert placed == {1: (2, 3), 2: (2, None)}  # the raising line; a wrong answer under its class's cell
+    # the raising line (as the file numbers it); a wrong answer under its class's cell
+    assert placed == {1: (2, "sub.py, line 5"), 2: (2, "sub.py, lines 3–5")}
     assert [c.number for c in unplaced] == [3]  # a class that is not there leads the page
     assert read_cells(tmp_path / "missing.ipynb") == ([], "The submitted file's cells cannot be shown: it could not be read.")
 

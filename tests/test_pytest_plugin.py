@@ -88,6 +88,9 @@ def test_the_plugin_does_nothing_without_grade_and_a_bad_submission_is_a_usage_e
     assert "--grade=SUBMISSION" in _pytest(tmp_path, "--help").stdout  # registered by its entry point
     missing = _pytest(bundle, "--grade", "nothing_here.py", "-q")
     assert missing.returncode == 4 and "no such file" in missing.stderr, missing.stderr[-2000:]
+    unknown = _pytest(bundle, "--grade", "bug_sqrt_dfeat.py", "--grade-assignment", "nope", "-q")
+    assert unknown.returncode == 4 and "unknown assignment 'nope'" in unknown.stderr, unknown.stdout + unknown.stderr
+    assert "Traceback" not in unknown.stdout + unknown.stderr
     # with --grade, the session holds the cases only: the bundle's own files are not collected
     (bundle / "test_stray.py").write_text("def test_stray():\n    raise AssertionError('collected')\n")
     try:

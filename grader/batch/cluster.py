@@ -319,6 +319,9 @@ class Cluster:
         self.allow_unsandboxed = allow_unsandboxed
         self.ours = environment(self.config.sandbox or "auto")
         self.workers: tuple[WorkerFacts, ...] = ()
+        # Dask's notes on its own connections are not the batch's words: a scheduler that goes away is logged
+        # (at INFO, with a traceback) before the batch can tell; the batch says it itself, and Dask's warnings stay
+        _quiet_dask(logging.WARNING)
         try:
             self.client = Client(address, set_as_default=False)  # Dask's distributed.comm.timeouts.connect
         except (OSError, TimeoutError, ValueError) as e:
@@ -531,12 +534,14 @@ class Cluster:
             self.client.close()
 
 
-def _quiet_dask() -> None:
-    """Silence Dask's loggers (each may have a level of its own): its complaints while its client gives up
-    a scheduler that went away are tracebacks, and the batch has said what happened."""
+def _quiet_dask(level: int = logging.CRITICAL + 1) -> None:
+    """Raise Dask's loggers (each may have a level of its own) to ``level``: by default silent, for its
+    complaints while its client gives up a scheduler that went away are tracebacks, and the batch has said
+    what happened."""
     names = [n for n in logging.root.manager.loggerDict if n == "distributed" or n.startswith("distributed.")]
     for name in ["distributed", *names]:
-        logging.getLogger(name).setLevel(logging.CRITICAL + 1)
+        logger_ = logging.getLogger(name)
+        logger_.setLevel(max(logger_.getEffectiveLevel(), level))
 
 
 

@@ -225,16 +225,16 @@ def _image(value: Any, budget: dict[str, int]) -> str | None:
 # --------------------------------------------------------------------------- where each cause goes
 
 
-def place_causes(report: Report, cells: list[ShownCell]) -> tuple[dict[int, tuple[int, int | None]],
-                                                                   list[CauseSummary]]:
-    """Each cause entry's cell (its number) and line in that cell, and the entries that name no cell.
+def place_causes(report: Report, cells: list[ShownCell]) -> tuple[dict[int, tuple[int, str]], list[CauseSummary]]:
+    """Each cause entry's cell (its number, and where it is in words: 'cell 4, line 12', 'mha.py, line 30'),
+    and the entries that name no cell.
 
     A cause goes where its facts say it is (the line that raised, the blank, the forbidden call, a
     class under another name); a wrong answer, under the cell that defines its class (the last one:
     it is the one graded); the rest lead the page.
     """
     cases = {c.case_id: c for c in report.cases}
-    placed: dict[int, tuple[int, int | None]] = {}
+    placed: dict[int, tuple[int, str]] = {}
     unplaced = []
     for cause in report.causes:
         members = [cases[cid] for cid in cause.cases if cid in cases]
@@ -244,7 +244,7 @@ def place_causes(report: Report, cells: list[ShownCell]) -> tuple[dict[int, tupl
             continue
         cell, line = spot
         cell.causes.append((cause, line))
-        placed[cause.number] = (cell.number, line)
+        placed[cause.number] = (cell.number, _at(cell, line))
     return placed, unplaced
 
 
@@ -288,6 +288,13 @@ def _cell_at(cells: list[ShownCell], label: str, line: int | None) -> tuple[Show
     return holders[-1], None
 
 
+def _at(cell: ShownCell, line: int | None) -> str:
+    """Where a line of a cell is, as the student finds it: 'cell 4, line 12'; a ``.py`` file's own line."""
+    if cell.label.startswith("cell ") or not cell.label:
+        return f"cell {cell.number}" + (f", line {line}" if line else "")
+    return f"{cell.label}, line {cell.first_line + line - 1}" if line else _cell_name(cell)
+
+
 def _defining_cell(cells: list[ShownCell], target: str) -> ShownCell | None:
     pattern = re.compile(rf"^class\s+{re.escape(target)}\b", re.MULTILINE)
     return next((c for c in reversed(cells) if c.kind == "code" and pattern.search(c.source)), None)
@@ -328,7 +335,7 @@ _TEMPLATE = """{%- extends 'basic/index.html.j2' -%}
 """
 
 
-def _page(report: Report, cells: list[ShownCell], placed: dict[int, tuple[int, int | None]], remark: str) -> str:
+def _page(report: Report, cells: list[ShownCell], placed: dict[int, tuple[int, str]], remark: str) -> str:
     from pygments.formatters import HtmlFormatter
 
     e = html.escape
@@ -344,8 +351,7 @@ def _page(report: Report, cells: list[ShownCell], placed: dict[int, tuple[int, i
         top.append(f"<h2>What to fix ({len(report.causes)})</h2>" if len(report.causes) > 1 else "<h2>What to fix</h2>")
         for cause in report.causes:
             if cause.number in placed:
-                number, line = placed[cause.number]
-                at = f"cell {number}" + (f", line {line}" if line else "")
+                number, at = placed[cause.number]
                 top.append(f"<p class='placed'><a href='#cause-{cause.number}'>{cause.number}. {e(cause.title)}</a>"
                            f" — shown under <a href='#cell-{number}'>{e(at)}</a></p>")
             else:
