@@ -52,7 +52,6 @@ MAX_ALL_MARKDOWN = 1_000_000
 MAX_IMAGE_BYTES = 2 * 2**20
 MAX_ALL_IMAGES = 20 * 2**20
 _IMAGE_TYPES = ("image/png", "image/jpeg")
-_BASE64 = re.compile(rb"[A-Za-z0-9+/=\s]*")
 #: Markdown's HTML, kept: what prose, lists, tables and code need; nothing that runs, loads or styles.
 _TAGS = {"a", "abbr", "b", "blockquote", "br", "code", "del", "div", "em", "h1", "h2", "h3", "h4", "h5", "h6", "hr",
          "i", "img", "kbd", "li", "ol", "p", "pre", "s", "span", "strong", "sub", "sup", "table", "tbody", "td",
@@ -212,14 +211,15 @@ def _outputs(raw: Any, budget: dict[str, int]) -> list[dict[str, Any]]:
 def _image(value: Any, budget: dict[str, int]) -> str | None:
     """A base64 image small enough to show, with nothing but base64 in it; None otherwise."""
     text = _text(value, MAX_IMAGE_BYTES + 1)
-    if not text or len(text) > min(MAX_IMAGE_BYTES, budget["images"]) or not _BASE64.fullmatch(text.encode()):
+    if not text or len(text) > min(MAX_IMAGE_BYTES, budget["images"]):
         return None
+    data = "".join(text.split())  # nbformat wraps base64 in lines; anything else in it is refused below
     try:
-        base64.b64decode("".join(text.split()), validate=True)
+        base64.b64decode(data, validate=True)
     except (binascii.Error, ValueError):
         return None
     budget["images"] -= len(text)
-    return "".join(text.split())
+    return data
 
 
 # --------------------------------------------------------------------------- where each cause goes
@@ -227,7 +227,7 @@ def _image(value: Any, budget: dict[str, int]) -> str | None:
 
 def place_causes(report: Report, cells: list[ShownCell]) -> tuple[dict[int, tuple[int, str]], list[CauseSummary]]:
     """Each cause entry's cell (its number, and where it is in words: 'cell 4, line 12', 'mha.py, line 30'),
-    and the entries that name no cell.
+    and the entries that name no cell; each cell's ``causes`` list is filled with the entries under it.
 
     A cause goes where its facts say it is (the line that raised, the blank, the forbidden call, a
     class under another name); a wrong answer, under the cell that defines its class (the last one:
