@@ -129,14 +129,22 @@ def test_the_sample_gets_full_marks_in_the_sandbox(installed):
     assert report["course"] == str(ROOT)
 
 
-def test_the_installed_pytest_plugin_makes_each_case_a_test(installed):
-    """`python -m pytest --grade`: the wheel's pytest11 entry point, found by the environment's own pytest."""
+def test_the_installed_pytest_plugin_and_notebook_page(installed):
+    """`python -m pytest --grade`: the wheel's pytest11 entry point, found by the environment's own pytest;
+    `--format notebook` with nbconvert as the environment installed it."""
     p = run([str(installed.venv / "bin" / "python"), "-m", "pytest", "-p", "no:cacheprovider", "-q",
              "--grade", str(SUBMISSIONS / "filled.ipynb"), "--grade-root", str(ROOT)],
             timeout=600, cwd=installed.work, env=installed.env())
     n_cases = len(tomllib.loads((ROOT / "assignments" / "mha" / "cases.toml").read_text())["cases"])
     assert p.returncode == 0 and f"{n_cases} passed" in p.stdout, p.stdout[-3000:] + p.stderr[-3000:]
     assert "score 28/28" in p.stdout
+    # the notebook page: nbconvert's own templates as the environment installed them, under our template
+    page = installed.work / "page.html"
+    p = installed.run_grade(str(SUBMISSIONS / "course_template_2021.ipynb"), "--root", str(ROOT),
+                            "--format", "notebook", "-o", str(page))
+    assert p.returncode == 1 and page.is_file(), p.stdout[-3000:] + p.stderr[-3000:]
+    text = page.read_text()
+    assert 'id="cell-5"' in text and "shown under" in text and 'class="hll"' in text and "<script" not in text
 
 
 @needs_bwrap
