@@ -76,3 +76,19 @@ def test_the_worker_imports_nothing_of_the_parent():
     # the wire's records include the facts' ErrorInfo (one definition), from a module of plain data
     assert _imports(PACKAGE / "execute" / "protocol.py") == ["grader.model.outcomes"]
     assert _imports(PACKAGE / "model" / "outcomes.py") == []
+
+
+def _parses_python(path: Path) -> bool:
+    """Does the module call ``ast.parse``, or ``compile`` with ``ast.PyCF_ONLY_AST``?"""
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Attribute) and node.attr in ("parse", "PyCF_ONLY_AST") \
+                and isinstance(node.value, ast.Name) and node.value.id == "ast":
+            return True
+    return False
+
+
+def test_the_grader_parses_python_in_one_place():
+    """CPython 3.11 fails two parses at once in one process (see grader/plan/parsing.py): every parse in
+    the grader's process takes its lock. The worker is one thread in a process of its own."""
+    allowed = {PACKAGE / "plan" / "parsing.py", PACKAGE / "execute" / "worker.py"}
+    assert [str(p.relative_to(PACKAGE)) for p in MODULES if p not in allowed and _parses_python(p)] == []

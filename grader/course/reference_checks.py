@@ -21,6 +21,7 @@ from grader.execute.runner import WorkerRun
 from grader.plan.slicing import Statement
 from grader.model.messages import kwargs, stop_phrase
 from grader.spec.cases import Assignment, Case
+from grader.plan.parsing import parse as parse_python
 
 
 def checked_reference(assignment: Assignment, run: WorkerRun,
@@ -137,7 +138,7 @@ def _dict_keys(statements: tuple[Statement, ...], name: str) -> list[str]:
         if not (st.is_class and name in st.defines):
             continue
         try:
-            tree = ast.parse(st.source)
+            tree = parse_python(st.source)
         except (SyntaxError, ValueError, RecursionError):
             continue
         for cls in (n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == name):

@@ -26,7 +26,7 @@ from safetensors.numpy import load_file, save, save_file
 from grader.config import GradeConfig
 from grader.errors import CaseFileError, GraderError, InternalError, UsageError
 from grader.memo import by_files
-from grader.execute.jobs import call_spec, make_job
+from grader.execute.jobs import Job, call_spec, make_job
 from grader.execute.observation import Observation, Tensors, from_saved
 from grader.execute.protocol import INPUT_PREFIXES, ProtocolViolation, split_key
 from grader.execute.runner import Worker
@@ -181,10 +181,12 @@ def variant_outputs(assignment: Assignment, expected: ReferenceOutputs, config: 
         folder.mkdir(parents=True, exist_ok=True)
         units = _reference_units(assignment)
         inputs = expected.inputs()
+        # every edit is made and parsed here, before the threads: they only drive workers (see plan/parsing.py)
+        jobs = {m.id: _variant_job(assignment, units, m) for m in todo}
 
         def run_share(share: list[Mistake]) -> list[tuple[Mistake, dict[str, Observation]]]:
             with _variant_workers(config) as new_worker:
-                return [(m, _run_variant(assignment, units, m, inputs, config, new_worker)) for m in share]
+                return [(m, _run_variant(jobs[m.id], m, inputs, config, new_worker)) for m in share]
 
         with ThreadPoolExecutor(max_workers=2) as pool:  # two shares, two at a time
             for share in pool.map(run_share, [todo[0::2], todo[1::2]]):
@@ -206,11 +208,15 @@ def apply_edits(units: tuple[SourceUnit, ...], mistake: Mistake, where: str) -> 
     return tuple(units)
 
 
-def _run_variant(assignment: Assignment, units: tuple[SourceUnit, ...], mistake: Mistake, inputs: bytes,
-                 config: GradeConfig, new_worker: Callable[[], Worker]) -> dict[str, Observation]:
+def _variant_job(assignment: Assignment, units: tuple[SourceUnit, ...], mistake: Mistake) -> Job:
+    """The worker's job for the reference with ``mistake``'s edits made."""
     edited = apply_edits(units, mistake, str(mistakes_file(assignment.folder)))
-    job = make_job("run", _statements(assignment, edited, mistake), "variant",
-                   [call_spec(c, assignment) for c in assignment.cases])
+    return make_job("run", _statements(assignment, edited, mistake), "variant",
+                    [call_spec(c, assignment) for c in assignment.cases])
+
+
+def _run_variant(job: Job, mistake: Mistake, inputs: bytes, config: GradeConfig,
+                 new_worker: Callable[[], Worker]) -> dict[str, Observation]:
     with new_worker() as worker:
         run = worker.run(job, inputs, REFERENCE_TIMEOUT, config.case_timeout)
     if run.internal or run.start_failure:

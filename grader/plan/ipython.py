@@ -6,8 +6,9 @@ Code that already parses as Python is left exactly as it is.
 """
 from __future__ import annotations
 
-import ast
 import re
+
+from grader.plan.parsing import parse as parse_python
 
 #: Cell magics whose body is still Python.
 PYTHON_CELL_MAGICS = frozenset({"time", "timeit", "capture", "prun", "debug"})
@@ -31,7 +32,7 @@ def clean_ipython(source: str) -> str | None:
         lines[0] = "pass"
     else:
         try:
-            ast.parse(source)
+            parse_python(source)
             return source  # plain Python: leave alone (a line may start with % as an operator)
         except (SyntaxError, ValueError, RecursionError, MemoryError):  # too deep: parse_units says so
             pass

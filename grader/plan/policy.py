@@ -21,6 +21,7 @@ import ast
 from grader.model.outcomes import ForbiddenStatic
 from grader.plan.slicing import Statement
 from grader.spec.operators import family_of, forbidden_families, operator_of
+from grader.plan.parsing import parse as parse_python
 
 #: Longest dotted name quoted in a message.
 _SHOWN = 200
@@ -72,7 +73,7 @@ def _shown(text: str) -> str:
 
 def _parse(statement: Statement) -> ast.Module | None:
     try:
-        tree = ast.parse(statement.source)
+        tree = parse_python(statement.source)
     except (SyntaxError, ValueError, RecursionError, MemoryError):
         return None
     # Line numbers as in the unit, without parsing lineno - 1 blank lines first (that was quadratic).

@@ -31,6 +31,7 @@ from typing import Any, ClassVar
 from grader.plan.submission import SourceUnit
 from grader.model.messages import unit_error_text
 from grader.model.outcomes import UnitError
+from grader.plan.parsing import parse as parse_python
 
 #: The template's blank, found in comments: where it still marks an empty slot, the code is not
 #: implemented yet, whether or not it parses (see ``find_blanks``).
@@ -204,7 +205,7 @@ def _parse_unit(unit: SourceUnit, first: int) -> list[Statement] | UnitSyntaxErr
     """The unit's statements (numbered from ``first``), or why the unit cannot be read."""
     lines = unit.source.split("\n")
     try:
-        tree = ast.parse(unit.source)
+        tree = parse_python(unit.source)
     except SyntaxError as e:
         lineno = e.lineno or 1
         text = lines[lineno - 1] if 0 < lineno <= len(lines) else (e.text or "")
@@ -431,7 +432,7 @@ def _busiest_logical_line(source: str) -> int:
 def _gives_up(source: str) -> bool:
     """Does CPython's parser give up on ``source`` for its depth (not for a SyntaxError)?"""
     try:
-        ast.parse(source)
+        parse_python(source)
     except (RecursionError, MemoryError):
         return True
     except (SyntaxError, ValueError):

@@ -25,6 +25,7 @@ from grader.plan.ipython import clean_ipython
 from grader.plan.limits import MAX_CODE_BYTES, MAX_NOTEBOOK_BYTES
 from grader.plan.notebook_scan import BadNotebook, CodeTooBig, NotJSON, TooMuch, scan_notebook
 from grader.model.text import human_size
+from grader.plan.parsing import parse as parse_python
 
 @dataclass(frozen=True)
 class SourceUnit:
@@ -225,7 +226,7 @@ def history_units(inputs, current: int | None = None) -> tuple[SourceUnit, ...]:
         if source is None:
             continue
         try:
-            body = ast.parse(source).body
+            body = parse_python(source).body
         except (SyntaxError, ValueError, RecursionError, MemoryError):
             units.append(SourceUnit(n, f"In [{n}]", source))  # the slicer says why it cannot be read
             continue

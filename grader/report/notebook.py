@@ -40,6 +40,7 @@ from grader.model.outcomes import (
 from grader.model.result import CaseResult, CauseSummary, Report
 from grader.report.audience import for_audience
 from grader.report.html import STYLE, case_table, cause_section, report_heading
+from grader.plan.parsing import parse as parse_python
 
 #: The most bytes of a notebook whose outputs and markdown are read (its code is read by the grader's own
 #: bounded reader whatever its size).
@@ -129,7 +130,7 @@ def _python_cells(text: str, label: str) -> list[ShownCell]:
     together (the comments above a definition go with it); the whole file when it does not parse."""
     lines = text.splitlines()
     try:
-        body = ast.parse(text).body
+        body = parse_python(text).body
     except (SyntaxError, ValueError, RecursionError, MemoryError):
         return [ShownCell(1, "code", text, label)]
     starts = [1]
